@@ -1,0 +1,88 @@
+# modelmux — see README.md. Targets: all run test check valgrind lint deps clean.
+
+VERSION  := 0.1.0
+BUILD    ?= build
+CC       ?= gcc
+PKGS     := libmicrohttpd libcurl yaml-0.1 libcjson libcrypto
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -Wwrite-strings -Wvla
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c17 -D_GNU_SOURCE $(WARN) -fstack-protector-strong -Iinclude \
+            -DMM_VERSION='"$(VERSION)"'
+ifeq ($(findstring -fsanitize,$(CFLAGS)),)
+CFLAGS   += -D_FORTIFY_SOURCE=2
+endif
+CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_RUN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%-replay)
+
+DAEMON   := $(BUILD)/modelmux
+FAKE     := $(BUILD)/mm-fake-backend
+CONFIG   ?= config.example.yaml
+
+.PHONY: all run test unit integration fuzz-replay check valgrind lint deps clean npm-deps
+
+all: $(DAEMON) $(FAKE)
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libmodelmux.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(DAEMON): src/main.c $(BUILD)/libmodelmux.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
+
+# The fake/demo backend is a test tool: it may use MHD's own threads.
+$(FAKE): tests/fake_backend/fake_backend.c | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lpthread
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmodelmux.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
+
+# Fuzz harnesses replay their seed corpora in `make test` (a tiny main drives them).
+$(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c $(BUILD)/libmodelmux.a | $(BUILD)/fuzz
+	$(CC) $(CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
+
+$(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
+	mkdir -p $@
+
+run: deps all
+	$(DAEMON) -c $(CONFIG)
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+fuzz-replay: $(FUZZ_RUN)
+	@set -e; for f in $(FUZZ_RUN); do n=$$(basename $$f -replay); echo "== $$n"; $$f fuzz/corpus/$${n#fuzz_}; done
+
+npm-deps:
+	@test -d tests/integration/node_modules/openai || (cd tests/integration && npm install --no-audit --no-fund --silent)
+
+integration: all npm-deps
+	MM_BUILD=$(abspath $(BUILD)) node --test --test-concurrency=2 tests/integration/
+
+test: all unit fuzz-replay integration
+
+check:
+	$(MAKE) BUILD=build-san CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' test
+
+valgrind: all
+	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 tests/integration/
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr -Iinclude --suppress=missingIncludeSystem src tests/fake_backend
+	clang-tidy --quiet $(LIB_SRC) src/main.c -- $(filter-out -Werror,$(CFLAGS))
+
+deps:
+	@./.ci/deps
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,23 @@
+/* fetch: libcurl's multi socket interface driven by the loop. Shared by upstream (requests)
+ * and supervisor (health probes). */
+#ifndef MODELMUX_FETCH_H
+#define MODELMUX_FETCH_H
+
+#include <curl/curl.h>
+
+/* Called once when a transfer ends (success or not). The easy handle is already removed from
+ * the multi handle; the callback owns it (usually curl_easy_cleanup). */
+typedef void (*fetch_done_cb)(CURL *easy, CURLcode result, void *arg);
+
+/* Sets up the multi handle on the loop. fatal() on failure. */
+void fetch_init(void);
+void fetch_free(void);
+
+/* Starts a configured easy handle. -1 on failure (the caller still owns `easy`). */
+int  fetch_start(CURL *easy, fetch_done_cb done, void *arg);
+/* Stops a running transfer without calling its done callback; the caller owns `easy` again. */
+void fetch_cancel(CURL *easy);
+/* Resumes a paused transfer's receive and send directions. */
+void fetch_unpause(CURL *easy);
+
+#endif

@@ -1,0 +1,31 @@
+/* http: the front end — libmicrohttpd in external-epoll mode on the loop. Owns the listening
+ * socket and every request's state (`struct mm_req`, from the first callback to MHD's
+ * completion callback), and drives each request down the data path: router → sched →
+ * upstream, streaming the answer back. */
+#ifndef MODELMUX_HTTP_H
+#define MODELMUX_HTTP_H
+
+#include <stddef.h>
+
+#include "modelmux/config.h"
+
+#define HTTP_MAX_JSON_BODY     (32u << 20) /* bytes of a JSON request body */
+#define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
+                                              * upstream transfer is paused */
+#define HTTP_CONN_MEMORY       (128u << 10) /* MHD per-connection memory: bounds headers */
+#define HTTP_CONN_LIMIT        4096
+#define HTTP_IDLE_TIMEOUT_S    600          /* a connection with no traffic at all */
+
+/* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1
+ * with *err (caller frees). */
+int  http_start(const char *listen, struct cfg *cfg, char **err);
+/* The address actually bound, e.g. "127.0.0.1:43121". */
+const char *http_bound(void);
+/* Stops accepting new connections (shutdown); connections in progress go on. */
+void http_stop_accepting(void);
+/* Number of open client connections. */
+size_t http_connections(void);
+/* Closes every connection and frees the server. */
+void http_free(void);
+
+#endif

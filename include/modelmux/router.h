@@ -1,0 +1,39 @@
+/* router: method + path → endpoint kind; the model a request names; the model's body rewrites.
+ * Pure functions (no I/O, no global state): unit-tested and fuzzed. */
+#ifndef MODELMUX_ROUTER_H
+#define MODELMUX_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "modelmux/config.h"
+
+struct cJSON;
+
+#define ROUTER_MAX_JSON_DEPTH 64 /* nesting accepted in a request body */
+
+enum route_kind {
+	ROUTE_API = 0,      /* not a model route: management or 404, answered by api */
+	ROUTE_JSON_MODEL,   /* POST, JSON body with a "model" field */
+};
+
+struct route {
+	enum route_kind kind;
+	const char     *endpoint; /* label for logs and metrics, e.g. "chat" */
+};
+
+/* Classifies a request path (without the query string). Never fails: unknown paths are
+ * ROUTE_API. *method_ok is false when the path is a model route but the method is wrong. */
+struct route router_match(const char *method, const char *path, bool *method_ok);
+
+/* Parses a JSON request body and finds its model. Returns the document (caller frees with
+ * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason
+ * in err: not JSON, not an object, too deep, no "model" string. */
+struct cJSON *router_json_model(const char *body, size_t len, const char **model, char *err,
+    size_t errlen);
+
+/* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams) to the
+ * document. Returns true when it changed anything (the caller then re-serialises once). */
+bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
+
+#endif

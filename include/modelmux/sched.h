@@ -1,0 +1,111 @@
+/* sched: owns every model's state (STOPPED → STARTING → READY → STOPPING) and every swap
+ * decision. A request acquires a ready model through a ticket — at once, or later from a bounded
+ * FIFO — and releases it when done. The decisions are free of I/O: processes and timers go
+ * through `struct sched_effects`, so unit tests drive the scheduler with fakes. */
+#ifndef MODELMUX_SCHED_H
+#define MODELMUX_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "modelmux/config.h"
+
+#define SCHED_DEF_QUEUE_PER_MODEL 256   /* waiting requests per model */
+#define SCHED_DEF_QUEUE_TOTAL     4096  /* waiting requests in all */
+#define SCHED_DEF_MAX_WAIT_MS     (10u * 60u * 1000u)
+#define SCHED_DEF_SWAP_BATCH      8     /* queued requests a fresh model serves before eviction */
+#define SCHED_ERR_MAX             1024  /* bytes of a model's last error kept */
+
+enum model_state {
+	MODEL_STOPPED = 0,
+	MODEL_STARTING,
+	MODEL_READY,
+	MODEL_STOPPING,
+};
+
+struct sched_model;
+struct sched_ticket;
+
+/* Outcome of an acquire that had to wait: status 0 = the model is ready (the ticket is active,
+ * release it when done); otherwise the HTTP status to answer with and a message (the ticket is
+ * back to idle). Called from the loop, never from inside sched_acquire. */
+typedef void (*sched_grant_cb)(struct sched_ticket *t, int status, const char *msg, void *arg);
+
+enum ticket_state {
+	TICKET_IDLE = 0,
+	TICKET_QUEUED,
+	TICKET_ACTIVE,
+};
+
+/* Embedded in the caller's request; zero-initialise it. */
+struct sched_ticket {
+	struct sched_ticket *next, *prev; /* in the model's queue */
+	struct sched_model  *model;
+	enum ticket_state    state;
+	uint64_t             seq;
+	uint64_t             enqueued_ms;
+	uint64_t             deadline_timer;
+	int                  retry_after_s; /* set with a refusal that has one (429, 503) */
+	sched_grant_cb       cb;
+	void                *arg;
+};
+
+/* What the scheduler does to the world. The defaults run real processes on the loop. */
+struct sched_effects {
+	/* Start m's process; 0, or -1 with *err (caller frees). Later, exactly one of
+	 * sched_on_ready / sched_on_start_failed, then sched_on_exited, is reported. */
+	int      (*start)(struct sched_model *m, char **err);
+	/* Stop m's process within grace_ms; sched_on_exited follows. */
+	void     (*stop)(struct sched_model *m, uint64_t grace_ms);
+	uint64_t (*timer_add)(uint64_t ms, void (*cb)(void *), void *arg);
+	void     (*timer_cancel)(uint64_t id);
+	uint64_t (*now_ms)(void);
+};
+
+struct sched_limits {
+	size_t   queue_per_model;
+	size_t   queue_total;
+	uint64_t max_wait_ms;
+	unsigned swap_batch;
+};
+
+/* Builds the model table for `cfg` (the scheduler keeps a reference). `fx` NULL = the real
+ * effects (supervisor + loop). */
+void sched_init(struct cfg *cfg, const struct sched_effects *fx, const struct sched_limits *lim);
+/* Frees the table; every process must already be reaped. */
+void sched_free(void);
+
+/* Asks for model `m` (a model of the current config). Returns 1 when granted at once (ticket
+ * active), 0 when queued (cb reports later), or -1 when refused now: *status and *msg say why
+ * (msg static or owned by the scheduler until the next call). */
+int  sched_acquire(struct sched_ticket *t, const struct cfg_model *m, sched_grant_cb cb, void *arg,
+    int *status, const char **msg);
+/* Ends a ticket: an active one releases the model, a queued one leaves the queue, an idle one
+ * is a no-op. Never calls the ticket's callback. */
+void sched_release(struct sched_ticket *t);
+
+/* The base URL of the model a ticket holds (valid while active). */
+const char *sched_ticket_proxy(const struct sched_ticket *t);
+
+/* Stops every model and refuses new work; `done` is called once nothing runs any more. */
+void sched_shutdown(void (*done)(void));
+
+/* Reports from the process layer (called by the real effects, or by tests). */
+void sched_on_ready(struct sched_model *m);
+void sched_on_start_failed(struct sched_model *m, int status, const char *reason);
+void sched_on_exited(struct sched_model *m, const char *reason);
+
+/* Introspection, for management routes and tests. */
+struct sched_model *sched_model_get(const char *id);
+const struct cfg_model *sched_model_cfg(const struct sched_model *m);
+enum model_state sched_model_state(const struct sched_model *m);
+const char *sched_state_name(enum model_state s);
+size_t sched_model_inflight(const struct sched_model *m);
+size_t sched_model_queued(const struct sched_model *m);
+unsigned sched_model_starts(const struct sched_model *m);
+/* Set by the effects: opaque process handle. */
+void  sched_model_set_proc(struct sched_model *m, void *proc);
+void *sched_model_proc(const struct sched_model *m);
+
+#endif

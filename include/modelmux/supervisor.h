@@ -1,0 +1,61 @@
+/* supervisor: runs backend processes — spawn without a shell, capture output, health-check,
+ * stop (TERM or cmdStop, grace, KILL) and reap. Knows nothing of HTTP requests or models'
+ * scheduling; its owner (sched) is told about each process through one callback. */
+#ifndef MODELMUX_SUPERVISOR_H
+#define MODELMUX_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SUP_HEALTH_INTERVAL_MS 50     /* health poll period while starting */
+#define SUP_PROBE_TIMEOUT_MS   1000   /* one health probe */
+#define SUP_LINE_MAX           4096   /* longer output lines are cut */
+#define SUP_TAIL_LINES         64     /* output lines kept per process */
+#define SUP_TAIL_BYTES         16384  /* and at most this many bytes of them */
+
+struct sup_proc;
+
+enum sup_event {
+	SUP_READY = 0,     /* the health check answered 200 (or there is none) */
+	SUP_START_FAILED,  /* exited or could not be checked while starting; SUP_EXITED follows */
+	SUP_START_TIMEOUT, /* the health check did not pass in time; SUP_EXITED follows */
+	SUP_EXITED,        /* reaped; the record is freed when the callback returns */
+};
+
+/* `reason` is a short human sentence for SUP_START_FAILED and SUP_EXITED, NULL for SUP_READY. */
+typedef void (*sup_event_cb)(struct sup_proc *p, enum sup_event ev, const char *reason, void *arg);
+
+struct sup_spec {
+	const char  *name;              /* for logs: the model id */
+	char *const *argv;              /* argv[0] resolved against PATH unless it has a '/' */
+	char *const *env;               /* "K=V" added to (and overriding) the daemon's environment */
+	const char  *health_url;        /* full URL, NULL = ready as soon as spawned */
+	uint64_t     health_timeout_ms; /* give up starting after this long */
+	char *const *stop_argv;         /* run instead of SIGTERM ("${PID}" replaced); may be NULL */
+};
+
+/* Makes the daemon its children's subreaper. Call once at start. */
+void sup_init(void);
+
+/* Spawns a process. Returns its record, or NULL with a message in *err (caller frees) when it
+ * could not be started at all ("command not found: x"). The spec is copied. */
+struct sup_proc *sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err);
+
+/* Stops a process: cmdStop or SIGTERM to its group, then SIGKILL after `grace_ms`.
+ * SUP_EXITED follows. Calling it again shortens nothing; 0 grace kills at once. */
+void sup_stop(struct sup_proc *p, uint64_t grace_ms);
+
+/* Reaps every exited child; call on SIGCHLD. */
+void sup_reap(void);
+
+pid_t sup_pid(const struct sup_proc *p);
+/* Writes the last `lines` output lines (oldest first, '\n'-separated) into buf; returns buf. */
+const char *sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n);
+/* Number of processes not yet reaped. */
+size_t sup_count(void);
+/* Sends SIGKILL to every process group still alive (last resort at exit). */
+void sup_kill_all(void);
+
+#endif

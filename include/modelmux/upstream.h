@@ -1,0 +1,49 @@
+/* upstream: one HTTP exchange with a backend over libcurl's multi interface, streamed both
+ * ways. Knows nothing of models: it gets a URL, a method, headers and a body, and reports the
+ * response head, body pieces and the end to its owner. */
+#ifndef MODELMUX_UPSTREAM_H
+#define MODELMUX_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define UP_MAX_HEADERS      128      /* response headers kept */
+#define UP_MAX_HEADER_BYTES (64u << 10)
+
+struct up_xfer;
+
+struct up_header {
+	char *name;
+	char *value;
+};
+
+struct up_callbacks {
+	/* The response head arrived (final status, headers minus hop-by-hop ones;
+	 * content_length -1 when unknown). Called once, before any body. */
+	void   (*head)(void *arg, int status, const struct up_header *h, size_t n, long long content_length);
+	/* A piece of the body. Return how many bytes were taken: all of them, or 0 to pause the
+	 * transfer (the same bytes come again after up_resume). */
+	size_t (*body)(void *arg, const char *p, size_t n);
+	/* The exchange ended: ok, or a reason (static text). The transfer is already freed. */
+	void   (*done)(void *arg, bool ok, const char *reason);
+};
+
+struct up_request {
+	const char  *url;
+	const char  *method;
+	char *const *headers;      /* "Name: value" lines, NULL-terminated */
+	const char  *body;         /* borrowed until done; NULL for none */
+	size_t       body_len;
+	long         connect_timeout_s;  /* 0 = none */
+	long         header_timeout_s;   /* time to the response head; 0 = none */
+};
+
+/* Starts an exchange. Returns the transfer, or NULL with a reason in *err (static). */
+struct up_xfer *up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg,
+    const char **err);
+/* Resumes a transfer paused by the body callback. */
+void up_resume(struct up_xfer *x);
+/* Aborts a transfer without calling done; frees it. NULL is a no-op. */
+void up_cancel(struct up_xfer *x);
+
+#endif

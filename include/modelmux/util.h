@@ -1,0 +1,64 @@
+/* util: allocation helpers, string buffers, small helpers shared by every module. */
+#ifndef MODELMUX_UTIL_H
+#define MODELMUX_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define MM_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define MM_MAX(a, b)    ((a) > (b) ? (a) : (b))
+
+/* Fixed-size state: abort with a message when memory is exhausted (tmux's xmalloc). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t n);
+void *xrealloc(void *p, size_t n);
+void *xreallocarray(void *p, size_t nmemb, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Returns a newly allocated formatted string; the caller frees it. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Request-sized buffers: NULL on failure, never abort. */
+__attribute__((warn_unused_result)) void *try_realloc(void *p, size_t n);
+
+/* Aborts with a message: only at start-up or for a broken invariant. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* A growable byte buffer. `len` bytes are valid; `data` is NUL-terminated when non-NULL. */
+struct buf {
+	char  *data;
+	size_t len;
+	size_t cap;
+};
+/* Appends n bytes; -1 (buffer unchanged) if the result would pass `limit` or allocation fails. */
+int  buf_append(struct buf *b, const void *p, size_t n, size_t limit) __attribute__((warn_unused_result));
+/* Appends formatted text; aborts on allocation failure (use for bounded, internal text only). */
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Drops the first n bytes. */
+void buf_consume(struct buf *b, size_t n);
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+
+/* NULL-terminated string vectors (argv, envp, lists). */
+void   strv_free(char **v);
+size_t strv_len(char *const *v);
+char **strv_dup(char *const *v);
+bool   strv_contains(char *const *v, const char *s);
+
+/* Case-insensitive ASCII prefix test. */
+bool str_has_prefix_ci(const char *s, const char *prefix);
+/* Parses a whole base-10 integer in [min, max]; -1 if not. */
+int  parse_int(const char *s, long long min, long long max, long long *out);
+/* Sets O_NONBLOCK on fd; -1 on failure. */
+int  set_nonblock(int fd);
+
+/* Functions the conventions forbid in this project. */
+#pragma GCC poison sprintf strcpy strcat system popen atoi
+
+#endif

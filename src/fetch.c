@@ -1,0 +1,176 @@
+/* fetch: curl multi socket interface on the loop (epoll watchers + one loop timer). */
+#include <string.h>
+
+#include "modelmux/fetch.h"
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
+#include "modelmux/util.h"
+
+struct fetch_xfer {
+	fetch_done_cb done;
+	void         *arg;
+};
+
+static CURLM   *multi;
+static uint64_t multi_timer;
+static int      running;
+
+static void check_done(void);
+
+static void
+on_sock(int fd, uint32_t events, void *arg)
+{
+	int flags = 0;
+
+	(void)arg;
+	if (events & EPOLLIN)
+		flags |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		flags |= CURL_CSELECT_OUT;
+	if (events & (EPOLLERR | EPOLLHUP))
+		flags |= CURL_CSELECT_ERR;
+	curl_multi_socket_action(multi, fd, flags, &running);
+	check_done();
+}
+
+static int
+sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	uint32_t ev = 0;
+
+	(void)easy;
+	(void)userp;
+	if (what == CURL_POLL_REMOVE) {
+		loop_fd_del(fd);
+		curl_multi_assign(multi, fd, NULL);
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		ev |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev |= EPOLLOUT;
+	if (socketp == NULL) {
+		if (loop_fd_add(fd, ev, on_sock, NULL) == -1) {
+			log_error("fetch", "msg=\"cannot watch socket\" fd=%d", fd);
+			return -1;
+		}
+		curl_multi_assign(multi, fd, multi);
+	} else {
+		loop_fd_mod(fd, ev);
+	}
+	return 0;
+}
+
+static void
+on_timer(void *arg)
+{
+	(void)arg;
+	multi_timer = 0;
+	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done();
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	(void)m;
+	(void)userp;
+	loop_timer_cancel(multi_timer);
+	multi_timer = 0;
+	if (timeout_ms >= 0)
+		multi_timer = loop_timer_add((uint64_t)timeout_ms, on_timer, NULL);
+	return 0;
+}
+
+static void
+check_done(void)
+{
+	CURLMsg *msg;
+	int      left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+		struct fetch_xfer *x = NULL;
+		CURL              *easy = msg->easy_handle;
+		CURLcode           rc = msg->data.result;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+		curl_multi_remove_handle(multi, easy);
+		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+		if (x != NULL) {
+			fetch_done_cb done = x->done;
+			void         *arg = x->arg;
+
+			free(x);
+			done(easy, rc, arg);
+		}
+	}
+}
+
+static void
+on_loop_round(void *arg)
+{
+	(void)arg;
+	check_done();
+}
+
+void
+fetch_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+		fatal("curl_global_init failed");
+	if ((multi = curl_multi_init()) == NULL)
+		fatal("curl_multi_init failed");
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	/* Backends are local: keep a few idle connections per host for reuse. */
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	loop_hook_add(on_loop_round, NULL);
+}
+
+void
+fetch_free(void)
+{
+	loop_timer_cancel(multi_timer);
+	multi_timer = 0;
+	if (multi != NULL)
+		curl_multi_cleanup(multi);
+	multi = NULL;
+	curl_global_cleanup();
+}
+
+int
+fetch_start(CURL *easy, fetch_done_cb done, void *arg)
+{
+	struct fetch_xfer *x = xmalloc(sizeof(*x));
+
+	x->done = done;
+	x->arg = arg;
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
+	if (curl_multi_add_handle(multi, easy) != CURLM_OK) {
+		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+		free(x);
+		return -1;
+	}
+	return 0;
+}
+
+void
+fetch_cancel(CURL *easy)
+{
+	struct fetch_xfer *x = NULL;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+	curl_multi_remove_handle(multi, easy);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+	free(x);
+}
+
+void
+fetch_unpause(CURL *easy)
+{
+	/* May call the write callback at once; a transfer it ends is collected by the loop hook,
+	 * never from inside the caller. */
+	curl_easy_pause(easy, CURLPAUSE_CONT);
+}

@@ -1,0 +1,854 @@
+/* http: libmicrohttpd front end on the loop, and the per-request state machine.
+ *
+ * A request's life: PH_HEAD (first callback: route, request id) → PH_BODY (collect the
+ * bounded body) → PH_WAIT_MODEL (suspended in sched's queue) → PH_WAIT_UPSTREAM (suspended
+ * until the backend's response head) → PH_STREAM (MHD pulls the body from a bounded window
+ * the upstream transfer fills; a full window pauses the transfer, an empty one suspends the
+ * connection). Any answer of our own (an error, a management reply) is PH_REPLY.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "modelmux/api.h"
+#include "modelmux/http.h"
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
+#include "modelmux/router.h"
+#include "modelmux/sched.h"
+#include "modelmux/upstream.h"
+#include "modelmux/util.h"
+
+enum req_phase {
+	PH_HEAD = 0,
+	PH_BODY,
+	PH_WAIT_MODEL,
+	PH_WAIT_UPSTREAM,
+	PH_STREAM,
+	PH_REPLY,
+};
+
+struct mm_req {
+	struct MHD_Connection *conn;
+	char                   id[65];
+	char                  *uri;      /* raw request target, as received */
+	char                  *path;     /* raw path, no query */
+	const char            *query;    /* into uri, after '?'; NULL if none */
+	const char            *method;   /* MHD's, valid for the request's life */
+	enum req_phase         phase;
+	struct route           route;
+	struct cfg            *cfg;
+	struct buf             body;
+	bool                   body_too_large;
+	const struct cfg_model *model;
+	char                  *model_name;  /* as the client sent it */
+	char                  *up_body;     /* rewritten body, or NULL to send `body` */
+	size_t                 up_body_len;
+	char                 **up_headers;
+	struct sched_ticket    ticket;
+	struct up_xfer        *up;
+	bool                   up_done, up_ok, up_paused;
+	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
+	int                    status;      /* the status queued */
+	struct buf             out;         /* response window: bytes [out_off, out.len) */
+	size_t                 out_off;
+	bool                   suspended;
+	bool                   client_gone;
+	int                    watch_fd;
+	uint64_t               t_start, t_granted, t_first_byte;
+	unsigned long long     bytes_out;
+};
+
+static struct {
+	struct MHD_Daemon *d;
+	struct cfg        *cfg;
+	int                listen_fd;
+	int                epoll_fd;
+	char               bound[INET6_ADDRSTRLEN + 8];
+	size_t             nconn;
+	bool               need_run; /* a connection was resumed: MHD_run must follow */
+} H = { .listen_fd = -1, .epoll_fd = -1 };
+
+static void req_resume(struct mm_req *r);
+static void start_upstream(struct mm_req *r);
+
+/* --- small helpers --- */
+
+static void
+gen_id(char *out, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char     rnd[8];
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+		uint64_t t = loop_now_ms() ^ (uint64_t)getpid() << 32;
+
+		memcpy(rnd, &t, sizeof(rnd));
+	}
+	for (size_t i = 0; i < sizeof(rnd) && 2 * i + 2 < n; i++) {
+		out[2 * i] = hex[rnd[i] >> 4];
+		out[2 * i + 1] = hex[rnd[i] & 15];
+		out[2 * i + 2] = '\0';
+	}
+}
+
+/* A client's X-Request-ID is kept when it is 1..64 characters of [A-Za-z0-9._:-]. */
+static bool
+valid_request_id(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++) {
+		char c = s[n];
+
+		if (n >= 64 || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' || c == ':'))
+			return false;
+	}
+	return n > 0;
+}
+
+static const char *
+header(const struct mm_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* Makes `resp` the answer; it is queued at the next handler call (now, if in one). */
+static void
+set_reply(struct mm_req *r, int status, struct MHD_Response *resp)
+{
+	if (r->pending)
+		MHD_destroy_response(r->pending);
+	r->pending = resp;
+	r->status = status;
+	MHD_add_response_header(resp, "X-Request-ID", r->id);
+}
+
+static void
+reply_text(struct mm_req *r, int status, const char *ctype, char *body, const char *allow)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
+	    MHD_RESPMEM_MUST_FREE);
+
+	MHD_add_response_header(resp, "Content-Type", ctype);
+	if (allow)
+		MHD_add_response_header(resp, "Allow", allow);
+	set_reply(r, status, resp);
+	r->phase = PH_REPLY;
+}
+
+/* Answers with an OpenAI-shaped error, and logs it. */
+static void __attribute__((format(printf, 4, 5)))
+reply_error(struct mm_req *r, int status, const char *code, const char *fmt, ...)
+{
+	char    msg[2048], q[2200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_emit(status >= 500 ? LOG_WARN : LOG_INFO, "http", r->id, "status=%d code=%s msg=%s",
+	    status, code, log_q(q, sizeof(q), msg));
+	reply_text(r, status, "application/json", api_error_json(status, code, msg), NULL);
+	if (r->ticket.retry_after_s > 0) {
+		char ra[16];
+
+		snprintf(ra, sizeof(ra), "%d", r->ticket.retry_after_s);
+		MHD_add_response_header(r->pending, "Retry-After", ra);
+	}
+}
+
+/* --- suspension, and noticing a client that leaves while suspended --- */
+
+static void
+on_client_hup(int fd, uint32_t events, void *arg)
+{
+	struct mm_req *r = arg;
+
+	(void)fd;
+	(void)events;
+	log_info("http", "req=%s msg=\"client disconnected\" phase=%d", r->id, (int)r->phase);
+	r->client_gone = true;
+	if (r->up) {
+		up_cancel(r->up);
+		r->up = NULL;
+		log_info("http", "req=%s msg=\"upstream request cancelled\"", r->id);
+	}
+	sched_release(&r->ticket);
+	req_resume(r);
+}
+
+static void
+req_suspend(struct mm_req *r)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	if (r->suspended)
+		return;
+	MHD_suspend_connection(r->conn);
+	r->suspended = true;
+	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci != NULL && loop_fd_add(ci->connect_fd, EPOLLRDHUP, on_client_hup, r) == 0)
+		r->watch_fd = ci->connect_fd;
+}
+
+static void
+req_resume(struct mm_req *r)
+{
+	if (!r->suspended)
+		return;
+	if (r->watch_fd != -1) {
+		loop_fd_del(r->watch_fd);
+		r->watch_fd = -1;
+	}
+	r->suspended = false;
+	MHD_resume_connection(r->conn);
+	/* In external polling mode MHD only notices a resume in its next run. */
+	H.need_run = true;
+}
+
+/* --- upstream callbacks --- */
+
+static ssize_t
+read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct mm_req *r = cls;
+	size_t         avail = r->out.len - r->out_off;
+
+	(void)pos;
+	if (r->client_gone)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (avail > 0) {
+		size_t n = MM_MIN(avail, max);
+
+		memcpy(buf, r->out.data + r->out_off, n);
+		r->out_off += n;
+		if (r->out_off == r->out.len) {
+			r->out_off = 0;
+			buf_reset(&r->out);
+		}
+		r->bytes_out += n;
+		if (r->up_paused && r->up != NULL && r->out.len - r->out_off < HTTP_STREAM_WINDOW / 2) {
+			r->up_paused = false;
+			up_resume(r->up);
+		}
+		return (ssize_t)n;
+	}
+	if (r->up_done)
+		return r->up_ok ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+	req_suspend(r);
+	return 0;
+}
+
+static void
+on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long content_length)
+{
+	struct mm_req       *r = arg;
+	struct MHD_Response *resp;
+	bool                 sse = false;
+
+	r->t_first_byte = loop_now_ms();
+	resp = MHD_create_response_from_callback(content_length >= 0 ? (uint64_t)content_length
+	                                                            : MHD_SIZE_UNKNOWN,
+	    32 * 1024, read_body, r, NULL);
+	for (size_t i = 0; i < n; i++) {
+		if (strcasecmp(h[i].name, "content-type") == 0 &&
+		    str_has_prefix_ci(h[i].value, "text/event-stream"))
+			sse = true;
+		if (strcasecmp(h[i].name, "x-request-id") == 0)
+			continue;
+		MHD_add_response_header(resp, h[i].name, h[i].value);
+	}
+	if (sse)
+		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	set_reply(r, status, resp);
+	r->phase = PH_STREAM;
+	req_resume(r);
+}
+
+static size_t
+on_up_body(void *arg, const char *p, size_t n)
+{
+	struct mm_req *r = arg;
+	size_t         held = r->out.len - r->out_off;
+
+	if (held > 0 && held + n > HTTP_STREAM_WINDOW) {
+		r->up_paused = true;
+		return 0;
+	}
+	if (r->out_off > 0 && r->out_off == r->out.len) {
+		r->out_off = 0;
+		buf_reset(&r->out);
+	} else if (r->out_off > 0 && r->out.len + n > r->out.cap) {
+		buf_consume(&r->out, r->out_off);
+		r->out_off = 0;
+	}
+	if (buf_append(&r->out, p, n, SIZE_MAX / 2) == -1) {
+		r->up_paused = true;
+		return 0;
+	}
+	if (r->phase == PH_STREAM)
+		req_resume(r);
+	return n;
+}
+
+static void
+on_up_done(void *arg, bool ok, const char *reason)
+{
+	struct mm_req *r = arg;
+	char           q[512];
+
+	r->up = NULL;
+	r->up_done = true;
+	r->up_ok = ok;
+	sched_release(&r->ticket);
+	if (r->phase == PH_WAIT_UPSTREAM) {
+		reply_error(r, 502, "backend_unavailable", "model %s: backend request failed: %s",
+		    r->model->id, reason ? reason : "no response");
+	} else if (!ok) {
+		log_warn("http", "req=%s model=%s msg=\"backend closed the response early\" reason=%s",
+		    r->id, r->model->id, log_q(q, sizeof(q), reason));
+	}
+	req_resume(r);
+}
+
+static const struct up_callbacks up_cb = {
+	.head = on_up_head,
+	.body = on_up_body,
+	.done = on_up_done,
+};
+
+/* --- toward the backend --- */
+
+static bool
+forwardable(const char *name)
+{
+	static const char *const drop[] = {
+		"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+		"trailer", "upgrade", "content-length", "expect", "x-request-id",
+	};
+
+	for (size_t i = 0; i < MM_ARRAY_LEN(drop); i++)
+		if (strcasecmp(name, drop[i]) == 0)
+			return false;
+	return true;
+}
+
+struct hdr_collect {
+	char  **v;
+	size_t  n, cap;
+};
+
+static enum MHD_Result
+collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct hdr_collect *c = cls;
+
+	(void)kind;
+	if (!forwardable(key))
+		return MHD_YES;
+	if (c->n + 2 >= c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 32;
+		c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
+	}
+	c->v[c->n++] = xasprintf("%s: %s", key, value ? value : "");
+	c->v[c->n] = NULL;
+	return MHD_YES;
+}
+
+static char **
+upstream_headers(struct mm_req *r)
+{
+	struct hdr_collect c = { 0 };
+
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
+	collect_header(&c, MHD_HEADER_KIND, "X-Request-ID", r->id);
+	return c.v;
+}
+
+static void
+on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
+{
+	struct mm_req *r = arg;
+
+	(void)t;
+	if (status != 0) {
+		reply_error(r, status, status == 504 ? "backend_timeout" : status == 503
+		    ? "queue_timeout" : status == 429 ? "queue_full" : "backend_start_failed", "%s", msg);
+		req_resume(r);
+		return;
+	}
+	r->t_granted = loop_now_ms();
+	start_upstream(r);
+}
+
+static void
+start_upstream(struct mm_req *r)
+{
+	const char *err = NULL, *proxy = sched_ticket_proxy(&r->ticket);
+	char       *url = xasprintf("%s%s%s%s", proxy, r->path, r->query ? "?" : "",
+	    r->query ? r->query : "");
+	struct up_request ur = {
+		.url = url,
+		.method = r->method,
+		.headers = r->up_headers,
+		.body = r->up_body ? r->up_body : (r->body.data ? r->body.data : ""),
+		.body_len = r->up_body ? r->up_body_len : r->body.len,
+		.connect_timeout_s = r->model->timeouts.connect_s,
+		.header_timeout_s = r->model->timeouts.response_header_s,
+	};
+
+	r->phase = PH_WAIT_UPSTREAM;
+	r->up = up_start(&ur, &up_cb, r, &err);
+	free(url);
+	if (r->up == NULL) {
+		sched_release(&r->ticket);
+		reply_error(r, 502, "backend_unavailable", "model %s: %s", r->model->id, err);
+		req_resume(r);
+		return;
+	}
+	req_suspend(r);
+}
+
+/* The body is complete: find the model, rewrite, and acquire it. */
+static void
+dispatch_model(struct mm_req *r)
+{
+	char        err[256];
+	const char *name, *msg = NULL;
+	cJSON      *doc;
+	int         status = 0;
+
+	if (r->body_too_large) {
+		reply_error(r, 413, "body_too_large", "request body is larger than %u bytes",
+		    HTTP_MAX_JSON_BODY);
+		return;
+	}
+	if ((doc = router_json_model(r->body.data, r->body.len, &name, err, sizeof(err))) == NULL) {
+		reply_error(r, 400, "invalid_request", "%s", err);
+		return;
+	}
+	r->model_name = xstrdup(name);
+	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
+		char q[300];
+
+		reply_error(r, 404, "model_not_found", "model %s not found",
+		    log_q(q, sizeof(q), r->model_name));
+		cJSON_Delete(doc);
+		return;
+	}
+	if (router_rewrite_json(doc, r->model)) {
+		r->up_body = cJSON_PrintUnformatted(doc);
+		r->up_body_len = r->up_body ? strlen(r->up_body) : 0;
+	}
+	cJSON_Delete(doc);
+	if (r->up_body == NULL && r->up_body_len == 0 && r->model->use_model_name) {
+		reply_error(r, 500, "internal_error", "cannot rewrite the request body");
+		return;
+	}
+	r->up_headers = upstream_headers(r);
+	switch (sched_acquire(&r->ticket, r->model, on_granted, r, &status, &msg)) {
+	case 1:
+		r->t_granted = loop_now_ms();
+		start_upstream(r);
+		break;
+	case 0:
+		r->phase = PH_WAIT_MODEL;
+		req_suspend(r);
+		break;
+	default:
+		reply_error(r, status, status == 429 ? "queue_full" : "unavailable", "%s", msg);
+		break;
+	}
+}
+
+static void
+dispatch_api(struct mm_req *r)
+{
+	struct api_reply a = { 0 };
+
+	if (!api_handle(r->cfg, r->method, r->path, &a)) {
+		char q[300];
+
+		reply_error(r, 404, "not_found", "no route for %s %s", r->method,
+		    log_q(q, sizeof(q), r->path));
+		return;
+	}
+	if (a.status >= 400)
+		log_info("http", "req=%s status=%d path=%s", r->id, a.status, r->path);
+	reply_text(r, a.status, a.ctype, a.body, a.allow);
+}
+
+/* --- MHD callbacks --- */
+
+static enum MHD_Result
+queue_pending(struct mm_req *r)
+{
+	enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, r->pending);
+
+	MHD_destroy_response(r->pending);
+	r->pending = NULL;
+	return ret;
+}
+
+static void
+first_call(struct mm_req *r)
+{
+	const char *rid = header(r, "X-Request-ID");
+	const char *q = strchr(r->uri, '?');
+	bool        method_ok;
+
+	if (rid != NULL && valid_request_id(rid))
+		snprintf(r->id, sizeof(r->id), "%s", rid);
+	else
+		gen_id(r->id, sizeof(r->id));
+	r->path = q ? xstrndup(r->uri, (size_t)(q - r->uri)) : xstrdup(r->uri);
+	r->query = q ? q + 1 : NULL;
+	r->route = router_match(r->method, r->path, &method_ok);
+	r->phase = PH_BODY;
+	if (!method_ok) {
+		reply_error(r, 405, "method_not_allowed", "%s %s: use POST", r->method, r->path);
+		MHD_add_response_header(r->pending, "Allow", "POST");
+		return;
+	}
+	if (r->route.kind == ROUTE_JSON_MODEL) {
+		const char *cl = header(r, "Content-Length");
+		long long   n;
+
+		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 && n > (long long)HTTP_MAX_JSON_BODY)
+			reply_error(r, 413, "body_too_large", "request body is larger than %u bytes",
+			    HTTP_MAX_JSON_BODY);
+	}
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	struct mm_req *r = *con_cls;
+
+	(void)cls;
+	(void)url;
+	(void)version;
+	if (r == NULL)
+		return MHD_NO;
+	if (r->client_gone)
+		return MHD_NO;
+	if (r->phase == PH_HEAD) {
+		r->conn = conn;
+		r->method = method;
+		first_call(r);
+		/* An early answer (413, 405) goes out without reading the body. */
+		return r->pending ? queue_pending(r) : MHD_YES;
+	}
+	if (r->pending)
+		return queue_pending(r);
+	if (r->phase != PH_BODY) /* resumed with nothing to say: wait on */
+		return MHD_YES;
+	if (*upload_size > 0) {
+		if (r->route.kind == ROUTE_JSON_MODEL && !r->body_too_large &&
+		    buf_append(&r->body, upload_data, *upload_size, HTTP_MAX_JSON_BODY) == -1)
+			r->body_too_large = true;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (r->route.kind == ROUTE_JSON_MODEL)
+		dispatch_model(r);
+	else
+		dispatch_api(r);
+	return r->pending ? queue_pending(r) : MHD_YES;
+}
+
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct mm_req *r = xcalloc(1, sizeof(*r));
+
+	(void)cls;
+	r->conn = conn;
+	r->uri = xstrdup(uri);
+	r->cfg = cfg_ref(H.cfg);
+	r->watch_fd = -1;
+	r->t_start = loop_now_ms();
+	return r;
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct mm_req *r = *con_cls;
+	char           qp[512], qm[300];
+	uint64_t       now = loop_now_ms();
+
+	(void)cls;
+	(void)conn;
+	if (r == NULL)
+		return;
+	*con_cls = NULL;
+	if (r->watch_fd != -1)
+		loop_fd_del(r->watch_fd);
+	if (r->up != NULL) {
+		up_cancel(r->up);
+		log_info("http", "req=%s msg=\"client gone, upstream request cancelled\"", r->id);
+	}
+	sched_release(&r->ticket);
+	log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
+	    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "
+	    "total_ms=%llu end=%s",
+	    r->method ? r->method : "-", log_q(qp, sizeof(qp), r->path ? r->path : r->uri), r->status,
+	    r->bytes_out, log_q(qm, sizeof(qm), r->model_name ? r->model_name : ""),
+	    r->t_granted ? (long long)(r->t_granted - r->t_start) : -1LL,
+	    r->t_first_byte ? (long long)(r->t_first_byte - r->t_start) : -1LL,
+	    (unsigned long long)(now - r->t_start),
+	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
+	    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client_abort" :
+	    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
+	if (r->pending)
+		MHD_destroy_response(r->pending);
+	buf_free(&r->body);
+	buf_free(&r->out);
+	strv_free(r->up_headers);
+	cJSON_free(r->up_body);
+	free(r->model_name);
+	free(r->path);
+	free(r->uri);
+	cfg_unref(r->cfg);
+	free(r);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	(void)socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+		H.nconn++;
+	else if (H.nconn > 0)
+		H.nconn--;
+}
+
+static size_t
+unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	return strlen(s);
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512], q[600];
+	int  n;
+
+	(void)cls;
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	while (n > 0 && (size_t)n < sizeof(msg) && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_debug("mhd", "msg=%s", log_q(q, sizeof(q), msg));
+}
+
+/* --- loop integration --- */
+
+static void
+mhd_run(void)
+{
+	H.need_run = false;
+	if (H.d != NULL)
+		MHD_run(H.d);
+}
+
+static void
+on_mhd_ready(int fd, uint32_t events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	(void)arg;
+	mhd_run();
+}
+
+static long
+mhd_timeout(void *arg)
+{
+	MHD_UNSIGNED_LONG_LONG t;
+
+	(void)arg;
+	if (H.need_run)
+		return 0;
+	if (H.d == NULL || MHD_get_timeout(H.d, &t) != MHD_YES)
+		return -1;
+	return t > 60000 ? 60000 : (long)t;
+}
+
+static void
+mhd_hook(void *arg)
+{
+	(void)arg;
+	if (H.need_run || mhd_timeout(NULL) == 0)
+		mhd_run();
+}
+
+/* --- listening --- */
+
+static int
+split_listen(const char *spec, char *host, size_t hn, char *port, size_t pn)
+{
+	const char *colon;
+
+	if (spec[0] == '[') {
+		const char *end = strchr(spec, ']');
+
+		if (end == NULL || end[1] != ':' || (size_t)(end - spec - 1) >= hn)
+			return -1;
+		snprintf(host, hn, "%.*s", (int)(end - spec - 1), spec + 1);
+		colon = end + 1;
+	} else {
+		if ((colon = strrchr(spec, ':')) == NULL || (size_t)(colon - spec) >= hn)
+			return -1;
+		snprintf(host, hn, "%.*s", (int)(colon - spec), spec);
+	}
+	if (colon[1] == '\0' || strlen(colon + 1) >= pn)
+		return -1;
+	snprintf(port, pn, "%s", colon + 1);
+	return 0;
+}
+
+static int
+bind_listen(const char *spec, char **err)
+{
+	char             host[256], port[16], addr[INET6_ADDRSTRLEN];
+	struct addrinfo  hints = { .ai_socktype = SOCK_STREAM,
+	                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	struct sockaddr_storage ss;
+	socklen_t        sl = sizeof(ss);
+	int              fd = -1, one = 1, rc;
+	long long        pnum;
+
+	if (split_listen(spec, host, sizeof(host), port, sizeof(port)) == -1 ||
+	    parse_int(port, 0, 65535, &pnum) == -1) {
+		*err = xasprintf("invalid listen address %s (expected host:port or [v6]:port)", spec);
+		return -1;
+	}
+	if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) != 0) {
+		*err = xasprintf("cannot resolve listen address %s: %s", spec, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (res->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) == -1 || listen(fd, 1024) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
+		goto fail;
+	freeaddrinfo(res);
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
+		snprintf(H.bound, sizeof(H.bound), "[%s]:%u", addr, ntohs(s6->sin6_port));
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
+		snprintf(H.bound, sizeof(H.bound), "%s:%u", addr, ntohs(s4->sin_port));
+	}
+	return fd;
+fail:
+	*err = xasprintf("cannot listen on %s: %s", spec, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	freeaddrinfo(res);
+	return -1;
+}
+
+int
+http_start(const char *spec, struct cfg *cfg, char **err)
+{
+	const union MHD_DaemonInfo *di;
+
+	if ((H.listen_fd = bind_listen(spec, err)) == -1)
+		return -1;
+	H.cfg = cfg_ref(cfg);
+	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+	    0, NULL, NULL, on_request, NULL,
+	    MHD_OPTION_LISTEN_SOCKET, H.listen_fd,
+	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+	    MHD_OPTION_END);
+	if (H.d == NULL) {
+		*err = xasprintf("cannot start the HTTP server on %s", spec);
+		goto fail;
+	}
+	di = MHD_get_daemon_info(H.d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (di == NULL || loop_fd_add(di->epoll_fd, EPOLLIN, on_mhd_ready, NULL) == -1) {
+		*err = xstrdup("cannot watch the HTTP server's epoll fd");
+		goto fail;
+	}
+	H.epoll_fd = di->epoll_fd;
+	loop_hook_add(mhd_hook, NULL);
+	loop_timeout_add(mhd_timeout, NULL);
+	return 0;
+fail:
+	http_free();
+	return -1;
+}
+
+const char *
+http_bound(void)
+{
+	return H.bound;
+}
+
+size_t
+http_connections(void)
+{
+	return H.nconn;
+}
+
+void
+http_stop_accepting(void)
+{
+	if (H.d == NULL || H.listen_fd == -1)
+		return;
+	if (MHD_quiesce_daemon(H.d) == H.listen_fd)
+		close(H.listen_fd);
+	H.listen_fd = -1;
+}
+
+void
+http_free(void)
+{
+	if (H.epoll_fd != -1)
+		loop_fd_del(H.epoll_fd);
+	H.epoll_fd = -1;
+	if (H.d != NULL)
+		MHD_stop_daemon(H.d);
+	H.d = NULL;
+	if (H.listen_fd != -1)
+		close(H.listen_fd);
+	H.listen_fd = -1;
+	cfg_unref(H.cfg);
+	H.cfg = NULL;
+}

@@ -1,0 +1,191 @@
+/* router: endpoint classification, model extraction and JSON body rewrites. */
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "modelmux/router.h"
+#include "modelmux/util.h"
+
+/* POST routes whose JSON body names the model (llama-swap's list). */
+static const struct {
+	const char *path;
+	const char *endpoint;
+} json_routes[] = {
+	{ "/v1/chat/completions", "chat" },
+	{ "/v1/completions", "completions" },
+	{ "/v1/embeddings", "embeddings" },
+	{ "/v1/responses", "responses" },
+	{ "/v1/messages", "messages" },
+	{ "/v1/messages/count_tokens", "count_tokens" },
+	{ "/v1/rerank", "rerank" },
+	{ "/v1/reranking", "rerank" },
+	{ "/rerank", "rerank" },
+	{ "/reranking", "rerank" },
+	{ "/infill", "infill" },
+	{ "/completion", "completion" },
+	{ "/v1/audio/speech", "speech" },
+	{ "/v1/images/generations", "images" },
+};
+
+struct route
+router_match(const char *method, const char *path, bool *method_ok)
+{
+	struct route r = { ROUTE_API, "api" };
+
+	*method_ok = true;
+	for (size_t i = 0; i < MM_ARRAY_LEN(json_routes); i++) {
+		if (strcmp(path, json_routes[i].path) == 0) {
+			r.kind = ROUTE_JSON_MODEL;
+			r.endpoint = json_routes[i].endpoint;
+			*method_ok = strcmp(method, "POST") == 0;
+			return r;
+		}
+	}
+	return r;
+}
+
+/* Is the nesting of a JSON text within the limit? Counts brackets outside strings, so the
+ * check runs before any allocation. */
+static bool
+depth_ok(const char *s, size_t len, int max)
+{
+	int  depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		} else if (c == '"') {
+			in_str = true;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				return false;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return true;
+}
+
+struct cJSON *
+router_json_model(const char *body, size_t len, const char **model, char *err, size_t errlen)
+{
+	cJSON       *doc;
+	const cJSON *m;
+
+	*model = NULL;
+	if (len == 0) {
+		snprintf(err, errlen, "request body is empty; expected a JSON object with a \"model\" field");
+		return NULL;
+	}
+	if (!depth_ok(body, len, ROUTER_MAX_JSON_DEPTH)) {
+		snprintf(err, errlen, "request body nests deeper than %d levels", ROUTER_MAX_JSON_DEPTH);
+		return NULL;
+	}
+	if ((doc = cJSON_ParseWithLength(body, len)) == NULL) {
+		snprintf(err, errlen, "request body is not valid JSON");
+		return NULL;
+	}
+	if (!cJSON_IsObject(doc)) {
+		snprintf(err, errlen, "request body must be a JSON object");
+		goto fail;
+	}
+	m = cJSON_GetObjectItemCaseSensitive(doc, "model");
+	if (m == NULL) {
+		snprintf(err, errlen, "missing \"model\" field");
+		goto fail;
+	}
+	if (!cJSON_IsString(m) || m->valuestring[0] == '\0') {
+		snprintf(err, errlen, "\"model\" must be a non-empty string");
+		goto fail;
+	}
+	*model = m->valuestring;
+	return doc;
+fail:
+	cJSON_Delete(doc);
+	return NULL;
+}
+
+/* Walks a dotted path ("a.b.c") to the object holding its last segment. Returns that object
+ * and sets *last to the segment (within the caller's copy), or NULL. */
+static cJSON *
+walk_path(cJSON *doc, char *path, char **last, bool create)
+{
+	cJSON *obj = doc;
+	char  *seg = path, *dot;
+
+	while ((dot = strchr(seg, '.')) != NULL) {
+		cJSON *next;
+
+		*dot = '\0';
+		next = cJSON_GetObjectItemCaseSensitive(obj, seg);
+		if (next == NULL && create)
+			next = cJSON_AddObjectToObject(obj, seg);
+		if (!cJSON_IsObject(next))
+			return NULL;
+		obj = next;
+		seg = dot + 1;
+	}
+	*last = seg;
+	return obj;
+}
+
+bool
+router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
+{
+	bool changed = false;
+
+	if (m->use_model_name != NULL) {
+		cJSON_ReplaceItemInObjectCaseSensitive(doc, "model", cJSON_CreateString(m->use_model_name));
+		changed = true;
+	}
+	for (char **p = m->strip_params; p && *p; p++) {
+		char  *path = xstrdup(*p), *last;
+		cJSON *obj;
+
+		if (strcmp(path, "model") != 0 && (obj = walk_path(doc, path, &last, false)) != NULL &&
+		    cJSON_GetObjectItemCaseSensitive(obj, last) != NULL) {
+			cJSON_DeleteItemFromObjectCaseSensitive(obj, last);
+			changed = true;
+		}
+		free(path);
+	}
+	if (m->set_params != NULL) {
+		/* Sorted key order, so overlapping paths resolve the same way every time. */
+		size_t       n = (size_t)cJSON_GetArraySize(m->set_params), k = 0;
+		const cJSON **items = xcalloc(n ? n : 1, sizeof(*items));
+		const cJSON *it;
+
+		cJSON_ArrayForEach(it, m->set_params)
+			items[k++] = it;
+		for (size_t i = 1; i < k; i++)
+			for (size_t j = i; j > 0 && strcmp(items[j - 1]->string, items[j]->string) > 0; j--) {
+				const cJSON *t = items[j];
+
+				items[j] = items[j - 1];
+				items[j - 1] = t;
+			}
+		for (size_t i = 0; i < k; i++) {
+			char  *path = xstrdup(items[i]->string), *last;
+			cJSON *obj;
+
+			if (strcmp(path, "model") != 0 && (obj = walk_path(doc, path, &last, true)) != NULL) {
+				cJSON *v = cJSON_Duplicate(items[i], true);
+
+				if (cJSON_GetObjectItemCaseSensitive(obj, last) != NULL)
+					cJSON_ReplaceItemInObjectCaseSensitive(obj, last, v);
+				else
+					cJSON_AddItemToObject(obj, last, v);
+				changed = true;
+			}
+			free(path);
+		}
+		free(items);
+	}
+	return changed;
+}

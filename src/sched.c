@@ -1,0 +1,583 @@
+/* sched: model states, queues and swap decisions.
+ *
+ * Every change (a request arrives or ends, a process becomes ready, fails or is reaped, a timer
+ * fires) ends in pump(), which re-derives what to do from the state alone:
+ *   1. which running models a waiting model needs evicted (llama-swap's group rules);
+ *   2. grants to ready models — not to one wanted for eviction, unless it is still serving the
+ *      batch of requests that were queued when it became ready;
+ *   3. stops of wanted-for-eviction models once they are idle (never a busy one);
+ *   4. starts of waiting, stopped models whose victims are all reaped — one start per model
+ *      however many requests wait (single flight).
+ */
+#include <string.h>
+
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
+#include "modelmux/sched.h"
+#include "modelmux/supervisor.h"
+#include "modelmux/util.h"
+
+struct sched_model {
+	const struct cfg_model *cfg;
+	enum model_state        state;
+	void                   *proc;
+	struct sched_ticket    *head, *tail; /* FIFO of waiting tickets */
+	size_t                  queued;
+	size_t                  inflight;
+	unsigned                batch_left;  /* grants owed despite a wanted eviction */
+	bool                    evict_wanted;
+	bool                    stop_sent;
+	uint64_t                ttl_timer;
+	unsigned                starts;
+	char                    last_error[SCHED_ERR_MAX];
+};
+
+static struct {
+	struct cfg           *cfg;
+	struct sched_model   *models; /* parallel to cfg->models */
+	size_t                n;
+	struct sched_effects  fx;
+	struct sched_limits   lim;
+	size_t                queued_total;
+	uint64_t              seq;
+	bool                  pumping, pump_again;
+	bool                  shutting_down;
+	void                (*shutdown_done)(void);
+} S;
+
+static void pump(void);
+
+/* --- real effects: supervisor + loop --- */
+
+static void
+on_proc_event(struct sup_proc *p, enum sup_event ev, const char *reason, void *arg)
+{
+	struct sched_model *m = arg;
+	char                tail[2048], *msg;
+
+	(void)p;
+	switch (ev) {
+	case SUP_READY:
+		sched_on_ready(m);
+		break;
+	case SUP_START_FAILED:
+	case SUP_START_TIMEOUT:
+		sup_tail(p, 8, tail, sizeof(tail));
+		msg = xasprintf("model %s failed to start: %s%s%s", m->cfg->id, reason,
+		    *tail ? "; last output: " : "", tail);
+		sched_on_start_failed(m, ev == SUP_START_TIMEOUT ? 504 : 502, msg);
+		free(msg);
+		break;
+	case SUP_EXITED:
+		sched_on_exited(m, reason);
+		break;
+	}
+}
+
+static int
+real_start(struct sched_model *m, char **err)
+{
+	const struct cfg_model *c = m->cfg;
+	char                   *url = NULL;
+	struct sup_proc        *p;
+	int                     hct = c->health_check_timeout_s ? c->health_check_timeout_s
+	                                                        : S.cfg->health_check_timeout_s;
+
+	if (c->check_endpoint != NULL)
+		url = xasprintf("%s%s", c->proxy, c->check_endpoint);
+	struct sup_spec spec = {
+		.name = c->id,
+		.argv = c->argv,
+		.env = c->env,
+		.health_url = url,
+		.health_timeout_ms = (uint64_t)hct * 1000u,
+		.stop_argv = c->stop_argv,
+	};
+	p = sup_start(&spec, on_proc_event, m, err);
+	free(url);
+	m->proc = p;
+	return p ? 0 : -1;
+}
+
+static void
+real_stop(struct sched_model *m, uint64_t grace_ms)
+{
+	if (m->proc != NULL)
+		sup_stop(m->proc, grace_ms);
+}
+
+static const struct sched_effects real_fx = {
+	.start = real_start,
+	.stop = real_stop,
+	.timer_add = loop_timer_add,
+	.timer_cancel = loop_timer_cancel,
+	.now_ms = loop_now_ms,
+};
+
+/* --- table --- */
+
+void
+sched_init(struct cfg *cfg, const struct sched_effects *fx, const struct sched_limits *lim)
+{
+	S.cfg = cfg_ref(cfg);
+	S.n = cfg->nmodels;
+	S.models = xcalloc(S.n, sizeof(*S.models));
+	for (size_t i = 0; i < S.n; i++)
+		S.models[i].cfg = &cfg->models[i];
+	S.fx = fx ? *fx : real_fx;
+	if (lim != NULL) {
+		S.lim = *lim;
+	} else {
+		S.lim.queue_per_model = SCHED_DEF_QUEUE_PER_MODEL;
+		S.lim.queue_total = SCHED_DEF_QUEUE_TOTAL;
+		S.lim.max_wait_ms = SCHED_DEF_MAX_WAIT_MS;
+		S.lim.swap_batch = SCHED_DEF_SWAP_BATCH;
+	}
+}
+
+void
+sched_free(void)
+{
+	for (size_t i = 0; i < S.n; i++)
+		S.fx.timer_cancel(S.models[i].ttl_timer);
+	free(S.models);
+	cfg_unref(S.cfg);
+	memset(&S, 0, sizeof(S));
+}
+
+static struct sched_model *
+model_of(const struct cfg_model *c)
+{
+	for (size_t i = 0; i < S.n; i++)
+		if (S.models[i].cfg == c || strcmp(S.models[i].cfg->id, c->id) == 0)
+			return &S.models[i];
+	return NULL;
+}
+
+struct sched_model *
+sched_model_get(const char *id)
+{
+	const struct cfg_model *c = S.cfg ? cfg_find_model(S.cfg, id) : NULL;
+
+	return c ? model_of(c) : NULL;
+}
+
+const struct cfg_model *sched_model_cfg(const struct sched_model *m) { return m->cfg; }
+enum model_state sched_model_state(const struct sched_model *m) { return m->state; }
+size_t sched_model_inflight(const struct sched_model *m) { return m->inflight; }
+size_t sched_model_queued(const struct sched_model *m) { return m->queued; }
+unsigned sched_model_starts(const struct sched_model *m) { return m->starts; }
+void sched_model_set_proc(struct sched_model *m, void *proc) { m->proc = proc; }
+void *sched_model_proc(const struct sched_model *m) { return m->proc; }
+
+const char *
+sched_state_name(enum model_state s)
+{
+	static const char *const names[] = { "stopped", "starting", "ready", "stopping" };
+
+	return (size_t)s < MM_ARRAY_LEN(names) ? names[s] : "unknown";
+}
+
+const char *
+sched_ticket_proxy(const struct sched_ticket *t)
+{
+	return t->model->cfg->proxy;
+}
+
+static void
+set_state(struct sched_model *m, enum model_state s)
+{
+	if (m->state == s)
+		return;
+	log_info("sched", "model=%s state=%s from=%s", m->cfg->id, sched_state_name(s),
+	    sched_state_name(m->state));
+	m->state = s;
+}
+
+/* --- queue --- */
+
+static void
+queue_remove(struct sched_ticket *t)
+{
+	struct sched_model *m = t->model;
+
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		m->head = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	else
+		m->tail = t->prev;
+	t->next = t->prev = NULL;
+	m->queued--;
+	S.queued_total--;
+	S.fx.timer_cancel(t->deadline_timer);
+	t->deadline_timer = 0;
+}
+
+/* Ends a queued ticket with a refusal and tells its owner. */
+static void
+ticket_fail(struct sched_ticket *t, int status, const char *msg, int retry_after_s)
+{
+	queue_remove(t);
+	t->state = TICKET_IDLE;
+	t->retry_after_s = retry_after_s;
+	t->model = NULL;
+	t->cb(t, status, msg, t->arg);
+}
+
+static void
+ticket_grant(struct sched_ticket *t)
+{
+	struct sched_model *m = t->model;
+
+	queue_remove(t);
+	t->state = TICKET_ACTIVE;
+	m->inflight++;
+	t->cb(t, 0, NULL, t->arg);
+}
+
+static void
+on_deadline(void *arg)
+{
+	struct sched_ticket *t = arg;
+	char                 msg[160];
+
+	t->deadline_timer = 0;
+	snprintf(msg, sizeof(msg), "timed out after %llu s waiting for model %s",
+	    (unsigned long long)(S.lim.max_wait_ms / 1000), t->model->cfg->id);
+	log_warn("sched", "model=%s msg=\"queue wait deadline passed\"", t->model->cfg->id);
+	ticket_fail(t, 503, msg, 5);
+	pump();
+}
+
+static void
+cancel_ttl(struct sched_model *m)
+{
+	S.fx.timer_cancel(m->ttl_timer);
+	m->ttl_timer = 0;
+}
+
+/* --- decisions --- */
+
+static bool
+is_running(const struct sched_model *m)
+{
+	return m->state != MODEL_STOPPED;
+}
+
+/* Would loading `x` evict `v`? llama-swap's group rule. */
+static bool
+evicts(const struct sched_model *x, const struct sched_model *v)
+{
+	const struct cfg_group *gx = x->cfg->group, *gv = v->cfg->group;
+
+	if (x == v || gv->persistent)
+		return false;
+	if (gx == gv)
+		return gx->swap;
+	return gx->exclusive;
+}
+
+static uint64_t
+grace_ms(const struct sched_model *m)
+{
+	int s = m->cfg->unload_timeout_s ? m->cfg->unload_timeout_s : S.cfg->unload_timeout_s;
+
+	return (uint64_t)(s ? s : CFG_DEF_UNLOAD_TIMEOUT_S) * 1000u;
+}
+
+static unsigned
+concurrency(const struct sched_model *m)
+{
+	return m->cfg->concurrency_limit ? (unsigned)m->cfg->concurrency_limit : CFG_DEF_CONCURRENCY;
+}
+
+static void
+stop_model(struct sched_model *m, const char *why)
+{
+	if (m->stop_sent || m->state == MODEL_STOPPED)
+		return;
+	log_info("sched", "model=%s msg=\"unloading\" reason=%s", m->cfg->id, why);
+	cancel_ttl(m);
+	m->stop_sent = true;
+	m->batch_left = 0;
+	set_state(m, MODEL_STOPPING);
+	S.fx.stop(m, grace_ms(m));
+}
+
+static void
+on_ttl(void *arg)
+{
+	struct sched_model *m = arg;
+
+	m->ttl_timer = 0;
+	if (m->state == MODEL_READY && m->inflight == 0 && m->queued == 0)
+		stop_model(m, "ttl");
+	pump();
+}
+
+static void
+arm_ttl(struct sched_model *m)
+{
+	int ttl = m->cfg->ttl_s < 0 ? S.cfg->global_ttl_s : m->cfg->ttl_s;
+
+	cancel_ttl(m);
+	if (ttl > 0 && m->state == MODEL_READY && m->inflight == 0 && m->queued == 0)
+		m->ttl_timer = S.fx.timer_add((uint64_t)ttl * 1000u, on_ttl, m);
+}
+
+static void
+start_model(struct sched_model *m)
+{
+	char *err = NULL;
+
+	m->starts++;
+	m->stop_sent = false;
+	m->last_error[0] = '\0';
+	set_state(m, MODEL_STARTING);
+	if (S.fx.start(m, &err) == 0) {
+		free(err);
+		return;
+	}
+	/* Could not even spawn: fail its waiters now; the next request retries. */
+	set_state(m, MODEL_STOPPED);
+	sched_on_start_failed(m, 502, err ? err : "cannot start");
+	free(err);
+}
+
+/* The waiting model whose oldest ticket is oldest, among those after `after_seq`. */
+static struct sched_model *
+next_waiting(uint64_t *after_seq)
+{
+	struct sched_model *best = NULL;
+
+	for (size_t i = 0; i < S.n; i++) {
+		struct sched_model *m = &S.models[i];
+
+		if (m->head && m->head->seq > *after_seq && (best == NULL || m->head->seq < best->head->seq))
+			best = m;
+	}
+	if (best)
+		*after_seq = best->head->seq;
+	return best;
+}
+
+static void
+pump_once(void)
+{
+	uint64_t            seq = 0;
+	struct sched_model *w;
+
+	/* 1. Which running models do waiting, not-yet-running models need gone? */
+	for (size_t i = 0; i < S.n; i++)
+		S.models[i].evict_wanted = false;
+	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
+		if (w->state != MODEL_STOPPED)
+			continue;
+		for (size_t i = 0; i < S.n; i++)
+			if (is_running(&S.models[i]) && evicts(w, &S.models[i]))
+				S.models[i].evict_wanted = true;
+	}
+	/* 2. Grants. */
+	for (size_t i = 0; i < S.n; i++) {
+		struct sched_model *m = &S.models[i];
+
+		while (m->head && m->state == MODEL_READY && m->inflight < concurrency(m) &&
+		    (!m->evict_wanted || m->batch_left > 0)) {
+			if (m->batch_left > 0)
+				m->batch_left--;
+			cancel_ttl(m);
+			ticket_grant(m->head);
+		}
+	}
+	/* 3. Stops of idle models in the way. */
+	for (size_t i = 0; i < S.n; i++) {
+		struct sched_model *m = &S.models[i];
+
+		if (m->evict_wanted && m->state == MODEL_READY && m->inflight == 0 && m->batch_left == 0)
+			stop_model(m, "swap");
+	}
+	/* 4. Starts, oldest waiter first; a start makes later candidates wait for it. */
+	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
+		bool clear = true;
+
+		if (w->state != MODEL_STOPPED || S.shutting_down)
+			continue;
+		for (size_t i = 0; i < S.n && clear; i++)
+			if (is_running(&S.models[i]) && evicts(w, &S.models[i]))
+				clear = false;
+		if (clear)
+			start_model(w);
+	}
+}
+
+static void
+pump(void)
+{
+	if (S.pumping) {
+		S.pump_again = true;
+		return;
+	}
+	S.pumping = true;
+	do {
+		S.pump_again = false;
+		pump_once();
+	} while (S.pump_again);
+	S.pumping = false;
+	if (S.shutting_down && S.shutdown_done) {
+		for (size_t i = 0; i < S.n; i++)
+			if (S.models[i].state != MODEL_STOPPED)
+				return;
+		void (*done)(void) = S.shutdown_done;
+
+		S.shutdown_done = NULL;
+		done();
+	}
+}
+
+/* --- requests --- */
+
+int
+sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb cb, void *arg,
+    int *status, const char **msg)
+{
+	struct sched_model *m = model_of(c);
+	static char         why[256];
+
+	t->retry_after_s = 0;
+	if (m == NULL) {
+		*status = 404;
+		*msg = "model not found";
+		return -1;
+	}
+	if (S.shutting_down) {
+		*status = 503;
+		*msg = "modelmux is shutting down";
+		t->retry_after_s = 5;
+		return -1;
+	}
+	t->model = m;
+	t->cb = cb;
+	t->arg = arg;
+	/* Fast path: ready, below its limit, nobody waiting ahead, not being swapped out. */
+	if (m->state == MODEL_READY && m->head == NULL && m->inflight < concurrency(m) &&
+	    (!m->evict_wanted || m->batch_left > 0)) {
+		if (m->batch_left > 0)
+			m->batch_left--;
+		cancel_ttl(m);
+		t->state = TICKET_ACTIVE;
+		m->inflight++;
+		return 1;
+	}
+	if (m->queued >= S.lim.queue_per_model || S.queued_total >= S.lim.queue_total) {
+		snprintf(why, sizeof(why), "too many requests waiting for model %s (%zu queued)",
+		    c->id, m->queued);
+		log_warn("sched", "model=%s msg=\"queue full\" queued=%zu total=%zu", c->id, m->queued,
+		    S.queued_total);
+		t->model = NULL;
+		t->retry_after_s = 1;
+		*status = 429;
+		*msg = why;
+		return -1;
+	}
+	t->state = TICKET_QUEUED;
+	t->seq = ++S.seq;
+	t->enqueued_ms = S.fx.now_ms();
+	t->next = NULL;
+	t->prev = m->tail;
+	if (m->tail)
+		m->tail->next = t;
+	else
+		m->head = t;
+	m->tail = t;
+	m->queued++;
+	S.queued_total++;
+	cancel_ttl(m);
+	t->deadline_timer = S.fx.timer_add(S.lim.max_wait_ms, on_deadline, t);
+	pump();
+	return 0;
+}
+
+void
+sched_release(struct sched_ticket *t)
+{
+	struct sched_model *m = t->model;
+
+	switch (t->state) {
+	case TICKET_IDLE:
+		return;
+	case TICKET_QUEUED:
+		queue_remove(t);
+		break;
+	case TICKET_ACTIVE:
+		m->inflight--;
+		break;
+	}
+	t->state = TICKET_IDLE;
+	t->model = NULL;
+	arm_ttl(m);
+	pump();
+}
+
+/* --- process reports --- */
+
+void
+sched_on_ready(struct sched_model *m)
+{
+	if (m->state != MODEL_STARTING)
+		return;
+	set_state(m, MODEL_READY);
+	m->batch_left = (unsigned)MM_MIN(m->queued, (size_t)S.lim.swap_batch);
+	arm_ttl(m);
+	pump();
+}
+
+void
+sched_on_start_failed(struct sched_model *m, int status, const char *reason)
+{
+	log_warn("sched", "model=%s msg=\"start failed\" waiters=%zu reason=\"%s\"", m->cfg->id,
+	    m->queued, reason);
+	snprintf(m->last_error, sizeof(m->last_error), "%s", reason);
+	/* Everyone waiting for this load gets the same outcome; the process is being stopped. */
+	while (m->head)
+		ticket_fail(m->head, status, reason, 0);
+	if (m->state == MODEL_STARTING) {
+		m->stop_sent = true;
+		set_state(m, MODEL_STOPPING);
+	}
+	pump();
+}
+
+void
+sched_on_exited(struct sched_model *m, const char *reason)
+{
+	if (m->state == MODEL_READY) {
+		log_warn("sched", "model=%s msg=\"backend exited unexpectedly\" status=\"%s\" inflight=%zu",
+		    m->cfg->id, reason, m->inflight);
+		snprintf(m->last_error, sizeof(m->last_error), "backend %s", reason);
+	}
+	m->proc = NULL;
+	m->stop_sent = false;
+	m->batch_left = 0;
+	cancel_ttl(m);
+	set_state(m, MODEL_STOPPED);
+	pump();
+}
+
+void
+sched_shutdown(void (*done)(void))
+{
+	S.shutting_down = true;
+	S.shutdown_done = done;
+	for (size_t i = 0; i < S.n; i++) {
+		struct sched_model *m = &S.models[i];
+
+		while (m->head)
+			ticket_fail(m->head, 503, "modelmux is shutting down", 5);
+		if (m->state == MODEL_STARTING || m->state == MODEL_READY)
+			stop_model(m, "shutdown");
+	}
+	pump();
+}

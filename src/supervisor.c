@@ -1,0 +1,669 @@
+/* supervisor: backend processes — spawn, output capture, health, stop, reap. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "modelmux/fetch.h"
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
+#include "modelmux/supervisor.h"
+#include "modelmux/util.h"
+
+extern char **environ;
+
+enum proc_phase {
+	PHASE_STARTING = 0,
+	PHASE_RUNNING,
+	PHASE_STOPPING,
+};
+
+struct out_pipe {
+	int        fd;
+	const char *label; /* "stdout" or "stderr" */
+	struct buf partial;
+};
+
+struct sup_proc {
+	struct sup_proc *next;
+	char            *name;
+	char            *health_url;
+	char           **stop_argv;
+	pid_t            pid;
+	enum proc_phase  phase;
+	sup_event_cb     cb;
+	void            *arg;
+	struct out_pipe  out[2];
+	uint64_t         started_ms;
+	uint64_t         health_deadline_ms;
+	uint64_t         poll_timer;
+	uint64_t         kill_timer;
+	CURL            *probe;
+	bool             probe_soon; /* an output line arrived while a probe was in flight */
+	/* Last output lines, as a ring of strings. */
+	char            *tail[SUP_TAIL_LINES];
+	size_t           tail_head, tail_n, tail_bytes;
+};
+
+static struct sup_proc *procs;
+static size_t nprocs;
+
+void
+sup_init(void)
+{
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
+		log_warn("sup", "msg=\"cannot become child subreaper\" err=\"%s\"", strerror(errno));
+}
+
+pid_t
+sup_pid(const struct sup_proc *p)
+{
+	return p->pid;
+}
+
+size_t
+sup_count(void)
+{
+	return nprocs;
+}
+
+/* --- output capture --- */
+
+static void
+tail_push(struct sup_proc *p, const char *line, size_t len)
+{
+	size_t slot;
+
+	while (p->tail_n > 0 && (p->tail_n == SUP_TAIL_LINES || p->tail_bytes + len > SUP_TAIL_BYTES)) {
+		slot = (p->tail_head + SUP_TAIL_LINES - p->tail_n) % SUP_TAIL_LINES;
+		p->tail_bytes -= strlen(p->tail[slot]);
+		free(p->tail[slot]);
+		p->tail[slot] = NULL;
+		p->tail_n--;
+	}
+	if (len > SUP_TAIL_BYTES)
+		len = SUP_TAIL_BYTES;
+	p->tail[p->tail_head] = xstrndup(line, len);
+	p->tail_head = (p->tail_head + 1) % SUP_TAIL_LINES;
+	p->tail_n++;
+	p->tail_bytes += len;
+}
+
+const char *
+sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n)
+{
+	size_t o = 0, k = MM_MIN(lines, p->tail_n);
+
+	if (n == 0)
+		return buf;
+	buf[0] = '\0';
+	for (size_t i = 0; i < k; i++) {
+		size_t      slot = (p->tail_head + SUP_TAIL_LINES - k + i) % SUP_TAIL_LINES;
+		const char *s = p->tail[slot];
+		int         w = snprintf(buf + o, n - o, "%s%s", o ? "\n" : "", s);
+
+		if (w < 0 || (size_t)w >= n - o) {
+			buf[n - 1] = '\0';
+			break;
+		}
+		o += (size_t)w;
+	}
+	return buf;
+}
+
+static void probe_start(struct sup_proc *p);
+
+static void
+emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
+{
+	char q[SUP_LINE_MAX + 64];
+
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	tail_push(p, line, len);
+	log_info("backend", "model=%s pid=%d stream=%s line=%s", p->name, (int)p->pid, o->label,
+	    log_qn(q, sizeof(q), line, len));
+	/* Servers log when they become ready: probe now rather than at the next tick. */
+	if (p->phase == PHASE_STARTING && p->health_url != NULL) {
+		if (p->probe == NULL)
+			probe_start(p);
+		else
+			p->probe_soon = true;
+	}
+}
+
+static void
+pipe_close(struct out_pipe *o)
+{
+	if (o->fd == -1)
+		return;
+	loop_fd_del(o->fd);
+	close(o->fd);
+	o->fd = -1;
+}
+
+/* Reads what is available; returns false at EOF or error (the pipe is then closed). */
+static bool
+pipe_drain(struct sup_proc *p, struct out_pipe *o)
+{
+	char chunk[4096];
+
+	for (;;) {
+		ssize_t n = read(o->fd, chunk, sizeof(chunk));
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return true;
+		if (n <= 0) {
+			if (o->partial.len > 0)
+				emit_line(p, o, o->partial.data, o->partial.len);
+			buf_free(&o->partial);
+			pipe_close(o);
+			return false;
+		}
+		for (ssize_t i = 0, start = 0; i < n; i++) {
+			bool nl = chunk[i] == '\n';
+
+			if (!nl && i + 1 < n)
+				continue;
+			size_t piece = (size_t)(i - start) + (nl ? 0 : 1);
+			size_t room = SUP_LINE_MAX - o->partial.len;
+
+			if (buf_append(&o->partial, chunk + start, MM_MIN(piece, room), SUP_LINE_MAX) == -1)
+				fatal("out of memory");
+			if (nl || o->partial.len >= SUP_LINE_MAX) {
+				emit_line(p, o, o->partial.data, o->partial.len);
+				buf_reset(&o->partial);
+			}
+			start = i + 1;
+		}
+	}
+}
+
+static void
+on_pipe(int fd, uint32_t events, void *arg)
+{
+	struct sup_proc *p = arg;
+
+	(void)events;
+	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
+		if (p->out[i].fd == fd)
+			pipe_drain(p, &p->out[i]);
+}
+
+/* --- health --- */
+
+static void fail_start(struct sup_proc *p, enum sup_event ev, const char *reason);
+
+static size_t
+discard_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	(void)ptr;
+	(void)arg;
+	return size * nmemb;
+}
+
+static void
+poll_tick(void *arg)
+{
+	struct sup_proc *p = arg;
+
+	p->poll_timer = 0;
+	if (p->phase != PHASE_STARTING)
+		return;
+	if (loop_now_ms() >= p->health_deadline_ms) {
+		char *why = xasprintf("health check timed out after %llu s",
+		    (unsigned long long)((p->health_deadline_ms - p->started_ms + 999) / 1000));
+
+		fail_start(p, SUP_START_TIMEOUT, why);
+		free(why);
+		return;
+	}
+	if (p->probe == NULL)
+		probe_start(p);
+}
+
+static void
+schedule_poll(struct sup_proc *p)
+{
+	if (p->poll_timer == 0 && p->phase == PHASE_STARTING)
+		p->poll_timer = loop_timer_add(SUP_HEALTH_INTERVAL_MS, poll_tick, p);
+}
+
+static void
+become_ready(struct sup_proc *p)
+{
+	p->phase = PHASE_RUNNING;
+	loop_timer_cancel(p->poll_timer);
+	p->poll_timer = 0;
+	log_info("sup", "model=%s pid=%d msg=ready ms=%llu", p->name, (int)p->pid,
+	    (unsigned long long)(loop_now_ms() - p->started_ms));
+	p->cb(p, SUP_READY, NULL, p->arg);
+}
+
+static void
+probe_done(CURL *easy, CURLcode rc, void *arg)
+{
+	struct sup_proc *p = arg;
+	long             status = 0;
+
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(easy);
+	p->probe = NULL;
+	if (p->phase != PHASE_STARTING)
+		return;
+	if (status == 200) {
+		become_ready(p);
+		return;
+	}
+	if (p->probe_soon) {
+		p->probe_soon = false;
+		probe_start(p);
+		return;
+	}
+	schedule_poll(p);
+}
+
+static void
+probe_start(struct sup_proc *p)
+{
+	uint64_t now = loop_now_ms(), left;
+	CURL    *e;
+
+	if (now >= p->health_deadline_ms) {
+		schedule_poll(p);
+		return;
+	}
+	left = MM_MIN(p->health_deadline_ms - now, (uint64_t)SUP_PROBE_TIMEOUT_MS);
+	if ((e = curl_easy_init()) == NULL) {
+		schedule_poll(p);
+		return;
+	}
+	curl_easy_setopt(e, CURLOPT_URL, p->health_url);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)MM_MAX(left, 1));
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
+	if (fetch_start(e, probe_done, p) == -1) {
+		curl_easy_cleanup(e);
+		schedule_poll(p);
+		return;
+	}
+	p->probe = e;
+}
+
+static void
+probe_cancel(struct sup_proc *p)
+{
+	if (p->probe == NULL)
+		return;
+	fetch_cancel(p->probe);
+	curl_easy_cleanup(p->probe);
+	p->probe = NULL;
+}
+
+/* --- spawn --- */
+
+static char *
+path_lookup(const char *name)
+{
+	const char *path = getenv("PATH");
+	char       *copy, *dir, *save = NULL, *found = NULL;
+
+	if (strchr(name, '/') != NULL)
+		return xstrdup(name);
+	if (path == NULL || *path == '\0')
+		path = "/usr/local/bin:/usr/bin:/bin";
+	copy = xstrdup(path);
+	for (dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+		char *cand = xasprintf("%s/%s", *dir ? dir : ".", name);
+
+		if (access(cand, X_OK) == 0) {
+			found = cand;
+			break;
+		}
+		free(cand);
+	}
+	free(copy);
+	return found;
+}
+
+/* environ, minus names that `extra` overrides, plus `extra`. */
+static char **
+build_env(char *const *extra)
+{
+	size_t n = strv_len(environ), k = strv_len(extra), o = 0;
+	char **envp = xcalloc(n + k + 1, sizeof(*envp));
+
+	for (size_t i = 0; i < n; i++) {
+		const char *eq = strchr(environ[i], '=');
+		size_t      nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+		bool        overridden = false;
+
+		for (size_t j = 0; j < k && !overridden; j++)
+			overridden = strncmp(extra[j], environ[i], nl) == 0 && extra[j][nl] == '=';
+		if (!overridden)
+			envp[o++] = environ[i];
+	}
+	for (size_t j = 0; j < k; j++)
+		envp[o++] = extra[j];
+	return envp; /* strings borrowed: free only the vector */
+}
+
+/* In the child: never returns. */
+static void __attribute__((noreturn))
+child_exec(const char *exe, char *const *argv, char **envp, int out_fd, int err_fd, int errpipe,
+    pid_t parent)
+{
+	sigset_t all;
+	int      devnull, e;
+
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+	for (int s = 1; s < NSIG; s++)
+		signal(s, SIG_DFL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	devnull = open("/dev/null", O_RDWR);
+	if (devnull == -1 || dup2(devnull, 0) == -1 ||
+	    dup2(out_fd == -1 ? devnull : out_fd, 1) == -1 ||
+	    dup2(err_fd == -1 ? devnull : err_fd, 2) == -1)
+		goto fail;
+	/* Every other fd but the exec-error pipe goes; that one is close-on-exec. */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == -1) {
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != errpipe)
+				close(fd);
+	}
+	execve(exe, argv, envp);
+fail:
+	e = errno;
+	(void)!write(errpipe, &e, sizeof(e));
+	_exit(127);
+}
+
+/* fork+exec; returns the pid or -1 with errno from the child's failed exec. */
+static pid_t
+spawn(const char *exe, char *const *argv, char **envp, int out_fd, int err_fd)
+{
+	int   ep[2], child_errno = 0;
+	pid_t pid, parent = getpid();
+
+	if (pipe2(ep, O_CLOEXEC) == -1)
+		return -1;
+	if ((pid = fork()) == -1) {
+		int e = errno;
+
+		close(ep[0]);
+		close(ep[1]);
+		errno = e;
+		return -1;
+	}
+	if (pid == 0) {
+		close(ep[0]);
+		child_exec(exe, argv, envp, out_fd, err_fd, ep[1], parent);
+	}
+	close(ep[1]);
+	/* Also puts the child in its own group from our side, closing the race with killpg. */
+	setpgid(pid, pid);
+	for (;;) {
+		ssize_t n = read(ep[0], &child_errno, sizeof(child_errno));
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof(child_errno))
+			child_errno = 0;
+		break;
+	}
+	close(ep[0]);
+	if (child_errno != 0) {
+		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		errno = child_errno;
+		return -1;
+	}
+	return pid;
+}
+
+struct sup_proc *
+sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
+{
+	struct sup_proc *p = NULL;
+	char            *exe = NULL, **envp = NULL;
+	int              op[2] = { -1, -1 }, ep[2] = { -1, -1 };
+	pid_t            pid;
+
+	*err = NULL;
+	if ((exe = path_lookup(spec->argv[0])) == NULL) {
+		*err = xasprintf("command not found: %s", spec->argv[0]);
+		goto out;
+	}
+	if (pipe2(op, O_CLOEXEC | O_NONBLOCK) == -1 || pipe2(ep, O_CLOEXEC | O_NONBLOCK) == -1) {
+		*err = xasprintf("cannot create pipes: %s", strerror(errno));
+		goto out;
+	}
+	envp = build_env(spec->env);
+	if ((pid = spawn(exe, spec->argv, envp, op[1], ep[1])) == -1) {
+		if (errno == ENOENT)
+			*err = xasprintf("command not found: %s", spec->argv[0]);
+		else
+			*err = xasprintf("cannot execute %s: %s", exe, strerror(errno));
+		goto out;
+	}
+	p = xcalloc(1, sizeof(*p));
+	p->name = xstrdup(spec->name);
+	p->health_url = spec->health_url ? xstrdup(spec->health_url) : NULL;
+	p->stop_argv = spec->stop_argv ? strv_dup(spec->stop_argv) : NULL;
+	p->pid = pid;
+	p->cb = cb;
+	p->arg = arg;
+	p->started_ms = loop_now_ms();
+	p->health_deadline_ms = p->started_ms + spec->health_timeout_ms;
+	p->out[0] = (struct out_pipe){ .fd = op[0], .label = "stdout" };
+	p->out[1] = (struct out_pipe){ .fd = ep[0], .label = "stderr" };
+	op[0] = ep[0] = -1;
+	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
+		if (loop_fd_add(p->out[i].fd, EPOLLIN, on_pipe, p) == -1)
+			fatal("cannot watch a child pipe: %s", strerror(errno));
+	p->next = procs;
+	procs = p;
+	nprocs++;
+	log_info("sup", "model=%s pid=%d msg=spawned exe=%s", p->name, (int)pid, exe);
+	if (p->health_url != NULL)
+		probe_start(p);
+	else
+		p->poll_timer = loop_timer_add(0, poll_tick, p); /* ready at the next loop round */
+out:
+	for (int i = 0; i < 2; i++) {
+		if (op[i] != -1)
+			close(op[i]);
+		if (ep[i] != -1)
+			close(ep[i]);
+	}
+	free(envp);
+	free(exe);
+	return p;
+}
+
+/* --- stop and reap --- */
+
+static void
+kill_now(void *arg)
+{
+	struct sup_proc *p = arg;
+
+	p->kill_timer = 0;
+	log_warn("sup", "model=%s pid=%d msg=\"grace period over, sending SIGKILL\"", p->name,
+	    (int)p->pid);
+	if (killpg(p->pid, SIGKILL) == -1)
+		kill(p->pid, SIGKILL);
+}
+
+static void
+run_stop_cmd(struct sup_proc *p)
+{
+	char   pidstr[16];
+	char **argv = strv_dup(p->stop_argv);
+	char  *exe, **envp;
+	pid_t  pid;
+
+	snprintf(pidstr, sizeof(pidstr), "%d", (int)p->pid);
+	for (size_t i = 0; argv[i]; i++) {
+		char *at;
+
+		while ((at = strstr(argv[i], "${PID}")) != NULL) {
+			char *n = xasprintf("%.*s%s%s", (int)(at - argv[i]), argv[i], pidstr, at + 6);
+
+			free(argv[i]);
+			argv[i] = n;
+		}
+	}
+	exe = path_lookup(argv[0]);
+	envp = build_env(NULL);
+	/* Its output is discarded; it is reaped by sup_reap like any child. */
+	if (exe == NULL || (pid = spawn(exe, argv, envp, -1, -1)) == -1) {
+		log_warn("sup", "model=%s msg=\"cmdStop failed, sending SIGTERM\" cmd=%s", p->name, argv[0]);
+		if (killpg(p->pid, SIGTERM) == -1)
+			kill(p->pid, SIGTERM);
+	} else {
+		log_info("sup", "model=%s pid=%d msg=\"running cmdStop\" stop_pid=%d", p->name,
+		    (int)p->pid, (int)pid);
+	}
+	free(exe);
+	free(envp);
+	strv_free(argv);
+}
+
+void
+sup_stop(struct sup_proc *p, uint64_t grace_ms)
+{
+	if (p->phase == PHASE_STOPPING && p->kill_timer != 0 && grace_ms > 0)
+		return;
+	probe_cancel(p);
+	loop_timer_cancel(p->poll_timer);
+	p->poll_timer = 0;
+	if (p->phase != PHASE_STOPPING) {
+		p->phase = PHASE_STOPPING;
+		log_info("sup", "model=%s pid=%d msg=stopping grace_ms=%llu", p->name, (int)p->pid,
+		    (unsigned long long)grace_ms);
+		if (grace_ms > 0 && p->stop_argv != NULL)
+			run_stop_cmd(p);
+		else if (grace_ms > 0 && killpg(p->pid, SIGTERM) == -1)
+			kill(p->pid, SIGTERM);
+	}
+	loop_timer_cancel(p->kill_timer);
+	p->kill_timer = 0;
+	if (grace_ms == 0)
+		kill_now(p);
+	else
+		p->kill_timer = loop_timer_add(grace_ms, kill_now, p);
+}
+
+static void
+fail_start(struct sup_proc *p, enum sup_event ev, const char *reason)
+{
+	log_warn("sup", "model=%s pid=%d msg=\"start failed\" reason=\"%s\"", p->name, (int)p->pid,
+	    reason);
+	sup_stop(p, 0);
+	p->cb(p, ev, reason, p->arg);
+}
+
+static void
+proc_free(struct sup_proc *p)
+{
+	for (struct sup_proc **pp = &procs; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			nprocs--;
+			break;
+		}
+	}
+	probe_cancel(p);
+	loop_timer_cancel(p->poll_timer);
+	loop_timer_cancel(p->kill_timer);
+	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++) {
+		buf_free(&p->out[i].partial);
+		pipe_close(&p->out[i]);
+	}
+	for (size_t i = 0; i < SUP_TAIL_LINES; i++)
+		free(p->tail[i]);
+	strv_free(p->stop_argv);
+	free(p->health_url);
+	free(p->name);
+	free(p);
+}
+
+static void
+describe_status(int status, char *buf, size_t n)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, n, "exited with code %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, n, "ended with status %d", status);
+}
+
+static void
+on_exit_status(struct sup_proc *p, int status)
+{
+	char what[96];
+
+	describe_status(status, what, sizeof(what));
+	/* The leader is gone: whatever it left in its group goes too. */
+	killpg(p->pid, SIGKILL);
+	/* Collect the output still in the pipes so the last lines are complete. */
+	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
+		if (p->out[i].fd != -1 && pipe_drain(p, &p->out[i]))
+			pipe_close(&p->out[i]);
+	log_info("sup", "model=%s pid=%d msg=exited status=\"%s\"", p->name, (int)p->pid, what);
+	if (p->phase == PHASE_STARTING) {
+		char *why = xasprintf("%s while starting", what);
+
+		p->phase = PHASE_STOPPING;
+		p->cb(p, SUP_START_FAILED, why, p->arg);
+		free(why);
+	}
+	p->cb(p, SUP_EXITED, what, p->arg);
+	proc_free(p);
+}
+
+void
+sup_reap(void)
+{
+	for (;;) {
+		int   status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+
+		if (pid == -1 && errno == EINTR)
+			continue;
+		if (pid <= 0)
+			return;
+		struct sup_proc *p = procs;
+
+		while (p != NULL && p->pid != pid)
+			p = p->next;
+		if (p != NULL)
+			on_exit_status(p, status);
+		else
+			log_debug("sup", "msg=\"reaped\" pid=%d", (int)pid);
+	}
+}
+
+void
+sup_kill_all(void)
+{
+	for (struct sup_proc *p = procs; p; p = p->next)
+		if (killpg(p->pid, SIGKILL) == -1)
+			kill(p->pid, SIGKILL);
+}

@@ -1,0 +1,837 @@
+/* Unit tests for config: parsing, macros, ports, validation, argv splitting. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "check.h"
+#include "modelmux/config.h"
+#include "modelmux/util.h"
+
+static struct cfg *
+load(const char *text, struct cfg_errs *e)
+{
+	return cfg_load_buf("cfg.yaml", text, strlen(text), e);
+}
+
+/* Loads text that must fail; returns every message as "\nmsg\nmsg\n" (caller frees). */
+static char *
+load_errs(const char *text)
+{
+	struct cfg_errs e = { 0 };
+	struct cfg     *c = load(text, &e);
+	struct buf      b = { 0 };
+
+	if (c != NULL) {
+		cfg_unref(c);
+		return xstrdup("(loaded)");
+	}
+	buf_printf(&b, "\n");
+	for (size_t i = 0; i < e.n; i++)
+		buf_printf(&b, "%s\n", e.msgs[i]);
+	cfg_errs_free(&e);
+	return b.data;
+}
+
+#define EXPECT_ERR(text, want) do { \
+	char *errs_ = load_errs(text); \
+	ASSERT_CONTAINS(errs_, "\n" want "\n"); \
+	free(errs_); \
+} while (0)
+
+/* Loads text that must succeed; prints the errors otherwise. */
+static struct cfg *
+load_ok(const char *text)
+{
+	struct cfg_errs e = { 0 };
+	struct cfg     *c = load(text, &e);
+
+	for (size_t i = 0; i < e.n; i++)
+		fprintf(stderr, "unexpected: %s\n", e.msgs[i]);
+	cfg_errs_free(&e);
+	return c;
+}
+
+static void
+test_minimal_defaults(void)
+{
+	struct cfg             *c = load_ok("models:\n  m:\n    cmd: srv --port ${PORT}\n");
+	const struct cfg_model *m;
+
+	ASSERT_NOT_NULL(c);
+	if (c == NULL)
+		return;
+	ASSERT_INT_EQ(c->refs, 1);
+	ASSERT_STR_EQ(c->path, "cfg.yaml");
+	ASSERT_STR_EQ(c->listen, CFG_DEF_LISTEN);
+	ASSERT_NULL(c->log_level);
+	ASSERT_INT_EQ(c->health_check_timeout_s, 120);
+	ASSERT_INT_EQ(c->start_port, 5800);
+	ASSERT_INT_EQ(c->global_ttl_s, 0);
+	ASSERT_INT_EQ(c->unload_timeout_s, 10);
+	ASSERT_FALSE(c->send_loading_state);
+	ASSERT_FALSE(c->include_aliases_in_list);
+	ASSERT_INT_EQ(strv_len(c->api_keys), 0);
+	ASSERT_INT_EQ(strv_len(c->preload), 0);
+	ASSERT_INT_EQ(c->nmodels, 1);
+	ASSERT_INT_EQ(c->warnings.n, 0);
+	m = &c->models[0];
+	ASSERT_STR_EQ(m->id, "m");
+	ASSERT_INT_EQ(strv_len(m->argv), 3);
+	ASSERT_STR_EQ(m->argv[0], "srv");
+	ASSERT_STR_EQ(m->argv[2], "5800");
+	ASSERT_NULL(m->stop_argv);
+	ASSERT_STR_EQ(m->proxy, "http://127.0.0.1:5800");
+	ASSERT_INT_EQ(m->port, 5800);
+	ASSERT_INT_EQ(strv_len(m->aliases), 0);
+	ASSERT_INT_EQ(strv_len(m->env), 0);
+	ASSERT_STR_EQ(m->check_endpoint, "/health");
+	ASSERT_NULL(m->name);
+	ASSERT_NULL(m->description);
+	ASSERT_NULL(m->use_model_name);
+	ASSERT_FALSE(m->unlisted);
+	ASSERT_INT_EQ(m->ttl_s, -1);
+	ASSERT_INT_EQ(m->unload_timeout_s, 0);
+	ASSERT_INT_EQ(m->health_check_timeout_s, 0);
+	ASSERT_INT_EQ(m->concurrency_limit, 0);
+	ASSERT_INT_EQ(m->send_loading_state, -1);
+	ASSERT_NULL(m->strip_params);
+	ASSERT_NULL(m->set_params);
+	ASSERT_NULL(m->metadata);
+	ASSERT_INT_EQ(m->timeouts.connect_s, 30);
+	ASSERT_INT_EQ(m->timeouts.keepalive_s, 30);
+	ASSERT_INT_EQ(m->timeouts.response_header_s, 0);
+	ASSERT_INT_EQ(m->timeouts.tls_handshake_s, 10);
+	ASSERT_INT_EQ(m->timeouts.expect_continue_s, 1);
+	ASSERT_INT_EQ(m->timeouts.idle_conn_s, 90);
+	ASSERT_FALSE(m->ignore_websockets);
+	ASSERT_NOT_NULL(m->group);
+	ASSERT_STR_EQ(m->group->name, "(default)");
+	ASSERT_TRUE(m->group->swap);
+	ASSERT_TRUE(m->group->exclusive);
+	ASSERT_FALSE(m->group->persistent);
+	ASSERT_INT_EQ(c->ngroups, 1);
+	ASSERT_INT_EQ(m->line, 2);
+	ASSERT_INT_EQ(m->col, 3);
+	ASSERT_TRUE(cfg_ref(c) == c);
+	ASSERT_INT_EQ(c->refs, 2);
+	cfg_unref(c);
+	cfg_unref(c);
+	cfg_unref(NULL);
+}
+
+static const char full_yaml[] =
+	"healthCheckTimeout: 60\n"
+	"logLevel: debug\n"
+	"startPort: 9000\n"
+	"globalTTL: 300\n"
+	"unloadTimeout: 0\n"
+	"sendLoadingState: yes\n"
+	"includeAliasesInList: On\n"
+	"listen: \"[::1]:9999\"\n"
+	"apiKeys: [k1, \"k2\"]\n"
+	"models:\n"
+	"  b:\n"
+	"    cmd: |\n"
+	"      server\n"
+	"      # a comment with ${undefined}\n"
+	"        --port ${PORT} \\\n"
+	"        --name \"two words\"\n"
+	"    cmdStop: kill -TERM ${PID}\n"
+	"    proxy: http://127.0.0.1:${PORT}/\n"
+	"    aliases: [bee, b2]\n"
+	"    env: [\"A=1\", \"B_2=x=y\", \"C=\"]\n"
+	"    checkEndpoint: none\n"
+	"    ttl: 0\n"
+	"    unloadTimeout: 5\n"
+	"    healthCheckTimeout: 7\n"
+	"    concurrencyLimit: 3\n"
+	"    unlisted: true\n"
+	"    useModelName: real/b\n"
+	"    name: The B\n"
+	"    description: \"desc\"\n"
+	"    sendLoadingState: false\n"
+	"    filters:\n"
+	"      stripParams: \"temperature, top_p ,model, a.b,,\"\n"
+	"      setParams: {n: 1, s: x, t: true, f: 1.5, q: \"2\", l: [1, two], z: null}\n"
+	"    metadata: {port: \"${PORT}\", id: \"${MODEL_ID}\", nested: {k: [1, \"a\"]}}\n"
+	"    timeouts: {connect: 1, keepalive: 2, responseHeader: 3, tlsHandshake: 4,\n"
+	"      expectContinue: 5, idleConn: 6}\n"
+	"    compat: {ignoreWebsockets: \"true\"}\n"
+	"  a:\n"
+	"    cmd: other ${PORT}\n"
+	"    checkEndpoint: /ready\n"
+	"    filters: {strip_params: x}\n"
+	"  c:\n"
+	"    cmd: remote\n"
+	"    proxy: https://example.com:8443\n";
+
+static void
+test_full(void)
+{
+	struct cfg             *c = load_ok(full_yaml);
+	const struct cfg_model *a, *b, *m;
+	cJSON                  *j;
+
+	ASSERT_NOT_NULL(c);
+	if (c == NULL)
+		return;
+	ASSERT_INT_EQ(c->health_check_timeout_s, 60);
+	ASSERT_STR_EQ(c->log_level, "debug");
+	ASSERT_INT_EQ(c->start_port, 9000);
+	ASSERT_INT_EQ(c->global_ttl_s, 300);
+	ASSERT_INT_EQ(c->unload_timeout_s, 10);
+	ASSERT_TRUE(c->send_loading_state);
+	ASSERT_TRUE(c->include_aliases_in_list);
+	ASSERT_STR_EQ(c->listen, "[::1]:9999");
+	ASSERT_INT_EQ(strv_len(c->api_keys), 2);
+	ASSERT_STR_EQ(c->api_keys[1], "k2");
+	ASSERT_INT_EQ(c->nmodels, 3);
+	a = &c->models[0];
+	b = &c->models[1];
+	ASSERT_STR_EQ(a->id, "a");
+	ASSERT_STR_EQ(b->id, "b");
+	ASSERT_STR_EQ(c->models[2].id, "c");
+	/* ports go over sorted ids: a then b; c has none */
+	ASSERT_INT_EQ(a->port, 9000);
+	ASSERT_INT_EQ(b->port, 9001);
+	ASSERT_INT_EQ(c->models[2].port, 0);
+	ASSERT_STR_EQ(a->argv[1], "9000");
+	ASSERT_STR_EQ(a->check_endpoint, "/ready");
+	ASSERT_STR_EQ(a->strip_params[0], "x");
+	ASSERT_INT_EQ(strv_len(b->argv), 5);
+	ASSERT_STR_EQ(b->argv[0], "server");
+	ASSERT_STR_EQ(b->argv[1], "--port");
+	ASSERT_STR_EQ(b->argv[2], "9001");
+	ASSERT_STR_EQ(b->argv[4], "two words");
+	ASSERT_INT_EQ(strv_len(b->stop_argv), 3);
+	ASSERT_STR_EQ(b->stop_argv[2], "${PID}");
+	ASSERT_STR_EQ(b->proxy, "http://127.0.0.1:9001");
+	ASSERT_STR_EQ(c->models[2].proxy, "https://example.com:8443");
+	ASSERT_STR_EQ(b->aliases[0], "bee");
+	ASSERT_STR_EQ(b->aliases[1], "b2");
+	ASSERT_INT_EQ(strv_len(b->env), 3);
+	ASSERT_STR_EQ(b->env[1], "B_2=x=y");
+	ASSERT_NULL(b->check_endpoint);
+	ASSERT_INT_EQ(b->ttl_s, 0);
+	ASSERT_INT_EQ(b->unload_timeout_s, 5);
+	ASSERT_INT_EQ(b->health_check_timeout_s, 7);
+	ASSERT_INT_EQ(b->concurrency_limit, 3);
+	ASSERT_TRUE(b->unlisted);
+	ASSERT_STR_EQ(b->use_model_name, "real/b");
+	ASSERT_STR_EQ(b->name, "The B");
+	ASSERT_STR_EQ(b->description, "desc");
+	ASSERT_INT_EQ(b->send_loading_state, 0);
+	ASSERT_INT_EQ(strv_len(b->strip_params), 3);
+	ASSERT_STR_EQ(b->strip_params[0], "temperature");
+	ASSERT_STR_EQ(b->strip_params[1], "top_p");
+	ASSERT_STR_EQ(b->strip_params[2], "a.b");
+	ASSERT_NOT_NULL(b->set_params);
+	ASSERT_TRUE(cJSON_IsNumber(cJSON_GetObjectItem(b->set_params, "n")));
+	ASSERT_TRUE(cJSON_IsString(cJSON_GetObjectItem(b->set_params, "s")));
+	ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(b->set_params, "t")));
+	ASSERT_TRUE(cJSON_GetObjectItem(b->set_params, "f")->valuedouble == 1.5);
+	ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(b->set_params, "q")), "2");
+	ASSERT_INT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(b->set_params, "l")), 2);
+	ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(b->set_params, "z")));
+	j = cJSON_GetObjectItem(b->metadata, "port");
+	ASSERT_TRUE(cJSON_IsNumber(j));
+	ASSERT_INT_EQ(j ? j->valueint : 0, 9001);
+	ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(b->metadata, "id")), "b");
+	ASSERT_NOT_NULL(cJSON_GetObjectItem(cJSON_GetObjectItem(b->metadata, "nested"), "k"));
+	ASSERT_INT_EQ(b->timeouts.connect_s, 1);
+	ASSERT_INT_EQ(b->timeouts.keepalive_s, 2);
+	ASSERT_INT_EQ(b->timeouts.response_header_s, 3);
+	ASSERT_INT_EQ(b->timeouts.tls_handshake_s, 4);
+	ASSERT_INT_EQ(b->timeouts.expect_continue_s, 5);
+	ASSERT_INT_EQ(b->timeouts.idle_conn_s, 6);
+	ASSERT_TRUE(b->ignore_websockets);
+	m = cfg_find_model(c, "bee");
+	ASSERT_TRUE(m == b);
+	ASSERT_TRUE(cfg_find_model(c, "b2") == b);
+	ASSERT_TRUE(cfg_find_model(c, "a") == a);
+	ASSERT_NULL(cfg_find_model(c, "zzz"));
+	cfg_unref(c);
+}
+
+static void
+test_split(void)
+{
+	const char *err;
+	char      **v;
+
+	v = cfg_split_command("a 'b c' \"d \\\"e\\\" \\n\" f\\ g h\\\\", &err);
+	ASSERT_NOT_NULL(v);
+	if (v != NULL) {
+		ASSERT_INT_EQ(strv_len(v), 5);
+		ASSERT_STR_EQ(v[0], "a");
+		ASSERT_STR_EQ(v[1], "b c");
+		ASSERT_STR_EQ(v[2], "d \"e\" \\n");
+		ASSERT_STR_EQ(v[3], "f g");
+		ASSERT_STR_EQ(v[4], "h\\");
+	}
+	strv_free(v);
+	v = cfg_split_command("x\t\ty\n z''w '' \"\" 'a\\b' \"$`\"", &err);
+	ASSERT_NOT_NULL(v);
+	if (v != NULL) {
+		ASSERT_INT_EQ(strv_len(v), 6);
+		ASSERT_STR_EQ(v[0], "x");
+		ASSERT_STR_EQ(v[1], "y");
+		ASSERT_STR_EQ(v[2], "zw");
+		ASSERT_STR_EQ(v[3], "");
+		ASSERT_STR_EQ(v[4], "");
+		ASSERT_STR_EQ(v[5], "a\\b");
+	}
+	strv_free(v);
+	/* comment lines and continuation lines */
+	v = cfg_split_command("  # leading comment\nsrv \\\n  --a 1 \\   \n  # mid comment\n"
+	    "  --b#notcomment\n", &err);
+	ASSERT_NOT_NULL(v);
+	if (v != NULL) {
+		ASSERT_INT_EQ(strv_len(v), 4);
+		ASSERT_STR_EQ(v[0], "srv");
+		ASSERT_STR_EQ(v[1], "--a");
+		ASSERT_STR_EQ(v[2], "1");
+		ASSERT_STR_EQ(v[3], "--b#notcomment");
+	}
+	strv_free(v);
+	v = cfg_split_command("a\r b", &err);
+	ASSERT_INT_EQ(strv_len(v), 2);
+	ASSERT_STR_EQ(v ? v[0] : NULL, "a\r");
+	strv_free(v);
+	ASSERT_NULL(cfg_split_command("a 'b", &err));
+	ASSERT_STR_EQ(err, "unterminated quote");
+	ASSERT_NULL(cfg_split_command("a \"b\\\"", &err));
+	ASSERT_STR_EQ(err, "unterminated quote");
+	ASSERT_NULL(cfg_split_command("", &err));
+	ASSERT_STR_EQ(err, "empty command");
+	ASSERT_NULL(cfg_split_command(" \t\n # only a comment\n", &err));
+	ASSERT_STR_EQ(err, "empty command");
+}
+
+static void
+test_split_limit(void)
+{
+	struct buf  b = { 0 };
+	const char *err;
+	char      **v;
+
+	for (int i = 0; i < CFG_MAX_ARGV; i++)
+		buf_printf(&b, "w ");
+	v = cfg_split_command(b.data, &err);
+	ASSERT_INT_EQ(strv_len(v), CFG_MAX_ARGV);
+	strv_free(v);
+	buf_printf(&b, "x");
+	ASSERT_NULL(cfg_split_command(b.data, &err));
+	ASSERT_STR_EQ(err, "too many words");
+	buf_free(&b);
+}
+
+static void
+test_macros(void)
+{
+	struct cfg             *c;
+	const struct cfg_model *m;
+	cJSON                  *j;
+
+	c = load_ok(
+	    "macros:\n"
+	    "  bin: /opt/srv\n"
+	    "  base: \"${bin} --verbose\"\n"
+	    "  ctx: 4096\n"
+	    "  temp: 0.7\n"
+	    "  flag: true\n"
+	    "  word: hello\n"
+	    "  hc: 33\n"
+	    "healthCheckTimeout: ${hc}\n"
+	    "models:\n"
+	    "  m1:\n"
+	    "    macros:\n"
+	    "      ctx: 8192\n"
+	    "      full: \"${base} -c ${ctx} --alias ${MODEL_ID}\"\n"
+	    "    cmd: ${full} --port ${PORT}\n"
+	    "    ttl: ${ctx}\n"
+	    "    unlisted: ${flag}\n"
+	    "    name: \"${MODEL_ID}\"\n"
+	    "    filters:\n"
+	    "      setParams:\n"
+	    "        num_ctx: ${ctx}\n"
+	    "        temperature: \"${temp}\"\n"
+	    "        stream: ${flag}\n"
+	    "        greeting: ${word}\n"
+	    "        mixed: ${ctx}x\n"
+	    "        quotedint: \"7\"\n"
+	    "  m2:\n"
+	    "    cmd: ${bin} -c ${ctx}\n"
+	    "    proxy: http://h:1\n");
+	ASSERT_NOT_NULL(c);
+	if (c == NULL)
+		return;
+	ASSERT_INT_EQ(c->health_check_timeout_s, 33);
+	m = cfg_find_model(c, "m1");
+	ASSERT_NOT_NULL(m);
+	ASSERT_INT_EQ(strv_len(m->argv), 8);
+	ASSERT_STR_EQ(m->argv[0], "/opt/srv");
+	ASSERT_STR_EQ(m->argv[1], "--verbose");
+	ASSERT_STR_EQ(m->argv[3], "8192");
+	ASSERT_STR_EQ(m->argv[5], "m1");
+	ASSERT_STR_EQ(m->argv[7], "5800");
+	ASSERT_INT_EQ(m->ttl_s, 8192);
+	ASSERT_TRUE(m->unlisted);
+	ASSERT_STR_EQ(m->name, "m1");
+	j = cJSON_GetObjectItem(m->set_params, "num_ctx");
+	ASSERT_TRUE(cJSON_IsNumber(j));
+	ASSERT_INT_EQ(j ? j->valueint : 0, 8192);
+	j = cJSON_GetObjectItem(m->set_params, "temperature");
+	ASSERT_TRUE(cJSON_IsNumber(j) && j->valuedouble == 0.7);
+	ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(m->set_params, "stream")));
+	ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(m->set_params, "greeting")),
+	    "hello");
+	ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(m->set_params, "mixed")),
+	    "8192x");
+	ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(m->set_params, "quotedint")), "7");
+	m = cfg_find_model(c, "m2");
+	ASSERT_STR_EQ(m->argv[2], "4096");
+	ASSERT_INT_EQ(m->port, 0);
+	ASSERT_STR_EQ(m->proxy, "http://h:1");
+	cfg_unref(c);
+
+	/* a macro used before its declaration is not resolved */
+	EXPECT_ERR("macros:\n  a: \"${b}\"\n  b: x\nmodels:\n  m:\n    cmd: run ${a}\n    proxy: http://h:1\n",
+	    "cfg.yaml:6:5: models.m.cmd: unresolved macro ${b}");
+	EXPECT_ERR("macros:\n  a: \"x ${a}\"\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: macros.a: macro refers to itself");
+	EXPECT_ERR("macros:\n  PORT: 1\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: macros.PORT: macro name is reserved");
+	EXPECT_ERR("models:\n  m:\n    macros:\n      MODEL_ID: x\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:4:7: models.m.macros.MODEL_ID: macro name is reserved");
+	EXPECT_ERR("macros:\n  PID: 1\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: macros.PID: macro name is reserved");
+	EXPECT_ERR("macros:\n  a.b: 1\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: macros.a.b: invalid macro name (want [a-zA-Z0-9_-], under 64 characters)");
+	EXPECT_ERR("macros:\n  a: [1]\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: macros.a: macro values must be scalars");
+	EXPECT_ERR("macros: [a]\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:1:1: macros: expected a map of name: value");
+	EXPECT_ERR("models:\n  m:\n    cmd: run ${nope}\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: unresolved macro ${nope}");
+	EXPECT_ERR("models:\n  m:\n    cmd: run ${PID}\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: unresolved macro ${PID}");
+	EXPECT_ERR("listen: ${nope}\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:1:1: listen: unresolved macro ${nope}");
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    metadata:\n      a: [\"${x}\"]\n",
+	    "cfg.yaml:6:10: models.m.metadata.a[0]: unresolved macro ${x}");
+	/* global macros do not reach into the per-model key "models" map keys */
+	EXPECT_ERR("macros:\n  k: v\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n    metadata:\n      ${k}: 1\n",
+	    "cfg.yaml:8:7: models.m.metadata.${k}: unresolved macro ${k}");
+}
+
+static void
+test_ports(void)
+{
+	struct cfg *c;
+
+	c = load_ok("startPort: 7000\nmodels:\n"
+	    "  zeta: {cmd: \"s ${PORT}\"}\n"
+	    "  alpha: {cmd: \"s ${PORT}\", metadata: {p: \"${PORT}\"}}\n"
+	    "  mid: {cmd: s, proxy: \"http://x:1\"}\n"
+	    "  beta: {cmd: \"s\\n--port\\n${PORT}\", proxy: \"http://localhost:${PORT}/v1/\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c == NULL)
+		return;
+	ASSERT_STR_EQ(c->models[0].id, "alpha");
+	ASSERT_INT_EQ(c->models[0].port, 7000);
+	ASSERT_STR_EQ(c->models[1].id, "beta");
+	ASSERT_INT_EQ(c->models[1].port, 7001);
+	ASSERT_STR_EQ(c->models[1].proxy, "http://localhost:7001/v1");
+	ASSERT_STR_EQ(c->models[1].argv[2], "7001");
+	ASSERT_STR_EQ(c->models[2].id, "mid");
+	ASSERT_INT_EQ(c->models[2].port, 0);
+	ASSERT_STR_EQ(c->models[3].id, "zeta");
+	ASSERT_INT_EQ(c->models[3].port, 7002);
+	ASSERT_INT_EQ(cJSON_GetObjectItem(c->models[0].metadata, "p")->valueint, 7000);
+	cfg_unref(c);
+
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:${PORT}\n",
+	    "cfg.yaml:4:5: models.m.proxy: uses ${PORT} but cmd does not");
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n",
+	    "cfg.yaml:2:3: models.m.proxy: missing required key (cmd does not use ${PORT})");
+	EXPECT_ERR("startPort: 65535\nmodels:\n  a: {cmd: \"x ${PORT}\"}\n  b: {cmd: \"x ${PORT}\"}\n",
+	    "cfg.yaml:4:3: models.b: no port left for ${PORT} (startPort too high)");
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    env: [\"P=${PORT}\"]\n",
+	    "cfg.yaml:5:11: models.m.env[0]: unresolved macro ${PORT}");
+}
+
+static void
+test_env(void)
+{
+	struct cfg *c;
+
+	setenv("MM_TEST_KEY", "sekret", 1);
+	setenv("MM_TEST_TTL", "42", 1);
+	setenv("MM_TEST_NL", "a\nb", 1);
+	unsetenv("MM_TEST_UNSET");
+	c = load_ok("apiKeys: [\"${env.MM_TEST_KEY}\", \"x-${env.MM_TEST_KEY}\"]\n"
+	    "models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    ttl: ${env.MM_TEST_TTL}\n"
+	    "    env: [\"K=${env.MM_TEST_KEY}\"]\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_STR_EQ(c->api_keys[0], "sekret");
+		ASSERT_STR_EQ(c->api_keys[1], "x-sekret");
+		ASSERT_INT_EQ(c->models[0].ttl_s, 42);
+		ASSERT_STR_EQ(c->models[0].env[0], "K=sekret");
+	}
+	cfg_unref(c);
+	EXPECT_ERR("apiKeys: [\"${env.MM_TEST_UNSET}\"]\nmodels:\n  m: {cmd: run, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:11: apiKeys[0]: environment variable MM_TEST_UNSET is not set");
+	EXPECT_ERR("models:\n  m:\n    cmd: run ${env.MM_TEST_NL}\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: environment variable MM_TEST_NL contains a newline");
+	EXPECT_ERR("models:\n  m:\n    cmd: run ${env.1BAD}\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: unresolved macro ${env.1BAD}");
+}
+
+static void
+test_warnings_unknown(void)
+{
+	struct cfg *c;
+
+	c = load_ok("logToStdout: both\nmetricsMaxInMemory: 5\nmodels:\n  m:\n    cmd: run\n"
+	    "    proxy: http://h:1\n    capabilities: {tools: true}\n"
+	    "    filters:\n      setParamsByID: {\"m:hi\": {a: 1}}\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_INT_EQ(c->warnings.n, 4);
+		ASSERT_STR_EQ(c->warnings.msgs[0],
+		    "cfg.yaml:1:1: logToStdout: not supported by modelmux, ignored");
+		ASSERT_STR_EQ(c->warnings.msgs[1],
+		    "cfg.yaml:2:1: metricsMaxInMemory: not supported by modelmux, ignored");
+		ASSERT_STR_EQ(c->warnings.msgs[2],
+		    "cfg.yaml:7:5: models.m.capabilities: not supported by modelmux, ignored");
+		ASSERT_STR_EQ(c->warnings.msgs[3],
+		    "cfg.yaml:9:7: models.m.filters.setParamsByID: not supported by modelmux, ignored");
+	}
+	cfg_unref(c);
+	EXPECT_ERR("bogus: 1\nmodels:\n  m: {cmd: run, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: bogus: unknown key");
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    timeouts:\n      read: 1\n",
+	    "cfg.yaml:6:7: models.m.timeouts.read: unknown key");
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    compat: {x: 1}\n",
+	    "cfg.yaml:5:14: models.m.compat.x: unknown key");
+	EXPECT_ERR("hooks: {on_shutdown: 1}\nmodels:\n  m: {cmd: run, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:9: hooks.on_shutdown: unknown key");
+}
+
+static void
+test_value_errors(void)
+{
+	const char *pre = "models:\n  demo:\n    cmd: run\n    proxy: http://h:1\n";
+	char        text[512];
+
+#define ERR_AFTER(extra, want) do { \
+	snprintf(text, sizeof(text), "%s%s", pre, extra); \
+	EXPECT_ERR(text, want); \
+} while (0)
+	ERR_AFTER("    ttl: abc\n", "cfg.yaml:5:5: models.demo.ttl: expected an integer");
+	ERR_AFTER("    ttl: \"5\"\n", "cfg.yaml:5:5: models.demo.ttl: expected an integer");
+	ERR_AFTER("    ttl: 1.5\n", "cfg.yaml:5:5: models.demo.ttl: expected an integer");
+	ERR_AFTER("    ttl: -2\n", "cfg.yaml:5:5: models.demo.ttl: must be >= -1");
+	ERR_AFTER("    ttl: 99999999999\n", "cfg.yaml:5:5: models.demo.ttl: must be >= -1");
+	ERR_AFTER("    unloadTimeout: -1\n",
+	    "cfg.yaml:5:5: models.demo.unloadTimeout: must be >= 0");
+	ERR_AFTER("    concurrencyLimit: [1]\n",
+	    "cfg.yaml:5:5: models.demo.concurrencyLimit: expected an integer");
+	ERR_AFTER("    unlisted: maybe\n",
+	    "cfg.yaml:5:5: models.demo.unlisted: expected a boolean (true or false)");
+	ERR_AFTER("    sendLoadingState: 1\n",
+	    "cfg.yaml:5:5: models.demo.sendLoadingState: expected a boolean (true or false)");
+	ERR_AFTER("    name: [a]\n", "cfg.yaml:5:5: models.demo.name: expected a string");
+	ERR_AFTER("    aliases: x\n", "cfg.yaml:5:5: models.demo.aliases: expected a list");
+	ERR_AFTER("    aliases: [\"a b\"]\n",
+	    "cfg.yaml:5:15: models.demo.aliases[0]: must not contain whitespace or control characters");
+	ERR_AFTER("    env: [\"NOEQ\"]\n",
+	    "cfg.yaml:5:11: models.demo.env[0]: expected NAME=VALUE with a valid variable name");
+	ERR_AFTER("    env: [\"=v\", \"1A=2\"]\n",
+	    "cfg.yaml:5:17: models.demo.env[1]: expected NAME=VALUE with a valid variable name");
+	ERR_AFTER("    checkEndpoint: health\n",
+	    "cfg.yaml:5:5: models.demo.checkEndpoint: must be \"none\" or a path starting with '/'");
+	ERR_AFTER("    filters: {setParams: [1]}\n",
+	    "cfg.yaml:5:15: models.demo.filters.setParams: expected a map");
+	ERR_AFTER("    timeouts: {connect: -3}\n",
+	    "cfg.yaml:5:16: models.demo.timeouts.connect: must be >= 0");
+	ERR_AFTER("    compat: {ignoreWebsockets: 2}\n",
+	    "cfg.yaml:5:14: models.demo.compat.ignoreWebsockets: expected a boolean (true or false)");
+	ERR_AFTER("    filters: 3\n", "cfg.yaml:5:5: models.demo.filters: expected a map");
+	ERR_AFTER("    cmdStop: \"kill 'x\"\n",
+	    "cfg.yaml:5:5: models.demo.cmdStop: unterminated quote");
+#undef ERR_AFTER
+	EXPECT_ERR("models:\n  demo:\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: models.demo.cmd: missing required key");
+	EXPECT_ERR("models:\n  demo:\n    cmd: \"  \"\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.demo.cmd: empty command");
+	EXPECT_ERR("models:\n  demo:\n    cmd: \"a 'b\"\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.demo.cmd: unterminated quote");
+	EXPECT_ERR("models:\n  demo:\n    cmd: run\n    proxy: ftp://h\n",
+	    "cfg.yaml:4:5: models.demo.proxy: expected an http:// or https:// URL");
+	EXPECT_ERR("models:\n  demo:\n", "cfg.yaml:2:3: models.demo: expected a map");
+	EXPECT_ERR("models:\n  \"a b\":\n    cmd: run\n    proxy: http://h:1\n",
+	    "cfg.yaml:2:3: models.a b: invalid model id: must not contain whitespace or control characters");
+	EXPECT_ERR("models: {}\n", "cfg.yaml:1:1: models: expected a map of at least one model");
+	EXPECT_ERR("models: []\n", "cfg.yaml:1:1: models: expected a map of at least one model");
+	EXPECT_ERR("listen: x\n", "cfg.yaml:1:1: models: missing required key");
+	EXPECT_ERR("", "cfg.yaml:1:1: models: missing required key");
+	EXPECT_ERR("- a\n", "cfg.yaml:1:1: (root): expected a map");
+	/* top level */
+	EXPECT_ERR("healthCheckTimeout: 0\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: healthCheckTimeout: must be >= 1");
+	EXPECT_ERR("startPort: 70000\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: startPort: must be between 1 and 65535");
+	EXPECT_ERR("globalTTL: -1\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: globalTTL: must be >= 0");
+	EXPECT_ERR("logLevel: loud\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: logLevel: unknown level \"loud\" (debug, info, warn or error)");
+	EXPECT_ERR("sendLoadingState: maybe\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: sendLoadingState: expected a boolean (true or false)");
+	EXPECT_ERR("apiKeys: [\"\", \"a b\"]\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:11: apiKeys[0]: must not be empty");
+	EXPECT_ERR("apiKeys: [\"\", \"a b\"]\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:15: apiKeys[1]: must not contain spaces");
+	EXPECT_ERR("listen: 8080\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: listen: expected host:port");
+}
+
+static void
+test_errors_collected(void)
+{
+	char *e = load_errs("models:\n  a:\n    cmd: r\n    proxy: http://h:1\n    ttl: x\n"
+	    "    unlisted: 3\n  b:\n    proxy: http://h:1\n");
+	size_t n = 0;
+
+	for (const char *p = e; (p = strchr(p + 1, '\n')) != NULL;)
+		n++;
+	ASSERT_INT_EQ(n, 3);
+	ASSERT_CONTAINS(e, "\ncfg.yaml:5:5: models.a.ttl: expected an integer\n");
+	ASSERT_CONTAINS(e, "\ncfg.yaml:6:5: models.a.unlisted: expected a boolean (true or false)\n");
+	ASSERT_CONTAINS(e, "\ncfg.yaml:7:3: models.b.cmd: missing required key\n");
+	free(e);
+}
+
+static void
+test_yaml_errors(void)
+{
+	struct buf b = { 0 };
+	char      *big;
+
+	EXPECT_ERR("models:\n  m:\n    cmd: [a\n",
+	    "cfg.yaml:4:1: syntax error: did not find expected ',' or ']' while parsing a flow sequence");
+	EXPECT_ERR("models: &x\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:9: models: anchors and aliases are not supported");
+	EXPECT_ERR("a: &x 1\nb: *x\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:2:4: b: anchors and aliases are not supported");
+	EXPECT_ERR("models:\n  m: {cmd: r, proxy: \"http://h:1\"}\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:3:3: models.m: duplicate key");
+	EXPECT_ERR("models:\n  m:\n    cmd: r\n    proxy: http://h:1\n    cmd: s\n",
+	    "cfg.yaml:5:5: models.m.cmd: duplicate key");
+	EXPECT_ERR("? [a]\n: 1\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:3: (root): map keys must be scalars");
+	EXPECT_ERR("models:\n  m: {cmd: r, proxy: \"http://h:1\"}\n---\nx: 1\n",
+	    "cfg.yaml:3:1: (root): only one YAML document is allowed");
+	EXPECT_ERR("models:\n  m: {cmd: \"a\\0b\", proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:2:8: models.m.cmd: value contains a NUL byte");
+	/* depth */
+	buf_printf(&b, "models:\n  m: {cmd: r, proxy: \"http://h:1\", metadata: ");
+	for (int i = 0; i < CFG_MAX_DEPTH; i++)
+		buf_printf(&b, "[");
+	for (int i = 0; i < CFG_MAX_DEPTH; i++)
+		buf_printf(&b, "]");
+	buf_printf(&b, "}\n");
+	EXPECT_ERR(b.data, "cfg.yaml:2:76: models.m.metadata[0][0][0][0][0][0][0][0][0][0][0][0]"
+	    "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: nesting deeper than 32 levels");
+	buf_free(&b);
+	/* size */
+	big = xcalloc(CFG_MAX_FILE_BYTES + 2, 1);
+	memset(big, ' ', CFG_MAX_FILE_BYTES + 1);
+	{
+		struct cfg_errs e = { 0 };
+
+		ASSERT_NULL(cfg_load_buf("big.yaml", big, CFG_MAX_FILE_BYTES + 1, &e));
+		ASSERT_INT_EQ(e.n, 1);
+		ASSERT_STR_EQ(e.n ? e.msgs[0] : NULL, "big.yaml:1:1: (file): larger than 4194304 bytes");
+		cfg_errs_free(&e);
+	}
+	free(big);
+}
+
+static void
+test_expansion_bomb(void)
+{
+	struct buf b = { 0 };
+
+	buf_printf(&b, "macros:\n  m0: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n");
+	for (int i = 1; i < 40; i++)
+		buf_printf(&b, "  m%d: \"${m%d}${m%d}\"\n", i, i - 1, i - 1);
+	buf_printf(&b, "models:\n  m: {cmd: \"${m39}\", proxy: \"http://h:1\"}\n");
+	EXPECT_ERR(b.data, "cfg.yaml:8:6: (expansion): ${...} expansion produces more than 4194304 bytes");
+	buf_free(&b);
+}
+
+static void
+test_aliases(void)
+{
+	EXPECT_ERR("models:\n  a: {cmd: r, proxy: \"http://h:1\", aliases: [x]}\n"
+	    "  b: {cmd: r, proxy: \"http://h:1\", aliases: [y, x]}\n",
+	    "cfg.yaml:3:48: models.b.aliases[1]: alias \"x\" is already used by model a");
+	EXPECT_ERR("models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n"
+	    "  b: {cmd: r, proxy: \"http://h:1\", aliases: [a]}\n",
+	    "cfg.yaml:3:45: models.b.aliases[0]: alias \"a\" is the id of model a");
+	EXPECT_ERR("models:\n  a: {cmd: r, proxy: \"http://h:1\", aliases: [q, q]}\n",
+	    "cfg.yaml:2:48: models.a.aliases[1]: alias \"q\" is already used by model a");
+}
+
+static void
+test_groups(void)
+{
+	struct cfg             *c;
+	const struct cfg_model *m;
+
+	c = load_ok("groups:\n"
+	    "  big:\n    swap: false\n    exclusive: no\n    persistent: yes\n    members: [a, b]\n"
+	    "  small:\n    members: [c]\n"
+	    "models:\n"
+	    "  a: {cmd: r, proxy: \"http://h:1\"}\n"
+	    "  b: {cmd: r, proxy: \"http://h:1\"}\n"
+	    "  c: {cmd: r, proxy: \"http://h:1\"}\n"
+	    "  d: {cmd: r, proxy: \"http://h:1\"}\n"
+	    "  e: {cmd: r, proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c == NULL)
+		return;
+	ASSERT_INT_EQ(c->ngroups, 3);
+	ASSERT_STR_EQ(c->groups[0].name, "big");
+	ASSERT_FALSE(c->groups[0].swap);
+	ASSERT_FALSE(c->groups[0].exclusive);
+	ASSERT_TRUE(c->groups[0].persistent);
+	ASSERT_INT_EQ(strv_len(c->groups[0].members), 2);
+	ASSERT_STR_EQ(c->groups[1].name, "small");
+	ASSERT_TRUE(c->groups[1].swap);
+	ASSERT_TRUE(c->groups[1].exclusive);
+	ASSERT_FALSE(c->groups[1].persistent);
+	ASSERT_STR_EQ(c->groups[2].name, "(default)");
+	ASSERT_INT_EQ(strv_len(c->groups[2].members), 2);
+	ASSERT_STR_EQ(c->groups[2].members[0], "d");
+	ASSERT_STR_EQ(c->groups[2].members[1], "e");
+	m = cfg_find_model(c, "b");
+	ASSERT_TRUE(m->group == &c->groups[0]);
+	m = cfg_find_model(c, "e");
+	ASSERT_TRUE(m->group == &c->groups[2]);
+	cfg_unref(c);
+
+	/* every model grouped: no implicit group */
+	c = load_ok("groups:\n  g: {members: [a]}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL)
+		ASSERT_INT_EQ(c->ngroups, 1);
+	cfg_unref(c);
+
+	EXPECT_ERR("groups:\n  g:\n    members: [a, zz]\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:3:19: groups.g.members[1]: unknown model \"zz\"");
+	EXPECT_ERR("groups:\n  g1: {members: [a]}\n  g2: {members: [a]}\n"
+	    "models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:3:18: groups.g2.members[0]: model \"a\" is already in group \"g1\"");
+	EXPECT_ERR("groups:\n  g: {swap: 2}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:2:8: groups.g.swap: expected a boolean (true or false)");
+	EXPECT_ERR("groups:\n  g: {members: [a], color: red}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:2:22: groups.g.color: unknown key");
+	EXPECT_ERR("groups:\n  \"(default)\": {members: [a]}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:2:3: groups.(default): invalid group name");
+}
+
+static void
+test_preload(void)
+{
+	struct cfg *c;
+
+	c = load_ok("hooks:\n  on_startup:\n    preload: [al, b, b]\n"
+	    "models:\n  a: {cmd: r, proxy: \"http://h:1\", aliases: [al]}\n"
+	    "  b: {cmd: r, proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_INT_EQ(strv_len(c->preload), 2);
+		ASSERT_STR_EQ(c->preload[0], "a");
+		ASSERT_STR_EQ(c->preload[1], "b");
+	}
+	cfg_unref(c);
+	EXPECT_ERR("hooks:\n  on_startup:\n    preload: [a, nope]\n"
+	    "models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:3:19: hooks.on_startup.preload[1]: unknown model \"nope\"");
+}
+
+static void
+test_bools(void)
+{
+	static const char *const yes[] = { "true", "True", "YES", "on", "\"true\"" };
+	static const char *const no[] = { "false", "FALSE", "no", "Off", "'false'" };
+	char        text[256];
+	struct cfg *c;
+
+	for (size_t i = 0; i < MM_ARRAY_LEN(yes); i++) {
+		snprintf(text, sizeof(text), "includeAliasesInList: %s\nsendLoadingState: %s\n"
+		    "models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n", yes[i], no[i]);
+		c = load_ok(text);
+		ASSERT_NOT_NULL(c);
+		if (c != NULL) {
+			ASSERT_TRUE(c->include_aliases_in_list);
+			ASSERT_FALSE(c->send_loading_state);
+		}
+		cfg_unref(c);
+	}
+}
+
+static void
+test_load_file(void)
+{
+	struct cfg_errs e = { 0 };
+	char            path[] = "/tmp/mm-test-config-XXXXXX";
+	int             fd = mkstemp(path);
+	const char      text[] = "models:\n  m: {cmd: \"r ${PORT}\"}\n";
+	struct cfg     *c;
+
+	ASSERT_TRUE(fd != -1);
+	if (fd == -1)
+		return;
+	ASSERT_INT_EQ(write(fd, text, sizeof(text) - 1), (long long)sizeof(text) - 1);
+	close(fd);
+	c = cfg_load(path, &e);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL)
+		ASSERT_STR_EQ(c->path, path);
+	cfg_unref(c);
+	unlink(path);
+	ASSERT_NULL(cfg_load(path, &e));
+	ASSERT_INT_EQ(e.n, 1);
+	ASSERT_CONTAINS(e.n ? e.msgs[0] : NULL, "No such file");
+	cfg_errs_free(&e);
+}
+
+int
+main(void)
+{
+	test_minimal_defaults();
+	test_full();
+	test_split();
+	test_split_limit();
+	test_macros();
+	test_ports();
+	test_env();
+	test_warnings_unknown();
+	test_value_errors();
+	test_errors_collected();
+	test_yaml_errors();
+	test_expansion_bomb();
+	test_aliases();
+	test_groups();
+	test_preload();
+	test_bools();
+	test_load_file();
+	CHECK_DONE();
+}
