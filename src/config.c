@@ -677,6 +677,16 @@ mlist_merge(struct mlist *out, const char *id, const struct mlist *g, const stru
 	}
 }
 
+/* memmem without a sanitizer interceptor that rescans the whole haystack on every call. */
+static const char *
+find_pat(const char *p, const char *end, const char *pat, size_t plen)
+{
+	for (; (size_t)(end - p) >= plen; p++)
+		if (*p == *pat && memcmp(p, pat, plen) == 0)
+			return p;
+	return NULL;
+}
+
 /* Replaces every `pat` in the scalar by `rep`. */
 static void
 replace_all(struct ld *ld, struct node *n, const char *pat, const char *rep)
@@ -685,11 +695,11 @@ replace_all(struct ld *ld, struct node *n, const char *pat, const char *rep)
 	const char *p, *q, *end = n->str + len;
 	struct buf  out = { 0 };
 
-	for (p = n->str; (q = memmem(p, (size_t)(end - p), pat, plen)) != NULL; p = q + plen)
+	for (p = n->str; (q = find_pat(p, end, pat, plen)) != NULL; p = q + plen)
 		count++;
 	if (rlen > plen && !ld_charge(ld, n, count * (rlen - plen)))
 		return;
-	for (p = n->str; (q = memmem(p, (size_t)(end - p), pat, plen)) != NULL; p = q + plen) {
+	for (p = n->str; (q = find_pat(p, end, pat, plen)) != NULL; p = q + plen) {
 		if (buf_append(&out, p, (size_t)(q - p), SIZE_MAX / 2) == -1 ||
 		    buf_append(&out, rep, rlen, SIZE_MAX / 2) == -1)
 			fatal("config: out of memory");
@@ -744,28 +754,37 @@ subst_values(struct ld *ld, struct node *n, const struct mlist *ml)
 	}
 }
 
-/* Reports any ${...} left in a value; ${PID} passes when allow_pid. */
+/* Reports the first ${...} left in a scalar; ${PID} passes when allow_pid. */
+static void
+check_scalar(struct ld *ld, const struct node *n, const char *path, bool allow_pid)
+{
+	const char *p;
+
+	for (p = n->str; (p = strstr(p, "${")) != NULL; p += 2) {
+		size_t len = strcspn(p, "}");
+
+		if (allow_pid && strncmp(p, "${PID}", 6) == 0)
+			continue;
+		ld_err(ld, n, path, "unresolved macro %.*s%s", (int)MM_MIN(len, 72), p,
+		    len <= 72 && p[len] == '}' ? "}" : "...");
+		return;
+	}
+}
+
+/* Reports any ${...} left in a value or in a key below it. */
 static void
 check_unresolved(struct ld *ld, const struct node *n, const char *path, bool allow_pid)
 {
-	const char *p;
-	char       *kp;
+	char *kp;
 
 	switch (n->kind) {
 	case NODE_SCALAR:
-		for (p = n->str; (p = strstr(p, "${")) != NULL; p += 2) {
-			size_t len = strcspn(p, "}");
-
-			if (allow_pid && strncmp(p, "${PID}", 6) == 0)
-				continue;
-			ld_err(ld, n, path, "unresolved macro %.*s%s", (int)MM_MIN(len, 72), p,
-			    p[len] == '}' && len <= 72 ? "}" : "...");
-			break;
-		}
+		check_scalar(ld, n, path, allow_pid);
 		break;
 	case NODE_MAP:
 		for (size_t i = 0; i < map_len(n); i++) {
 			kp = path_join(path, map_key(n, i)->str);
+			check_scalar(ld, map_key(n, i), kp, false);
 			check_unresolved(ld, map_val(n, i), kp, allow_pid);
 			free(kp);
 		}
@@ -1441,7 +1460,9 @@ model_port(struct ld *ld, struct node *v, const char *path, struct cfg_model *m,
 	*proxy_bad = false;
 	if (cmd != NULL && cmd->kind == NODE_SCALAR && strstr(cmd->str, "${PORT}") != NULL) {
 		if (*next_port > 65535) {
-			ld_err(ld, cmd, path, "no port left for ${PORT} (startPort too high)");
+			pp = path_join(path, "cmd");
+			ld_err(ld, cmd, pp, "no port left for ${PORT} (startPort too high)");
+			free(pp);
 			*next_port = 1;
 		}
 		m->port = (*next_port)++;

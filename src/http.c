@@ -349,20 +349,23 @@ struct hdr_collect {
 	size_t  n, cap;
 };
 
-static enum MHD_Result
-collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static void
+hdr_push(struct hdr_collect *c, const char *key, const char *value)
 {
-	struct hdr_collect *c = cls;
-
-	(void)kind;
-	if (!forwardable(key))
-		return MHD_YES;
 	if (c->n + 2 >= c->cap) {
 		c->cap = c->cap ? c->cap * 2 : 32;
 		c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
 	}
 	c->v[c->n++] = xasprintf("%s: %s", key, value ? value : "");
 	c->v[c->n] = NULL;
+}
+
+static enum MHD_Result
+collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	if (forwardable(key))
+		hdr_push(cls, key, value);
 	return MHD_YES;
 }
 
@@ -372,7 +375,7 @@ upstream_headers(struct mm_req *r)
 	struct hdr_collect c = { 0 };
 
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
-	collect_header(&c, MHD_HEADER_KIND, "X-Request-ID", r->id);
+	hdr_push(&c, "X-Request-ID", r->id);
 	return c.v;
 }
 

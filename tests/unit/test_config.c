@@ -261,7 +261,7 @@ test_split(void)
 	const char *err;
 	char      **v;
 
-	v = cfg_split_command("a 'b c' \"d \\\"e\\\" \\n\" f\\ g h\\\\", &err);
+	v = cfg_split_command("a 'b c' \"d \\\"e\\\" \\n\" f\\ g h\\\\i", &err);
 	ASSERT_NOT_NULL(v);
 	if (v != NULL) {
 		ASSERT_INT_EQ(strv_len(v), 5);
@@ -269,19 +269,20 @@ test_split(void)
 		ASSERT_STR_EQ(v[1], "b c");
 		ASSERT_STR_EQ(v[2], "d \"e\" \\n");
 		ASSERT_STR_EQ(v[3], "f g");
-		ASSERT_STR_EQ(v[4], "h\\");
+		ASSERT_STR_EQ(v[4], "h\\i");
 	}
 	strv_free(v);
 	v = cfg_split_command("x\t\ty\n z''w '' \"\" 'a\\b' \"$`\"", &err);
 	ASSERT_NOT_NULL(v);
 	if (v != NULL) {
-		ASSERT_INT_EQ(strv_len(v), 6);
+		ASSERT_INT_EQ(strv_len(v), 7);
 		ASSERT_STR_EQ(v[0], "x");
 		ASSERT_STR_EQ(v[1], "y");
 		ASSERT_STR_EQ(v[2], "zw");
 		ASSERT_STR_EQ(v[3], "");
 		ASSERT_STR_EQ(v[4], "");
 		ASSERT_STR_EQ(v[5], "a\\b");
+		ASSERT_STR_EQ(v[6], "$`");
 	}
 	strv_free(v);
 	/* comment lines and continuation lines */
@@ -421,7 +422,7 @@ test_macros(void)
 	EXPECT_ERR("listen: ${nope}\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n",
 	    "cfg.yaml:1:1: listen: unresolved macro ${nope}");
 	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    metadata:\n      a: [\"${x}\"]\n",
-	    "cfg.yaml:6:10: models.m.metadata.a[0]: unresolved macro ${x}");
+	    "cfg.yaml:6:11: models.m.metadata.a[0]: unresolved macro ${x}");
 	/* global macros do not reach into the per-model key "models" map keys */
 	EXPECT_ERR("macros:\n  k: v\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n    metadata:\n      ${k}: 1\n",
 	    "cfg.yaml:8:7: models.m.metadata.${k}: unresolved macro ${k}");
@@ -458,7 +459,7 @@ test_ports(void)
 	EXPECT_ERR("models:\n  m:\n    cmd: run\n",
 	    "cfg.yaml:2:3: models.m.proxy: missing required key (cmd does not use ${PORT})");
 	EXPECT_ERR("startPort: 65535\nmodels:\n  a: {cmd: \"x ${PORT}\"}\n  b: {cmd: \"x ${PORT}\"}\n",
-	    "cfg.yaml:4:3: models.b: no port left for ${PORT} (startPort too high)");
+	    "cfg.yaml:4:7: models.b.cmd: no port left for ${PORT} (startPort too high)");
 	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    env: [\"P=${PORT}\"]\n",
 	    "cfg.yaml:5:11: models.m.env[0]: unresolved macro ${PORT}");
 }
@@ -625,9 +626,9 @@ test_yaml_errors(void)
 	EXPECT_ERR("models:\n  m:\n    cmd: [a\n",
 	    "cfg.yaml:4:1: syntax error: did not find expected ',' or ']' while parsing a flow sequence");
 	EXPECT_ERR("models: &x\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:1:9: models: anchors and aliases are not supported");
+	    "cfg.yaml:1:1: models: anchors and aliases are not supported");
 	EXPECT_ERR("a: &x 1\nb: *x\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:2:4: b: anchors and aliases are not supported");
+	    "cfg.yaml:2:1: b: anchors and aliases are not supported");
 	EXPECT_ERR("models:\n  m: {cmd: r, proxy: \"http://h:1\"}\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
 	    "cfg.yaml:3:3: models.m: duplicate key");
 	EXPECT_ERR("models:\n  m:\n    cmd: r\n    proxy: http://h:1\n    cmd: s\n",
@@ -637,7 +638,7 @@ test_yaml_errors(void)
 	EXPECT_ERR("models:\n  m: {cmd: r, proxy: \"http://h:1\"}\n---\nx: 1\n",
 	    "cfg.yaml:3:1: (root): only one YAML document is allowed");
 	EXPECT_ERR("models:\n  m: {cmd: \"a\\0b\", proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:2:8: models.m.cmd: value contains a NUL byte");
+	    "cfg.yaml:2:7: models.m.cmd: value contains a NUL byte");
 	/* depth */
 	buf_printf(&b, "models:\n  m: {cmd: r, proxy: \"http://h:1\", metadata: ");
 	for (int i = 0; i < CFG_MAX_DEPTH; i++)
@@ -645,7 +646,7 @@ test_yaml_errors(void)
 	for (int i = 0; i < CFG_MAX_DEPTH; i++)
 		buf_printf(&b, "]");
 	buf_printf(&b, "}\n");
-	EXPECT_ERR(b.data, "cfg.yaml:2:76: models.m.metadata[0][0][0][0][0][0][0][0][0][0][0][0]"
+	EXPECT_ERR(b.data, "cfg.yaml:2:75: models.m.metadata[0][0][0][0][0][0][0][0][0][0][0][0]"
 	    "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: nesting deeper than 32 levels");
 	buf_free(&b);
 	/* size */
@@ -671,7 +672,7 @@ test_expansion_bomb(void)
 	for (int i = 1; i < 40; i++)
 		buf_printf(&b, "  m%d: \"${m%d}${m%d}\"\n", i, i - 1, i - 1);
 	buf_printf(&b, "models:\n  m: {cmd: \"${m39}\", proxy: \"http://h:1\"}\n");
-	EXPECT_ERR(b.data, "cfg.yaml:8:6: (expansion): ${...} expansion produces more than 4194304 bytes");
+	EXPECT_ERR(b.data, "cfg.yaml:43:7: (expansion): ${...} expansion produces more than 4194304 bytes");
 	buf_free(&b);
 }
 
@@ -680,12 +681,12 @@ test_aliases(void)
 {
 	EXPECT_ERR("models:\n  a: {cmd: r, proxy: \"http://h:1\", aliases: [x]}\n"
 	    "  b: {cmd: r, proxy: \"http://h:1\", aliases: [y, x]}\n",
-	    "cfg.yaml:3:48: models.b.aliases[1]: alias \"x\" is already used by model a");
+	    "cfg.yaml:3:49: models.b.aliases[1]: alias \"x\" is already used by model a");
 	EXPECT_ERR("models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n"
 	    "  b: {cmd: r, proxy: \"http://h:1\", aliases: [a]}\n",
-	    "cfg.yaml:3:45: models.b.aliases[0]: alias \"a\" is the id of model a");
+	    "cfg.yaml:3:46: models.b.aliases[0]: alias \"a\" is the id of model a");
 	EXPECT_ERR("models:\n  a: {cmd: r, proxy: \"http://h:1\", aliases: [q, q]}\n",
-	    "cfg.yaml:2:48: models.a.aliases[1]: alias \"q\" is already used by model a");
+	    "cfg.yaml:2:49: models.a.aliases[1]: alias \"q\" is already used by model a");
 }
 
 static void
@@ -734,14 +735,14 @@ test_groups(void)
 	cfg_unref(c);
 
 	EXPECT_ERR("groups:\n  g:\n    members: [a, zz]\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:3:19: groups.g.members[1]: unknown model \"zz\"");
+	    "cfg.yaml:3:18: groups.g.members[1]: unknown model \"zz\"");
 	EXPECT_ERR("groups:\n  g1: {members: [a]}\n  g2: {members: [a]}\n"
 	    "models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
 	    "cfg.yaml:3:18: groups.g2.members[0]: model \"a\" is already in group \"g1\"");
 	EXPECT_ERR("groups:\n  g: {swap: 2}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:2:8: groups.g.swap: expected a boolean (true or false)");
+	    "cfg.yaml:2:7: groups.g.swap: expected a boolean (true or false)");
 	EXPECT_ERR("groups:\n  g: {members: [a], color: red}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:2:22: groups.g.color: unknown key");
+	    "cfg.yaml:2:21: groups.g.color: unknown key");
 	EXPECT_ERR("groups:\n  \"(default)\": {members: [a]}\nmodels:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
 	    "cfg.yaml:2:3: groups.(default): invalid group name");
 }
@@ -763,7 +764,7 @@ test_preload(void)
 	cfg_unref(c);
 	EXPECT_ERR("hooks:\n  on_startup:\n    preload: [a, nope]\n"
 	    "models:\n  a: {cmd: r, proxy: \"http://h:1\"}\n",
-	    "cfg.yaml:3:19: hooks.on_startup.preload[1]: unknown model \"nope\"");
+	    "cfg.yaml:3:18: hooks.on_startup.preload[1]: unknown model \"nope\"");
 }
 
 static void

@@ -1,0 +1,257 @@
+// Integration harness: starts the real modelmux binary on a free loopback port with a config
+// file, waits for readiness by polling with a deadline, stops it TERM-then-KILL, and fails if
+// any process it started survives or stderr holds a sanitizer report.
+'use strict';
+
+const assert = require('node:assert/strict');
+const { spawn, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const BUILD = process.env.MM_BUILD || path.resolve(__dirname, '../../../build');
+const MODELMUX = path.join(BUILD, 'modelmux');
+const FAKE = path.join(BUILD, 'mm-fake-backend');
+const VALGRIND = process.env.MM_VALGRIND === '1';
+const SLOW = VALGRIND ? 10 : 1; // deadlines stretch under valgrind
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Polls fn() until it returns a truthy value or the deadline passes.
+async function waitFor(fn, { timeout = 5000, interval = 20, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout * SLOW;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await sleep(interval);
+  }
+}
+
+function canBind(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+// A base port with `n` free consecutive ports after it, for the config's startPort.
+async function freePorts(n) {
+  for (let tries = 0; tries < 200; tries++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await canBind(base + i);
+    if (ok) return base;
+  }
+  throw new Error('no free port range');
+}
+
+// PIDs of live processes whose environment carries our tag (the daemon and its children).
+function taggedPids(tag) {
+  const pids = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const env = fs.readFileSync(`/proc/${d}/environ`);
+      if (env.includes(`MM_TEST_TAG=${tag}`)) {
+        const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+        if (!/\) Z /.test(stat)) pids.push(Number(d));
+      }
+    } catch {
+      /* gone or not ours */
+    }
+  }
+  return pids;
+}
+
+function tmpdir() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'mm-it-'));
+}
+
+class Daemon {
+  constructor(opts) {
+    this.opts = opts;
+    this.dir = opts.dir || tmpdir();
+    this.tag = crypto.randomBytes(8).toString('hex');
+    this.stderr = '';
+    this.exit = null;
+  }
+
+  async start() {
+    const cfgPath = path.join(this.dir, 'config.yaml');
+    fs.writeFileSync(cfgPath, this.opts.config);
+    this.configPath = cfgPath;
+    const args = ['-c', cfgPath, '-l', this.opts.listen || '127.0.0.1:0', ...(this.opts.args || [])];
+    let cmd = MODELMUX;
+    if (VALGRIND) {
+      args.unshift('--quiet', '--leak-check=full', '--errors-for-leak-kinds=definite',
+        '--error-exitcode=99', '--child-silent-after-fork=yes', MODELMUX);
+      cmd = 'valgrind';
+    }
+    this.proc = spawn(cmd, args, {
+      env: { ...process.env, ...(this.opts.env || {}), MM_TEST_TAG: this.tag },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: this.dir,
+    });
+    this.proc.stdout.on('data', (b) => { this.stderr += b.toString(); });
+    this.proc.stderr.on('data', (b) => { this.stderr += b.toString(); });
+    this.exited = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
+    });
+    const m = await waitFor(() => {
+      if (this.exit) throw new Error(`modelmux exited at start: ${JSON.stringify(this.exit)}\n${this.stderr}`);
+      return /msg=ready .*listen=(\S+)/.exec(this.stderr);
+    }, { timeout: 10000, what: 'modelmux ready line' });
+    this.addr = m[1];
+    this.url = `http://${this.addr}`;
+    return this;
+  }
+
+  // Waits until the log matches `re` (a RegExp) and returns the match.
+  waitLog(re, timeout = 5000) {
+    return waitFor(() => re.exec(this.stderr), { timeout, what: `log ${re}` });
+  }
+
+  logCount(re) {
+    const g = new RegExp(re.source, re.flags.includes('g') ? re.flags : re.flags + 'g');
+    return (this.stderr.match(g) || []).length;
+  }
+
+  signal(sig) {
+    if (this.exit === null) this.proc.kill(sig);
+  }
+
+  // TERM, wait, KILL; then asserts nothing we started survives and no sanitizer spoke.
+  async stop({ expectCode = 0 } = {}) {
+    if (this.exit === null) {
+      this.proc.kill('SIGTERM');
+      let timer;
+      const timeout = new Promise((resolve) => { timer = setTimeout(() => resolve('timeout'), 20000 * SLOW); });
+      const outcome = await Promise.race([this.exited, timeout]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
+        this.proc.kill('SIGKILL');
+        await this.exited;
+        throw new Error(`modelmux did not exit after SIGTERM\n${this.tail()}`);
+      }
+    }
+    await this.checkClean();
+    if (expectCode !== null) {
+      assert.equal(this.exit.code, expectCode, `modelmux exit ${JSON.stringify(this.exit)}\n${this.tail()}`);
+    }
+  }
+
+  async checkClean() {
+    let left = [];
+    try {
+      left = await waitFor(() => {
+        const p = taggedPids(this.tag);
+        return p.length === 0 ? [] : null;
+      }, { timeout: 3000, what: 'children to go' });
+    } catch {
+      left = taggedPids(this.tag);
+      for (const pid of left) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    }
+    assert.deepEqual(left, [], `processes left behind: ${left}`);
+    assert.doesNotMatch(this.stderr, /ERROR: (Address|Leak)Sanitizer|runtime error:|==\d+== (Invalid|Conditional|Use of)|definitely lost: [1-9]/,
+      `sanitizer or valgrind report:\n${this.tail(80)}`);
+  }
+
+  tail(n = 40) {
+    return this.stderr.split('\n').slice(-n).join('\n');
+  }
+}
+
+// Starts a daemon; `t.after` stops it even when the test fails.
+async function startDaemon(t, opts) {
+  const d = new Daemon(opts);
+  if (t) {
+    t.after(async () => {
+      if (d.exit === null) {
+        d.proc.kill('SIGKILL');
+        await d.exited;
+      }
+      for (const pid of taggedPids(d.tag)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    });
+  }
+  return d.start();
+}
+
+// A small JSON-over-HTTP client built on fetch.
+async function post(url, body, headers = {}) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+async function get(url, headers = {}) {
+  const res = await fetch(url, { headers });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+// Runs curl and returns { code, stdout, stderr }.
+function curl(args, { timeout = 30000 } = {}) {
+  return new Promise((resolve) => {
+    const p = spawn('curl', ['-sS', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeout * SLOW);
+    p.stdout.on('data', (b) => { out += b.toString(); });
+    p.stderr.on('data', (b) => { err += b.toString(); });
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: out, stderr: err });
+    });
+  });
+}
+
+// Asserts an OpenAI-shaped error body.
+function assertError(r, status, messageRe) {
+  assert.equal(r.status, status, `status: ${r.status} body: ${r.text}`);
+  assert.ok(r.json && r.json.error, `no error envelope: ${r.text}`);
+  assert.equal(typeof r.json.error.message, 'string');
+  assert.equal(typeof r.json.error.type, 'string');
+  assert.ok(r.json.error.code !== undefined, 'error.code missing');
+  if (messageRe) assert.match(r.json.error.message, messageRe);
+}
+
+function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+module.exports = {
+  BUILD, MODELMUX, FAKE, SLOW, VALGRIND, sleep, waitFor, freePorts, startDaemon, post, get,
+  curl, assertError, tmpdir, isAlive, execFileSync,
+};

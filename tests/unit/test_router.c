@@ -1,0 +1,113 @@
+/* Unit tests of the router: route table, model extraction, rewrites. */
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "check.h"
+#include "modelmux/router.h"
+#include "modelmux/util.h"
+
+static void
+test_match(void)
+{
+	bool         ok;
+	struct route r;
+
+	r = router_match("POST", "/v1/chat/completions", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_JSON_MODEL);
+	ASSERT_STR_EQ(r.endpoint, "chat");
+	ASSERT_TRUE(ok);
+	r = router_match("GET", "/v1/chat/completions", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_JSON_MODEL);
+	ASSERT_FALSE(ok);
+	r = router_match("POST", "/v1/embeddings", &ok);
+	ASSERT_STR_EQ(r.endpoint, "embeddings");
+	r = router_match("POST", "/v1/chat/completions/", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_API);
+	r = router_match("GET", "/v1/models", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_API);
+	ASSERT_TRUE(ok);
+}
+
+static cJSON *
+extract(const char *body, const char **model, char *err)
+{
+	return router_json_model(body, strlen(body), model, err, 256);
+}
+
+static void
+test_model(void)
+{
+	char        err[256];
+	const char *model;
+	cJSON      *doc;
+
+	doc = extract("{\"model\":\"demo\",\"messages\":[]}", &model, err);
+	ASSERT_NOT_NULL(doc);
+	ASSERT_STR_EQ(model, "demo");
+	cJSON_Delete(doc);
+
+	ASSERT_NULL(extract("", &model, err));
+	ASSERT_CONTAINS(err, "empty");
+	ASSERT_NULL(extract("{\"model\":", &model, err));
+	ASSERT_CONTAINS(err, "not valid JSON");
+	ASSERT_NULL(extract("[1,2]", &model, err));
+	ASSERT_CONTAINS(err, "JSON object");
+	ASSERT_NULL(extract("{\"messages\":[]}", &model, err));
+	ASSERT_CONTAINS(err, "missing \"model\"");
+	ASSERT_NULL(extract("{\"model\":7}", &model, err));
+	ASSERT_CONTAINS(err, "non-empty string");
+	ASSERT_NULL(extract("{\"model\":\"\"}", &model, err));
+	ASSERT_CONTAINS(err, "non-empty string");
+
+	/* Nesting is refused before cJSON recurses into it. */
+	char deep[4 * ROUTER_MAX_JSON_DEPTH + 64];
+	size_t n = 0;
+	n += (size_t)snprintf(deep, sizeof(deep), "{\"model\":\"m\",\"x\":");
+	for (int i = 0; i < ROUTER_MAX_JSON_DEPTH; i++)
+		deep[n++] = '[';
+	deep[n] = '\0';
+	ASSERT_NULL(extract(deep, &model, err));
+	ASSERT_CONTAINS(err, "deeper");
+	/* Brackets inside strings do not count. */
+	doc = extract("{\"model\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}",
+	    &model, err);
+	ASSERT_NOT_NULL(doc);
+	cJSON_Delete(doc);
+}
+
+static void
+test_rewrite(void)
+{
+	char             s1[] = "temperature", s2[] = "a.b", s3[] = "model", s4[] = "missing.path";
+	char             real[] = "real";
+	char            *strip[] = { s1, s2, s3, s4, NULL };
+	struct cfg_model m = { 0 };
+	const char      *model;
+	char             err[256], *out;
+	cJSON           *doc;
+
+	doc = extract("{\"model\":\"alias\",\"temperature\":0.5,\"a\":{\"b\":1,\"c\":2},\"max_tokens\":9}",
+	    &model, err);
+	ASSERT_NOT_NULL(doc);
+	ASSERT_FALSE(router_rewrite_json(doc, &m));
+	m.use_model_name = real;
+	m.strip_params = strip;
+	m.set_params = cJSON_Parse("{\"max_tokens\":256,\"z.y\":true,\"b\":\"s\"}");
+	ASSERT_TRUE(router_rewrite_json(doc, &m));
+	out = cJSON_PrintUnformatted(doc);
+	ASSERT_STR_EQ(out,
+	    "{\"model\":\"real\",\"a\":{\"c\":2},\"max_tokens\":256,\"b\":\"s\",\"z\":{\"y\":true}}");
+	free(out);
+	cJSON_Delete(m.set_params);
+	cJSON_Delete(doc);
+}
+
+int
+main(void)
+{
+	test_match();
+	test_model();
+	test_rewrite();
+	CHECK_DONE();
+}

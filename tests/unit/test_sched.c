@@ -1,0 +1,422 @@
+/* Unit tests of the scheduler's rules against fake effects: no processes, no sleeps. */
+#include <string.h>
+
+#include "check.h"
+#include "modelmux/config.h"
+#include "modelmux/log.h"
+#include "modelmux/sched.h"
+#include "modelmux/util.h"
+
+/* --- fake effects: a clock, a timer list, and a log of starts and stops --- */
+
+#define MAX_FAKE_TIMERS 256
+
+static uint64_t now;
+static struct { uint64_t id, due; void (*cb)(void *); void *arg; } timers[MAX_FAKE_TIMERS];
+static uint64_t next_timer;
+static char     events[4096];
+static int      fail_next_start;
+
+static void
+note(const char *what, const char *id)
+{
+	size_t n = strlen(events);
+
+	snprintf(events + n, sizeof(events) - n, "%s:%s ", what, id);
+}
+
+static int
+fx_start(struct sched_model *m, char **err)
+{
+	if (fail_next_start) {
+		fail_next_start = 0;
+		*err = xstrdup("command not found: x");
+		return -1;
+	}
+	note("start", sched_model_cfg(m)->id);
+	return 0;
+}
+
+static void
+fx_stop(struct sched_model *m, uint64_t grace)
+{
+	(void)grace;
+	note("stop", sched_model_cfg(m)->id);
+}
+
+static uint64_t
+fx_timer_add(uint64_t ms, void (*cb)(void *), void *arg)
+{
+	for (size_t i = 0; i < MAX_FAKE_TIMERS; i++) {
+		if (timers[i].id == 0) {
+			timers[i].id = ++next_timer;
+			timers[i].due = now + ms;
+			timers[i].cb = cb;
+			timers[i].arg = arg;
+			return timers[i].id;
+		}
+	}
+	return 0;
+}
+
+static void
+fx_timer_cancel(uint64_t id)
+{
+	for (size_t i = 0; id && i < MAX_FAKE_TIMERS; i++)
+		if (timers[i].id == id)
+			timers[i].id = 0;
+}
+
+static uint64_t
+fx_now(void)
+{
+	return now;
+}
+
+/* Moves the clock forward, firing due timers in order. */
+static void
+advance(uint64_t ms)
+{
+	uint64_t until = now + ms;
+
+	for (;;) {
+		size_t best = MAX_FAKE_TIMERS;
+
+		for (size_t i = 0; i < MAX_FAKE_TIMERS; i++)
+			if (timers[i].id && timers[i].due <= until &&
+			    (best == MAX_FAKE_TIMERS || timers[i].due < timers[best].due))
+				best = i;
+		if (best == MAX_FAKE_TIMERS)
+			break;
+		now = timers[best].due;
+		timers[best].id = 0;
+		timers[best].cb(timers[best].arg);
+	}
+	now = until;
+}
+
+static const struct sched_effects fake = {
+	.start = fx_start,
+	.stop = fx_stop,
+	.timer_add = fx_timer_add,
+	.timer_cancel = fx_timer_cancel,
+	.now_ms = fx_now,
+};
+
+/* --- requests --- */
+
+struct req {
+	struct sched_ticket t;
+	int                 outcome; /* -1 waiting, 0 granted, else status */
+	int                 rc;
+};
+
+static void
+on_grant(struct sched_ticket *t, int status, const char *msg, void *arg)
+{
+	struct req *r = arg;
+
+	(void)t;
+	(void)msg;
+	r->outcome = status;
+}
+
+static struct cfg *cfg;
+
+static void
+acquire(struct req *r, const char *model)
+{
+	int         status = 0;
+	const char *msg = NULL;
+
+	memset(r, 0, sizeof(*r));
+	r->outcome = -1;
+	r->rc = sched_acquire(&r->t, cfg_find_model(cfg, model), on_grant, r, &status, &msg);
+	if (r->rc == 1)
+		r->outcome = 0;
+	else if (r->rc == -1)
+		r->outcome = status;
+}
+
+static struct sched_model *
+M(const char *id)
+{
+	return sched_model_get(id);
+}
+
+static void
+setup(const char *yaml, const struct sched_limits *lim)
+{
+	struct cfg_errs errs = { 0 };
+
+	memset(timers, 0, sizeof(timers));
+	events[0] = '\0';
+	now = 1000;
+	cfg = cfg_load_buf("test.yaml", yaml, strlen(yaml), &errs);
+	if (cfg == NULL) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.msgs[i]);
+		fatal("test config does not load");
+	}
+	sched_init(cfg, &fake, lim);
+}
+
+static void
+teardown(void)
+{
+	sched_free();
+	cfg_unref(cfg);
+	cfg = NULL;
+}
+
+static const char *two_models =
+    "models:\n"
+    "  a:\n    cmd: /bin/true ${PORT}\n"
+    "  b:\n    cmd: /bin/true ${PORT}\n";
+
+static void
+test_single_flight(void)
+{
+	struct req r[50];
+
+	setup(two_models, NULL);
+	for (int i = 0; i < 50; i++)
+		acquire(&r[i], "a");
+	ASSERT_STR_EQ(events, "start:a ");
+	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STARTING);
+	ASSERT_INT_EQ(sched_model_queued(M("a")), 50);
+	sched_on_ready(M("a"));
+	/* Default concurrency is 10: ten granted, forty wait. */
+	int granted = 0;
+	for (int i = 0; i < 50; i++)
+		granted += r[i].outcome == 0;
+	ASSERT_INT_EQ(granted, 10);
+	for (int i = 0; i < 50; i++)
+		if (r[i].outcome == 0 && r[i].t.state == TICKET_ACTIVE)
+			sched_release(&r[i].t);
+	for (int round = 0; round < 5; round++)
+		for (int i = 0; i < 50; i++)
+			if (r[i].t.state == TICKET_ACTIVE)
+				sched_release(&r[i].t);
+	granted = 0;
+	for (int i = 0; i < 50; i++)
+		granted += r[i].outcome == 0;
+	ASSERT_INT_EQ(granted, 50);
+	ASSERT_STR_EQ(events, "start:a ");
+	ASSERT_INT_EQ(sched_model_starts(M("a")), 1);
+	teardown();
+}
+
+static void
+test_failed_start_fans_out(void)
+{
+	struct req r[3];
+
+	setup(two_models, NULL);
+	for (int i = 0; i < 3; i++)
+		acquire(&r[i], "a");
+	sched_on_start_failed(M("a"), 502, "exited with code 1 while starting");
+	for (int i = 0; i < 3; i++)
+		ASSERT_INT_EQ(r[i].outcome, 502);
+	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STOPPING);
+	sched_on_exited(M("a"), "exited with code 1");
+	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STOPPED);
+	/* The next request retries. */
+	acquire(&r[0], "a");
+	ASSERT_STR_EQ(events, "start:a start:a ");
+	/* A spawn that fails outright answers at once. */
+	sched_on_start_failed(M("a"), 502, "x");
+	sched_on_exited(M("a"), "x");
+	fail_next_start = 1;
+	acquire(&r[1], "a");
+	ASSERT_INT_EQ(r[1].outcome, 502);
+	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STOPPED);
+	teardown();
+}
+
+static void
+test_swap_waits_for_busy_and_reap(void)
+{
+	struct req ra, ra2, rb;
+
+	setup(two_models, NULL);
+	acquire(&ra, "a");
+	sched_on_ready(M("a"));
+	ASSERT_INT_EQ(ra.outcome, 0);
+	acquire(&rb, "b");
+	/* a is busy: not stopped, b not started. */
+	ASSERT_STR_EQ(events, "start:a ");
+	ASSERT_INT_EQ(rb.outcome, -1);
+	/* A new request for a waits behind the pending swap (no thrash). */
+	acquire(&ra2, "a");
+	ASSERT_INT_EQ(ra2.outcome, -1);
+	sched_release(&ra.t);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	ASSERT_INT_EQ(sched_model_state(M("b")), MODEL_STOPPED);
+	/* b starts only once a is reaped. */
+	sched_on_exited(M("a"), "exited with code 0");
+	ASSERT_STR_EQ(events, "start:a stop:a start:b ");
+	sched_on_ready(M("b"));
+	ASSERT_INT_EQ(rb.outcome, 0);
+	/* b is busy; a waits until b's request ends, then swaps back. */
+	sched_release(&rb.t);
+	ASSERT_STR_EQ(events, "start:a stop:a start:b stop:b ");
+	sched_on_exited(M("b"), "exited with code 0");
+	sched_on_ready(M("a"));
+	ASSERT_INT_EQ(ra2.outcome, 0);
+	sched_release(&ra2.t);
+	teardown();
+}
+
+static void
+test_batch_before_eviction(void)
+{
+	struct req a[3], b;
+
+	setup(two_models, NULL);
+	for (int i = 0; i < 3; i++)
+		acquire(&a[i], "a");
+	acquire(&b, "b");
+	sched_on_ready(M("a"));
+	/* The three queued for a are served although b waits. */
+	for (int i = 0; i < 3; i++)
+		ASSERT_INT_EQ(a[i].outcome, 0);
+	for (int i = 0; i < 3; i++)
+		sched_release(&a[i].t);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	teardown();
+}
+
+static void
+test_groups(void)
+{
+	const char *yaml =
+	    "models:\n"
+	    "  a:\n    cmd: /bin/true ${PORT}\n"
+	    "  b:\n    cmd: /bin/true ${PORT}\n"
+	    "  c:\n    cmd: /bin/true ${PORT}\n"
+	    "  p:\n    cmd: /bin/true ${PORT}\n"
+	    "groups:\n"
+	    "  together:\n    swap: false\n    exclusive: false\n    members: [a, b]\n"
+	    "  solo:\n    members: [c]\n"
+	    "  keep:\n    persistent: true\n    swap: false\n    exclusive: false\n    members: [p]\n";
+	struct req ra, rb, rc, rp;
+
+	setup(yaml, NULL);
+	acquire(&rp, "p");
+	sched_on_ready(M("p"));
+	acquire(&ra, "a");
+	sched_on_ready(M("a"));
+	acquire(&rb, "b");
+	sched_on_ready(M("b"));
+	/* swap:false: a and b run together, p too. */
+	ASSERT_STR_EQ(events, "start:p start:a start:b ");
+	sched_release(&ra.t);
+	sched_release(&rb.t);
+	sched_release(&rp.t);
+	/* c's group is exclusive: a and b go, p (persistent) stays. */
+	acquire(&rc, "c");
+	ASSERT_STR_EQ(events, "start:p start:a start:b stop:a stop:b ");
+	sched_on_exited(M("a"), "x");
+	ASSERT_INT_EQ(sched_model_state(M("c")), MODEL_STOPPED);
+	sched_on_exited(M("b"), "x");
+	ASSERT_STR_EQ(events, "start:p start:a start:b stop:a stop:b start:c ");
+	sched_on_ready(M("c"));
+	ASSERT_INT_EQ(rc.outcome, 0);
+	ASSERT_INT_EQ(sched_model_state(M("p")), MODEL_READY);
+	sched_release(&rc.t);
+	teardown();
+}
+
+static void
+test_queue_limits_and_deadline(void)
+{
+	struct sched_limits lim = { .queue_per_model = 2, .queue_total = 3, .max_wait_ms = 5000,
+		                    .swap_batch = 8 };
+	struct req r[4];
+
+	setup(two_models, &lim);
+	acquire(&r[0], "a");
+	acquire(&r[1], "a");
+	acquire(&r[2], "a");
+	ASSERT_INT_EQ(r[2].rc, -1);
+	ASSERT_INT_EQ(r[2].outcome, 429);
+	ASSERT_INT_EQ(r[2].t.retry_after_s, 1);
+	acquire(&r[3], "b");
+	ASSERT_INT_EQ(r[3].outcome, -1);
+	advance(5000);
+	ASSERT_INT_EQ(r[0].outcome, 503);
+	ASSERT_INT_EQ(r[1].outcome, 503);
+	ASSERT_INT_EQ(r[3].outcome, 503);
+	ASSERT_TRUE(r[0].t.retry_after_s > 0);
+	ASSERT_INT_EQ(sched_model_queued(M("a")), 0);
+	/* A queued client that leaves is gone from the queue at once. */
+	acquire(&r[0], "a");
+	sched_release(&r[0].t);
+	ASSERT_INT_EQ(sched_model_queued(M("a")), 0);
+	teardown();
+}
+
+static void
+test_ttl(void)
+{
+	const char *yaml = "models:\n  a:\n    cmd: /bin/true ${PORT}\n    ttl: 10\n";
+	struct req  r;
+
+	setup(yaml, NULL);
+	acquire(&r, "a");
+	sched_on_ready(M("a"));
+	advance(60000); /* busy: never idle */
+	ASSERT_STR_EQ(events, "start:a ");
+	sched_release(&r.t);
+	advance(9000);
+	acquire(&r, "a"); /* resets the idle clock */
+	sched_release(&r.t);
+	advance(9000);
+	ASSERT_STR_EQ(events, "start:a ");
+	advance(1000);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	sched_on_exited(M("a"), "x");
+	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STOPPED);
+	teardown();
+}
+
+static void
+test_crash_and_shutdown(void)
+{
+	struct req r, w;
+
+	setup(two_models, NULL);
+	acquire(&r, "a");
+	sched_on_ready(M("a"));
+	sched_on_exited(M("a"), "killed by signal 9");
+	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STOPPED);
+	sched_release(&r.t);
+	/* The next request restarts it. */
+	acquire(&r, "a");
+	ASSERT_STR_EQ(events, "start:a start:a ");
+	acquire(&w, "b");
+	sched_shutdown(NULL);
+	ASSERT_INT_EQ(w.outcome, 503);
+	ASSERT_INT_EQ(r.outcome, 503);
+	ASSERT_STR_EQ(events, "start:a start:a stop:a ");
+	sched_on_exited(M("a"), "x");
+	acquire(&r, "a");
+	ASSERT_INT_EQ(r.outcome, 503);
+	teardown();
+}
+
+int
+main(void)
+{
+	log_set_level(LOG_ERROR);
+	test_single_flight();
+	test_failed_start_fans_out();
+	test_swap_waits_for_busy_and_reap();
+	test_batch_before_eviction();
+	test_groups();
+	test_queue_limits_and_deadline();
+	test_ttl();
+	test_crash_and_shutdown();
+	CHECK_DONE();
+}
