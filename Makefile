@@ -6,13 +6,11 @@ CC       ?= gcc
 PKGS     := libmicrohttpd libcurl yaml-0.1 libcjson libcrypto
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wwrite-strings -Wvla
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c17 -D_GNU_SOURCE $(WARN) -fstack-protector-strong -Iinclude \
-            -DMM_VERSION='"$(VERSION)"'
-ifeq ($(findstring -fsanitize,$(CFLAGS)),)
-CFLAGS   += -D_FORTIFY_SOURCE=2
-endif
-CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+OPT      ?= -O2 -g
+SAN      ?=
+MM_CFLAGS = $(OPT) $(SAN) -std=c17 -D_GNU_SOURCE $(WARN) -fstack-protector-strong -Iinclude \
+            -DMM_VERSION='"$(VERSION)"' $(if $(SAN),,-D_FORTIFY_SOURCE=2) \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -31,24 +29,25 @@ CONFIG   ?= config.example.yaml
 all: $(DAEMON) $(FAKE)
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(MM_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libmodelmux.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(DAEMON): src/main.c $(BUILD)/libmodelmux.a
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
+	$(CC) $(MM_CFLAGS) -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
 
 # The fake/demo backend is a test tool: it may use MHD's own threads.
 $(FAKE): tests/fake_backend/fake_backend.c | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lpthread
+	$(CC) $(MM_CFLAGS) -o $@ $< $(LDLIBS) -lpthread
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmodelmux.a | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
+	$(CC) $(MM_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
 
 # Fuzz harnesses replay their seed corpora in `make test` (a tiny main drives them).
 $(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c $(BUILD)/libmodelmux.a | $(BUILD)/fuzz
-	$(CC) $(CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
+	$(CC) $(MM_CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
 
 $(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@
@@ -71,7 +70,8 @@ integration: all npm-deps
 test: all unit fuzz-replay integration
 
 check:
-	$(MAKE) BUILD=build-san CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' test
+	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
+	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' test
 
 valgrind: all
 	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 tests/integration/
@@ -79,7 +79,7 @@ valgrind: all
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr -Iinclude --suppress=missingIncludeSystem src tests/fake_backend
-	clang-tidy --quiet $(LIB_SRC) src/main.c -- $(filter-out -Werror,$(CFLAGS))
+	clang-tidy --quiet $(LIB_SRC) src/main.c -- $(filter-out -Werror,$(MM_CFLAGS))
 
 deps:
 	@./.ci/deps

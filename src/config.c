@@ -548,10 +548,13 @@ parse_event(struct pstate *ps, const yaml_event_t *ev, int *ndocs)
 		ps->stack[ps->depth++] = n;
 		break;
 	case YAML_SEQUENCE_END_EVENT:
+		if (ps->depth == 0)
+			return -1; /* libyaml pairs events; never here */
 		ps->depth--;
 		break;
 	case YAML_MAPPING_END_EVENT:
-		n = ps->stack[--ps->depth];
+		if (ps->depth == 0 || (n = ps->stack[--ps->depth]) == NULL)
+			return -1;
 		map_finish(ps, n);
 		break;
 	default:

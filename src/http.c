@@ -736,7 +736,7 @@ bind_listen(const char *spec, char **err)
 	struct addrinfo  hints = { .ai_socktype = SOCK_STREAM,
 	                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
 	struct addrinfo *res = NULL;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t        sl = sizeof(ss);
 	int              fd = -1, one = 1, rc;
 	long long        pnum;
@@ -760,17 +760,10 @@ bind_listen(const char *spec, char **err)
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
 		goto fail;
 	freeaddrinfo(res);
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
-		snprintf(H.bound, sizeof(H.bound), "[%s]:%u", addr, ntohs(s6->sin6_port));
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
-		snprintf(H.bound, sizeof(H.bound), "%s:%u", addr, ntohs(s4->sin_port));
-	}
+	if (getnameinfo((struct sockaddr *)&ss, sl, addr, sizeof(addr), port, sizeof(port),
+	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(addr, sizeof(addr), "?");
+	snprintf(H.bound, sizeof(H.bound), ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", addr, port);
 	return fd;
 fail:
 	*err = xasprintf("cannot listen on %s: %s", spec, strerror(errno));

@@ -34,6 +34,7 @@ struct sup_proc {
 	char            *name;
 	char            *health_url;
 	char           **stop_argv;
+	char           **env;
 	pid_t            pid;
 	enum proc_phase  phase;
 	sup_event_cb     cb;
@@ -337,24 +338,29 @@ path_lookup(const char *name)
 }
 
 /* environ, minus names that `extra` overrides, plus `extra`. */
+static bool
+overrides(char *const *extra, const char *var)
+{
+	const char *eq = strchr(var, '=');
+	size_t      nl = eq ? (size_t)(eq - var) : strlen(var);
+
+	for (char *const *e = extra; e && *e; e++)
+		if (strncmp(*e, var, nl) == 0 && (*e)[nl] == '=')
+			return true;
+	return false;
+}
+
 static char **
 build_env(char *const *extra)
 {
-	size_t n = strv_len(environ), k = strv_len(extra), o = 0;
-	char **envp = xcalloc(n + k + 1, sizeof(*envp));
+	char **envp = xcalloc(strv_len(environ) + strv_len(extra) + 1, sizeof(*envp));
+	size_t o = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		const char *eq = strchr(environ[i], '=');
-		size_t      nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-		bool        overridden = false;
-
-		for (size_t j = 0; j < k && !overridden; j++)
-			overridden = strncmp(extra[j], environ[i], nl) == 0 && extra[j][nl] == '=';
-		if (!overridden)
-			envp[o++] = environ[i];
-	}
-	for (size_t j = 0; j < k; j++)
-		envp[o++] = extra[j];
+	for (char **v = environ; v && *v; v++)
+		if (!overrides(extra, *v))
+			envp[o++] = *v;
+	for (char *const *e = extra; e && *e; e++)
+		envp[o++] = *e;
 	return envp; /* strings borrowed: free only the vector */
 }
 
@@ -464,6 +470,7 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 	p->name = xstrdup(spec->name);
 	p->health_url = spec->health_url ? xstrdup(spec->health_url) : NULL;
 	p->stop_argv = spec->stop_argv ? strv_dup(spec->stop_argv) : NULL;
+	p->env = spec->env ? strv_dup(spec->env) : NULL;
 	p->pid = pid;
 	p->cb = cb;
 	p->arg = arg;
@@ -529,7 +536,7 @@ run_stop_cmd(struct sup_proc *p)
 		}
 	}
 	exe = path_lookup(argv[0]);
-	envp = build_env(NULL);
+	envp = build_env(p->env);
 	/* Its output is discarded; it is reaped by sup_reap like any child. */
 	if (exe == NULL || (pid = spawn(exe, argv, envp, -1, -1)) == -1) {
 		log_warn("sup", "model=%s msg=\"cmdStop failed, sending SIGTERM\" cmd=%s", p->name, argv[0]);
@@ -598,6 +605,7 @@ proc_free(struct sup_proc *p)
 	for (size_t i = 0; i < SUP_TAIL_LINES; i++)
 		free(p->tail[i]);
 	strv_free(p->stop_argv);
+	strv_free(p->env);
 	free(p->health_url);
 	free(p->name);
 	free(p);
