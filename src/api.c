@@ -2,6 +2,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "modelmux/log.h"
+
 #include <cjson/cJSON.h>
 
 #include "modelmux/api.h"
@@ -125,13 +127,13 @@ list_running(const struct cfg *cfg, struct api_reply *out)
 }
 
 static bool
-method_is(const char *method, const char *want, struct api_reply *out)
+method_is(const char *method, const char *want, struct api_reply *out, const char *route)
 {
-	char msg[96];
+	char msg[160];
 
 	if (strcmp(method, want) == 0 || (strcmp(want, "GET") == 0 && strcmp(method, "HEAD") == 0))
 		return true;
-	snprintf(msg, sizeof(msg), "method %s is not allowed here; use %s", method, want);
+	snprintf(msg, sizeof(msg), "method %s is not allowed here; use %s %s", method, want, route);
 	out->status = 405;
 	out->ctype = "application/json";
 	out->allow = want;
@@ -139,27 +141,158 @@ method_is(const char *method, const char *want, struct api_reply *out)
 	return false;
 }
 
-bool
-api_handle(const struct cfg *cfg, const char *method, const char *path, struct api_reply *out)
+static void
+reply_error(struct api_reply *out, int status, const char *code, const char *msg)
 {
+	out->status = status;
+	out->ctype = "application/json";
+	out->body = api_error_json(status, code, msg);
+}
+
+static void
+reply_load_ok(struct api_call *c)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "model", c->model->id);
+	cJSON_AddStringToObject(o, "state", "ready");
+	reply_json(&c->reply, 200, o);
+}
+
+static void
+on_load_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
+{
+	struct api_call *c = arg;
+
+	if (status == 0) {
+		sched_release(t);
+		reply_load_ok(c);
+	} else {
+		reply_error(&c->reply, status, status == 504 ? "backend_timeout" : "load_failed", msg);
+	}
+	c->done(c);
+}
+
+/* POST /api/models/load/<model>: starts it with the usual swap rules; answers when it is
+ * ready or failed. */
+static enum api_result
+load_model(struct api_call *c, const char *name)
+{
+	const char *msg = NULL;
+	char        why[300];
+	int         status = 0;
+
+	if ((c->model = cfg_find_model(c->cfg, name)) == NULL) {
+		snprintf(why, sizeof(why), "model %.200s not found", name);
+		reply_error(&c->reply, 404, "model_not_found", why);
+		return API_DONE;
+	}
+	switch (sched_acquire(&c->ticket, c->model, on_load_granted, c, &status, &msg)) {
+	case 1:
+		sched_release(&c->ticket);
+		reply_load_ok(c);
+		return API_DONE;
+	case 0:
+		return API_PENDING;
+	default:
+		reply_error(&c->reply, status, "load_failed", msg);
+		return API_DONE;
+	}
+}
+
+static void
+on_unloaded(struct sched_unload *u, void *arg)
+{
+	struct api_call *c = arg;
+	cJSON           *o;
+
+	(void)u;
+	c->unloading = false;
+	if (c->model != NULL) {
+		c->reply.status = 200;
+		c->reply.ctype = "text/plain";
+		c->reply.body = xstrdup("OK");
+	} else {
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "msg", "ok");
+		reply_json(&c->reply, 200, o);
+	}
+	c->done(c);
+}
+
+/* POST /api/models/unload[/<model>]: in-flight requests finish first; answers once stopped. */
+static enum api_result
+unload_models(struct api_call *c, const char *name)
+{
+	struct sched_model *m = NULL;
+	char                why[300];
+
+	if (name != NULL) {
+		if ((c->model = cfg_find_model(c->cfg, name)) == NULL ||
+		    (m = sched_model_get(c->model->id)) == NULL) {
+			snprintf(why, sizeof(why), "model %.200s not found", name);
+			reply_error(&c->reply, 404, "model_not_found", why);
+			return API_DONE;
+		}
+	}
+	c->unloading = true;
+	sched_unload(&c->unload, m, on_unloaded, c, "api");
+	return API_PENDING;
+}
+
+enum api_result
+api_handle(struct api_call *c)
+{
+	static const char load_prefix[] = "/api/models/load/", unload_prefix[] = "/api/models/unload";
+	const char       *path = c->path, *method = c->method;
+	struct api_reply *out = &c->reply;
+
 	memset(out, 0, sizeof(*out));
 	if (strcmp(path, "/health") == 0) {
-		if (method_is(method, "GET", out)) {
+		if (method_is(method, "GET", out, path)) {
 			out->status = 200;
 			out->ctype = "text/plain";
 			out->body = xstrdup("OK");
 		}
-		return true;
+		return API_DONE;
 	}
 	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {
-		if (method_is(method, "GET", out))
-			list_models(cfg, out);
-		return true;
+		if (method_is(method, "GET", out, path))
+			list_models(c->cfg, out);
+		return API_DONE;
 	}
 	if (strcmp(path, "/running") == 0) {
-		if (method_is(method, "GET", out))
-			list_running(cfg, out);
-		return true;
+		if (method_is(method, "GET", out, path))
+			list_running(c->cfg, out);
+		return API_DONE;
 	}
-	return false;
+	/* State-changing routes are POST only; llama-swap's GET /unload points to the POST. */
+	if (strcmp(path, "/unload") == 0) {
+		method_is("GET", "POST", out, "/api/models/unload");
+		return API_DONE;
+	}
+	if (strncmp(path, load_prefix, sizeof(load_prefix) - 1) == 0 && path[sizeof(load_prefix) - 1]) {
+		if (!method_is(method, "POST", out, path))
+			return API_DONE;
+		return load_model(c, path + sizeof(load_prefix) - 1);
+	}
+	if (strncmp(path, unload_prefix, sizeof(unload_prefix) - 1) == 0) {
+		const char *rest = path + sizeof(unload_prefix) - 1;
+
+		if (*rest != '\0' && (*rest != '/' || rest[1] == '\0'))
+			return API_NOT_FOUND;
+		if (!method_is(method, "POST", out, path))
+			return API_DONE;
+		return unload_models(c, *rest ? rest + 1 : NULL);
+	}
+	return API_NOT_FOUND;
+}
+
+void
+api_cancel(struct api_call *c)
+{
+	sched_release(&c->ticket);
+	if (c->unloading)
+		sched_unload_cancel(&c->unload);
+	c->unloading = false;
 }

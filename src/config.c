@@ -1406,6 +1406,7 @@ static const struct field model_fields[] = {
 	FLD_INT("unloadTimeout", struct cfg_model, unload_timeout_s, 0, INT_MAX),
 	FLD_INT("healthCheckTimeout", struct cfg_model, health_check_timeout_s, 0, INT_MAX),
 	FLD_INT("concurrencyLimit", struct cfg_model, concurrency_limit, 0, INT_MAX),
+	FLD_INT("loadStallTimeout", struct cfg_model, load_stall_timeout_s, -1, INT_MAX),
 	FLD_BOOL("unlisted", struct cfg_model, unlisted),
 	FLD_STR("useModelName", struct cfg_model, use_model_name),
 	FLD_STR("name", struct cfg_model, name),
@@ -1432,6 +1433,7 @@ model_defaults(struct cfg_model *m, const struct node *key)
 	m->env = xcalloc(1, sizeof(char *));
 	m->check_endpoint = xstrdup(CFG_DEF_CHECK_ENDPOINT);
 	m->ttl_s = -1;
+	m->load_stall_timeout_s = -1;
 	m->send_loading_state = -1;
 	m->timeouts.connect_s = 30;
 	m->timeouts.keepalive_s = 30;
@@ -1830,7 +1832,37 @@ top_listen(struct ld *ld, struct node *v, const char *path, void *obj)
 	c->listen = s;
 }
 
+static const struct field queue_fields[] = {
+	FLD_INT("maxPerModel", struct cfg, queue.per_model, 0, 1000000),
+	FLD_INT("maxTotal", struct cfg, queue.total, 0, 1000000),
+	FLD_INT("maxWaitSeconds", struct cfg, queue.max_wait_s, 1, 86400),
+	FLD_INT("swapBatch", struct cfg, queue.swap_batch, 0, 100000),
+	FLD_END,
+};
+
+static void
+top_queue(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	decode_fields(ld, v, path, queue_fields, obj);
+}
+
+static const struct field crash_fields[] = {
+	FLD_INT("maxCrashes", struct cfg, crash.max_crashes, 0, 1000),
+	FLD_INT("windowSeconds", struct cfg, crash.window_s, 1, 86400),
+	FLD_INT("holdSeconds", struct cfg, crash.hold_s, 1, 86400),
+	FLD_END,
+};
+
+static void
+top_crash(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	decode_fields(ld, v, path, crash_fields, obj);
+}
+
 static const struct field top_fields[] = {
+	FLD_FN("queue", top_queue),
+	FLD_FN("crashBackoff", top_crash),
+	FLD_INT("loadStallTimeout", struct cfg, load_stall_timeout_s, 0, INT_MAX),
 	FLD_LATER("models"),
 	FLD_LATER("groups"),
 	FLD_LATER("hooks"),
@@ -1912,6 +1944,13 @@ cfg_new(const char *name)
 	c->health_check_timeout_s = CFG_DEF_HEALTH_TIMEOUT_S;
 	c->start_port = CFG_DEF_START_PORT;
 	c->unload_timeout_s = CFG_DEF_UNLOAD_TIMEOUT_S;
+	c->queue.per_model = CFG_DEF_QUEUE_PER_MODEL;
+	c->queue.total = CFG_DEF_QUEUE_TOTAL;
+	c->queue.max_wait_s = CFG_DEF_QUEUE_MAX_WAIT_S;
+	c->queue.swap_batch = CFG_DEF_SWAP_BATCH;
+	c->crash.max_crashes = CFG_DEF_CRASH_MAX;
+	c->crash.window_s = CFG_DEF_CRASH_WINDOW_S;
+	c->crash.hold_s = CFG_DEF_CRASH_HOLD_S;
 	c->api_keys = xcalloc(1, sizeof(char *));
 	c->preload = xcalloc(1, sizeof(char *));
 	return c;

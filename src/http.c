@@ -55,6 +55,8 @@ struct mm_req {
 	size_t                 up_body_len;
 	char                 **up_headers;
 	struct sched_ticket    ticket;
+	struct api_call        api;
+	bool                   api_pending;
 	struct up_xfer        *up;
 	bool                   up_done, up_ok, up_paused;
 	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
@@ -185,6 +187,10 @@ on_client_hup(int fd, uint32_t events, void *arg)
 		log_info("http", "req=%s msg=\"upstream request cancelled\"", r->id);
 	}
 	sched_release(&r->ticket);
+	if (r->api_pending) {
+		api_cancel(&r->api);
+		r->api_pending = false;
+	}
 	req_resume(r);
 }
 
@@ -476,20 +482,50 @@ dispatch_model(struct mm_req *r)
 }
 
 static void
+api_reply(struct mm_req *r)
+{
+	struct api_reply *a = &r->api.reply;
+
+	if (a->status >= 400)
+		log_info("http", "req=%s status=%d path=%s", r->id, a->status, r->path);
+	reply_text(r, a->status, a->ctype, a->body, a->allow);
+	a->body = NULL; /* now MHD's */
+}
+
+static void
+on_api_done(struct api_call *c)
+{
+	struct mm_req *r = c->arg;
+
+	r->api_pending = false;
+	api_reply(r);
+	req_resume(r);
+}
+
+static void
 dispatch_api(struct mm_req *r)
 {
-	struct api_reply a = { 0 };
+	char q[300];
 
-	if (!api_handle(r->cfg, r->method, r->path, &a)) {
-		char q[300];
-
+	r->api.cfg = r->cfg;
+	r->api.method = r->method;
+	r->api.path = r->path;
+	r->api.done = on_api_done;
+	r->api.arg = r;
+	switch (api_handle(&r->api)) {
+	case API_NOT_FOUND:
 		reply_error(r, 404, "not_found", "no route for %s %s", r->method,
 		    log_q(q, sizeof(q), r->path));
-		return;
+		break;
+	case API_DONE:
+		api_reply(r);
+		break;
+	case API_PENDING:
+		r->api_pending = true;
+		r->phase = PH_WAIT_MODEL;
+		req_suspend(r);
+		break;
 	}
-	if (a.status >= 400)
-		log_info("http", "req=%s status=%d path=%s", r->id, a.status, r->path);
-	reply_text(r, a.status, a.ctype, a.body, a.allow);
 }
 
 /* --- MHD callbacks --- */
@@ -606,6 +642,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		log_info("http", "req=%s msg=\"client gone, upstream request cancelled\"", r->id);
 	}
 	sched_release(&r->ticket);
+	if (r->api_pending)
+		api_cancel(&r->api);
+	free(r->api.reply.body);
 	log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
 	    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "
 	    "total_ms=%llu end=%s",

@@ -189,7 +189,7 @@ main(int argc, char **argv)
 	loop_init(handled_signals, on_signal, NULL);
 	sup_init();
 	fetch_init();
-	sched_init(cfg, NULL, NULL);
+	sched_init(cfg, NULL);
 	if (http_start(listen_addr, cfg, &err) == -1) {
 		log_error("main", "msg=\"%s\"", err);
 		free(err);
@@ -201,6 +201,7 @@ main(int argc, char **argv)
 	}
 	log_info("main", "msg=ready version=%s listen=%s config=%s models=%zu", MM_VERSION,
 	    http_bound(), config, cfg->nmodels);
+	sched_preload();
 	loop_run();
 
 	loop_timer_cancel(M.backstop);

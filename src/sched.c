@@ -26,9 +26,14 @@ struct sched_model {
 	size_t                  inflight;
 	unsigned                batch_left;  /* grants owed despite a wanted eviction */
 	bool                    evict_wanted;
+	bool                    unload_wanted;
 	bool                    stop_sent;
 	uint64_t                ttl_timer;
+	uint64_t                spawn_failed_timer;
 	unsigned                starts;
+	uint64_t                crashes[SCHED_CRASH_HISTORY]; /* ring of crash times */
+	size_t                  ncrashes;
+	uint64_t                hold_until;  /* crash loop: refuse starts until then */
 	char                    last_error[SCHED_ERR_MAX];
 };
 
@@ -37,8 +42,9 @@ static struct {
 	struct sched_model   *models; /* parallel to cfg->models */
 	size_t                n;
 	struct sched_effects  fx;
-	struct sched_limits   lim;
 	size_t                queued_total;
+	struct sched_unload  *unloads;
+	uint64_t              unload_timer;
 	uint64_t              seq;
 	bool                  pumping, pump_again;
 	bool                  shutting_down;
@@ -46,6 +52,7 @@ static struct {
 } S;
 
 static void pump(void);
+static void check_unloads(void *arg);
 
 /* --- real effects: supervisor + loop --- */
 
@@ -91,6 +98,8 @@ real_start(struct sched_model *m, char **err)
 		.env = c->env,
 		.health_url = url,
 		.health_timeout_ms = (uint64_t)hct * 1000u,
+		.stall_timeout_ms = (uint64_t)(c->load_stall_timeout_s >= 0 ? c->load_stall_timeout_s
+		                                                            : S.cfg->load_stall_timeout_s) * 1000u,
 		.stop_argv = c->stop_argv,
 	};
 	p = sup_start(&spec, on_proc_event, m, err);
@@ -117,7 +126,7 @@ static const struct sched_effects real_fx = {
 /* --- table --- */
 
 void
-sched_init(struct cfg *cfg, const struct sched_effects *fx, const struct sched_limits *lim)
+sched_init(struct cfg *cfg, const struct sched_effects *fx)
 {
 	S.cfg = cfg_ref(cfg);
 	S.n = cfg->nmodels;
@@ -125,21 +134,16 @@ sched_init(struct cfg *cfg, const struct sched_effects *fx, const struct sched_l
 	for (size_t i = 0; i < S.n; i++)
 		S.models[i].cfg = &cfg->models[i];
 	S.fx = fx ? *fx : real_fx;
-	if (lim != NULL) {
-		S.lim = *lim;
-	} else {
-		S.lim.queue_per_model = SCHED_DEF_QUEUE_PER_MODEL;
-		S.lim.queue_total = SCHED_DEF_QUEUE_TOTAL;
-		S.lim.max_wait_ms = SCHED_DEF_MAX_WAIT_MS;
-		S.lim.swap_batch = SCHED_DEF_SWAP_BATCH;
-	}
 }
 
 void
 sched_free(void)
 {
-	for (size_t i = 0; i < S.n; i++)
+	S.fx.timer_cancel(S.unload_timer);
+	for (size_t i = 0; i < S.n; i++) {
 		S.fx.timer_cancel(S.models[i].ttl_timer);
+		S.fx.timer_cancel(S.models[i].spawn_failed_timer);
+	}
 	free(S.models);
 	cfg_unref(S.cfg);
 	memset(&S, 0, sizeof(S));
@@ -176,6 +180,12 @@ sched_state_name(enum model_state s)
 	static const char *const names[] = { "stopped", "starting", "ready", "stopping" };
 
 	return (size_t)s < MM_ARRAY_LEN(names) ? names[s] : "unknown";
+}
+
+const char *
+sched_model_last_error(const struct sched_model *m)
+{
+	return m->last_error;
 }
 
 const char *
@@ -245,8 +255,8 @@ on_deadline(void *arg)
 	char                 msg[160];
 
 	t->deadline_timer = 0;
-	snprintf(msg, sizeof(msg), "timed out after %llu s waiting for model %s",
-	    (unsigned long long)(S.lim.max_wait_ms / 1000), t->model->cfg->id);
+	snprintf(msg, sizeof(msg), "timed out after %d s waiting for model %s",
+	    S.cfg->queue.max_wait_s, t->model->cfg->id);
 	log_warn("sched", "model=%s msg=\"queue wait deadline passed\"", t->model->cfg->id);
 	ticket_fail(t, 503, msg, 5);
 	pump();
@@ -329,6 +339,18 @@ arm_ttl(struct sched_model *m)
 }
 
 static void
+on_spawn_failed(void *arg)
+{
+	struct sched_model *m = arg;
+	char                why[SCHED_ERR_MAX];
+
+	m->spawn_failed_timer = 0;
+	snprintf(why, sizeof(why), "%s", m->last_error);
+	set_state(m, MODEL_STOPPED);
+	sched_on_start_failed(m, 502, why);
+}
+
+static void
 start_model(struct sched_model *m)
 {
 	char *err = NULL;
@@ -341,10 +363,12 @@ start_model(struct sched_model *m)
 		free(err);
 		return;
 	}
-	/* Could not even spawn: fail its waiters now; the next request retries. */
-	set_state(m, MODEL_STOPPED);
-	sched_on_start_failed(m, 502, err ? err : "cannot start");
+	/* Could not even spawn. Its waiters are told from the loop (never from inside the
+	 * sched_acquire that got here); the next request retries. */
+	snprintf(m->last_error, sizeof(m->last_error), "model %s failed to start: %s", m->cfg->id,
+	    err ? err : "cannot start");
 	free(err);
+	m->spawn_failed_timer = S.fx.timer_add(0, on_spawn_failed, m);
 }
 
 /* The waiting model whose oldest ticket is oldest, among those after `after_seq`. */
@@ -374,7 +398,7 @@ pump_once(void)
 	for (size_t i = 0; i < S.n; i++)
 		S.models[i].evict_wanted = false;
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
-		if (w->state != MODEL_STOPPED)
+		if (w->state != MODEL_STOPPED || w->hold_until > S.fx.now_ms())
 			continue;
 		for (size_t i = 0; i < S.n; i++)
 			if (is_running(&S.models[i]) && evicts(w, &S.models[i]))
@@ -385,7 +409,7 @@ pump_once(void)
 		struct sched_model *m = &S.models[i];
 
 		while (m->head && m->state == MODEL_READY && m->inflight < concurrency(m) &&
-		    (!m->evict_wanted || m->batch_left > 0)) {
+		    !m->unload_wanted && (!m->evict_wanted || m->batch_left > 0)) {
 			if (m->batch_left > 0)
 				m->batch_left--;
 			cancel_ttl(m);
@@ -398,12 +422,15 @@ pump_once(void)
 
 		if (m->evict_wanted && m->state == MODEL_READY && m->inflight == 0 && m->batch_left == 0)
 			stop_model(m, "swap");
+		if (m->unload_wanted && m->inflight == 0 &&
+		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
+			stop_model(m, "api");
 	}
 	/* 4. Starts, oldest waiter first; a start makes later candidates wait for it. */
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
 		bool clear = true;
 
-		if (w->state != MODEL_STOPPED || S.shutting_down)
+		if (w->state != MODEL_STOPPED || S.shutting_down || w->hold_until > S.fx.now_ms())
 			continue;
 		for (size_t i = 0; i < S.n && clear; i++)
 			if (is_running(&S.models[i]) && evicts(w, &S.models[i]))
@@ -426,6 +453,8 @@ pump(void)
 		pump_once();
 	} while (S.pump_again);
 	S.pumping = false;
+	if (S.unloads != NULL && S.unload_timer == 0)
+		S.unload_timer = S.fx.timer_add(0, check_unloads, NULL);
 	if (S.shutting_down && S.shutdown_done) {
 		for (size_t i = 0; i < S.n; i++)
 			if (S.models[i].state != MODEL_STOPPED)
@@ -444,7 +473,7 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
     int *status, const char **msg)
 {
 	struct sched_model *m = model_of(c);
-	static char         why[256];
+	static char         why[SCHED_ERR_MAX + 512];
 
 	t->retry_after_s = 0;
 	if (m == NULL) {
@@ -462,8 +491,20 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 	t->cb = cb;
 	t->arg = arg;
 	/* Fast path: ready, below its limit, nobody waiting ahead, not being swapped out. */
+	if (m->hold_until > S.fx.now_ms()) {
+		uint64_t left = m->hold_until - S.fx.now_ms();
+
+		snprintf(why, sizeof(why), "model %s crashed %d times in %d s; held back for %llu s "
+		    "(last error: %s)", c->id, S.cfg->crash.max_crashes, S.cfg->crash.window_s,
+		    (unsigned long long)((left + 999) / 1000), m->last_error);
+		t->model = NULL;
+		t->retry_after_s = (int)((left + 999) / 1000);
+		*status = 503;
+		*msg = why;
+		return -1;
+	}
 	if (m->state == MODEL_READY && m->head == NULL && m->inflight < concurrency(m) &&
-	    (!m->evict_wanted || m->batch_left > 0)) {
+	    !m->unload_wanted && (!m->evict_wanted || m->batch_left > 0)) {
 		if (m->batch_left > 0)
 			m->batch_left--;
 		cancel_ttl(m);
@@ -471,7 +512,8 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 		m->inflight++;
 		return 1;
 	}
-	if (m->queued >= S.lim.queue_per_model || S.queued_total >= S.lim.queue_total) {
+	if (m->queued >= (size_t)S.cfg->queue.per_model ||
+	    S.queued_total >= (size_t)S.cfg->queue.total) {
 		snprintf(why, sizeof(why), "too many requests waiting for model %s (%zu queued)",
 		    c->id, m->queued);
 		log_warn("sched", "model=%s msg=\"queue full\" queued=%zu total=%zu", c->id, m->queued,
@@ -495,7 +537,7 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 	m->queued++;
 	S.queued_total++;
 	cancel_ttl(m);
-	t->deadline_timer = S.fx.timer_add(S.lim.max_wait_ms, on_deadline, t);
+	t->deadline_timer = S.fx.timer_add((uint64_t)S.cfg->queue.max_wait_s * 1000u, on_deadline, t);
 	pump();
 	return 0;
 }
@@ -529,7 +571,7 @@ sched_on_ready(struct sched_model *m)
 	if (m->state != MODEL_STARTING)
 		return;
 	set_state(m, MODEL_READY);
-	m->batch_left = (unsigned)MM_MIN(m->queued, (size_t)S.lim.swap_batch);
+	m->batch_left = (unsigned)MM_MIN(m->queued, (size_t)S.cfg->queue.swap_batch);
 	arm_ttl(m);
 	pump();
 }
@@ -550,20 +592,156 @@ sched_on_start_failed(struct sched_model *m, int status, const char *reason)
 	pump();
 }
 
+/* A ready model died by itself. Past crashBackoff.maxCrashes in windowSeconds, it is held
+ * back for holdSeconds: requests get 503 with Retry-After instead of a restart loop. */
+static void
+note_crash(struct sched_model *m, const char *reason)
+{
+	const struct cfg *c = S.cfg;
+	uint64_t          now = S.fx.now_ms();
+	size_t            recent = 0, keep = MM_MIN((size_t)c->crash.max_crashes, SCHED_CRASH_HISTORY);
+
+	log_warn("sched", "model=%s msg=\"backend exited unexpectedly\" status=\"%s\" inflight=%zu",
+	    m->cfg->id, reason, m->inflight);
+	snprintf(m->last_error, sizeof(m->last_error), "backend %s", reason);
+	m->crashes[m->ncrashes++ % SCHED_CRASH_HISTORY] = now;
+	for (size_t i = 0; i < MM_MIN(m->ncrashes, SCHED_CRASH_HISTORY); i++)
+		if (now - m->crashes[i] <= (uint64_t)c->crash.window_s * 1000u)
+			recent++;
+	if (keep == 0 || recent < keep)
+		return;
+	m->hold_until = now + (uint64_t)c->crash.hold_s * 1000u;
+	m->ncrashes = 0;
+	log_error("sched", "model=%s msg=\"crash loop: holding back\" crashes=%zu window_s=%d hold_s=%d",
+	    m->cfg->id, recent, c->crash.window_s, c->crash.hold_s);
+	while (m->head)
+		ticket_fail(m->head, 503, m->last_error, c->crash.hold_s);
+}
+
 void
 sched_on_exited(struct sched_model *m, const char *reason)
 {
-	if (m->state == MODEL_READY) {
-		log_warn("sched", "model=%s msg=\"backend exited unexpectedly\" status=\"%s\" inflight=%zu",
-		    m->cfg->id, reason, m->inflight);
-		snprintf(m->last_error, sizeof(m->last_error), "backend %s", reason);
-	}
+	if (m->state == MODEL_READY)
+		note_crash(m, reason);
 	m->proc = NULL;
 	m->stop_sent = false;
 	m->batch_left = 0;
+	m->unload_wanted = false;
 	cancel_ttl(m);
 	set_state(m, MODEL_STOPPED);
 	pump();
+}
+
+/* --- preload --- */
+
+static void
+on_preloaded(struct sched_ticket *t, int status, const char *msg, void *arg)
+{
+	char *id = arg;
+
+	if (status == 0) {
+		log_info("sched", "model=%s msg=preloaded", id);
+		sched_release(t);
+	} else {
+		log_warn("sched", "model=%s msg=\"preload failed\" status=%d reason=\"%s\"", id, status, msg);
+	}
+	free(t);
+}
+
+void
+sched_preload(void)
+{
+	for (char **p = S.cfg->preload; p && *p; p++) {
+		struct sched_ticket *t = xcalloc(1, sizeof(*t));
+		const char          *msg = NULL;
+		int                  status = 0;
+
+		switch (sched_acquire(t, cfg_find_model(S.cfg, *p), on_preloaded, *p, &status, &msg)) {
+		case 1:
+			sched_release(t);
+			free(t);
+			break;
+		case 0:
+			break; /* on_preloaded frees it */
+		default:
+			log_warn("sched", "model=%s msg=\"preload refused\" reason=\"%s\"", *p, msg);
+			free(t);
+		}
+	}
+}
+
+/* --- unload --- */
+
+static bool
+unload_finished(const struct sched_unload *u)
+{
+	if (u->model != NULL)
+		return u->model->state == MODEL_STOPPED;
+	for (size_t i = 0; i < S.n; i++)
+		if (S.models[i].state != MODEL_STOPPED)
+			return false;
+	return true;
+}
+
+static void
+check_unloads(void *arg)
+{
+	(void)arg;
+	S.unload_timer = 0;
+	for (struct sched_unload **pu = &S.unloads; *pu;) {
+		struct sched_unload *u = *pu;
+
+		if (unload_finished(u)) {
+			*pu = u->next;
+			u->next = NULL;
+			u->done(u, u->arg);
+		} else {
+			pu = &u->next;
+		}
+	}
+}
+
+static void
+mark_unload(struct sched_model *m)
+{
+	if (m->state == MODEL_STOPPED && m->head == NULL)
+		return;
+	m->unload_wanted = m->state != MODEL_STOPPED;
+	while (m->head)
+		ticket_fail(m->head, 503, "model unloaded", 1);
+}
+
+void
+sched_unload(struct sched_unload *u, struct sched_model *m,
+    void (*done)(struct sched_unload *, void *), void *arg, const char *reason)
+{
+	log_info("sched", "model=%s msg=\"unload requested\" reason=%s", m ? m->cfg->id : "*", reason);
+	u->model = m;
+	u->done = done;
+	u->arg = arg;
+	u->next = S.unloads;
+	S.unloads = u;
+	if (m != NULL)
+		mark_unload(m);
+	else
+		for (size_t i = 0; i < S.n; i++)
+			mark_unload(&S.models[i]);
+	pump();
+	/* Completion is reported from the loop, never from inside this call. */
+	if (S.unload_timer == 0)
+		S.unload_timer = S.fx.timer_add(0, check_unloads, NULL);
+}
+
+void
+sched_unload_cancel(struct sched_unload *u)
+{
+	for (struct sched_unload **pu = &S.unloads; *pu; pu = &(*pu)->next) {
+		if (*pu == u) {
+			*pu = u->next;
+			u->next = NULL;
+			return;
+		}
+	}
 }
 
 void

@@ -42,6 +42,8 @@ struct sup_proc {
 	struct out_pipe  out[2];
 	uint64_t         started_ms;
 	uint64_t         health_deadline_ms;
+	uint64_t         stall_ms;
+	uint64_t         last_progress_ms; /* last output line or health answer */
 	uint64_t         poll_timer;
 	uint64_t         kill_timer;
 	CURL            *probe;
@@ -127,6 +129,7 @@ emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	tail_push(p, line, len);
+	p->last_progress_ms = loop_now_ms();
 	log_info("backend", "model=%s pid=%d stream=%s line=%s", p->name, (int)p->pid, o->label,
 	    log_qn(q, sizeof(q), line, len));
 	/* Servers log when they become ready: probe now rather than at the next tick. */
@@ -218,6 +221,14 @@ poll_tick(void *arg)
 	p->poll_timer = 0;
 	if (p->phase != PHASE_STARTING)
 		return;
+	if (p->stall_ms > 0 && loop_now_ms() - p->last_progress_ms >= p->stall_ms) {
+		char *why = xasprintf("no output and no health answer for %llu s (loadStallTimeout)",
+		    (unsigned long long)(p->stall_ms / 1000));
+
+		fail_start(p, SUP_START_FAILED, why);
+		free(why);
+		return;
+	}
 	if (loop_now_ms() >= p->health_deadline_ms) {
 		char *why = xasprintf("health check timed out after %llu s",
 		    (unsigned long long)((p->health_deadline_ms - p->started_ms + 999) / 1000));
@@ -254,8 +265,10 @@ probe_done(CURL *easy, CURLcode rc, void *arg)
 	struct sup_proc *p = arg;
 	long             status = 0;
 
-	if (rc == CURLE_OK)
+	if (rc == CURLE_OK) {
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+		p->last_progress_ms = loop_now_ms();
+	}
 	curl_easy_cleanup(easy);
 	p->probe = NULL;
 	if (p->phase != PHASE_STARTING)
@@ -476,6 +489,8 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 	p->arg = arg;
 	p->started_ms = loop_now_ms();
 	p->health_deadline_ms = p->started_ms + spec->health_timeout_ms;
+	p->stall_ms = spec->stall_timeout_ms;
+	p->last_progress_ms = p->started_ms;
 	p->out[0] = (struct out_pipe){ .fd = op[0], .label = "stdout" };
 	p->out[1] = (struct out_pipe){ .fd = ep[0], .label = "stderr" };
 	op[0] = ep[0] = -1;

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "modelmux/config.h"
+#include "modelmux/sched.h"
 
 struct api_reply {
 	int         status;
@@ -14,9 +15,32 @@ struct api_reply {
 	const char *allow;  /* static; for 405 answers, the allowed method */
 };
 
-/* Answers a management request. Returns false when the path is not a management route
- * (the caller answers 404). */
-bool api_handle(const struct cfg *cfg, const char *method, const char *path, struct api_reply *out);
+/* One management request. The caller (http) fills cfg, method, path and done, and keeps the
+ * struct alive until the reply is delivered or api_cancel is called. */
+struct api_call {
+	const struct cfg   *cfg;
+	const char         *method;
+	const char         *path;
+	void              (*done)(struct api_call *c); /* an API_PENDING reply is ready in `reply` */
+	void               *arg;
+	struct api_reply    reply;
+	/* private */
+	const struct cfg_model *model;
+	struct sched_ticket ticket;
+	struct sched_unload unload;
+	bool                unloading;
+};
+
+enum api_result {
+	API_NOT_FOUND = 0, /* not a management route */
+	API_DONE,          /* c->reply is ready */
+	API_PENDING,       /* c->done will be called (from the loop) */
+};
+
+/* Answers a management request, at once or later. */
+enum api_result api_handle(struct api_call *c);
+/* The client went away: drop any pending work. The reply is freed by the caller. */
+void api_cancel(struct api_call *c);
 
 /* Builds an OpenAI-style error body {"error":{"message","type","code"}}; caller frees. */
 char *api_error_json(int status, const char *code, const char *message);

@@ -32,6 +32,14 @@ struct cJSON;
 #define CFG_DEF_CONCURRENCY          10
 #define CFG_DEF_CHECK_ENDPOINT       "/health"
 #define CFG_DEF_PROXY                "http://127.0.0.1:${PORT}"
+/* Ours: the scheduler's bounds (queue.*, crashBackoff.*). */
+#define CFG_DEF_QUEUE_PER_MODEL      256
+#define CFG_DEF_QUEUE_TOTAL          4096
+#define CFG_DEF_QUEUE_MAX_WAIT_S     600
+#define CFG_DEF_SWAP_BATCH           8
+#define CFG_DEF_CRASH_MAX            3
+#define CFG_DEF_CRASH_WINDOW_S       60
+#define CFG_DEF_CRASH_HOLD_S         30
 
 /* A collected list of messages ("file:line:col: key: reason"). */
 struct cfg_errs {
@@ -65,6 +73,7 @@ struct cfg_model {
 	int    unload_timeout_s;        /* 0 = use the global value */
 	int    health_check_timeout_s;  /* 0 = use the global value (ours: per model) */
 	int    concurrency_limit;       /* 0 = CFG_DEF_CONCURRENCY */
+	int    load_stall_timeout_s;    /* loadStallTimeout: -1 = use global, 0 = off */
 	int    send_loading_state;      /* -1 = inherit global, 0 false, 1 true */
 	char **strip_params;            /* filters.stripParams split on ',' and trimmed; never "model" */
 	struct cJSON *set_params;       /* filters.setParams as a JSON object, or NULL */
@@ -89,6 +98,14 @@ struct cfg {
 	int    unload_timeout_s;        /* default 10; 0 means 10 */
 	bool   send_loading_state;
 	bool   include_aliases_in_list;
+	int    load_stall_timeout_s;    /* ours: a load with no output and no health answer for
+	                                 * this long fails early; 0 = off (default) */
+	struct {
+		int per_model, total, max_wait_s, swap_batch; /* queue.* */
+	} queue;
+	struct {
+		int max_crashes, window_s, hold_s; /* crashBackoff.*; max_crashes 0 = off */
+	} crash;
 	char **api_keys;                /* as written after ${env.X}; NULL-terminated, possibly empty */
 	char **preload;                 /* hooks.on_startup.preload, resolved to model ids */
 	struct cfg_model *models;       /* sorted by id */

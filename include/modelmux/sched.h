@@ -11,11 +11,8 @@
 
 #include "modelmux/config.h"
 
-#define SCHED_DEF_QUEUE_PER_MODEL 256   /* waiting requests per model */
-#define SCHED_DEF_QUEUE_TOTAL     4096  /* waiting requests in all */
-#define SCHED_DEF_MAX_WAIT_MS     (10u * 60u * 1000u)
-#define SCHED_DEF_SWAP_BATCH      8     /* queued requests a fresh model serves before eviction */
 #define SCHED_ERR_MAX             1024  /* bytes of a model's last error kept */
+#define SCHED_CRASH_HISTORY       16    /* crash times kept per model (bounds crashBackoff.maxCrashes) */
 
 enum model_state {
 	MODEL_STOPPED = 0,
@@ -63,16 +60,9 @@ struct sched_effects {
 	uint64_t (*now_ms)(void);
 };
 
-struct sched_limits {
-	size_t   queue_per_model;
-	size_t   queue_total;
-	uint64_t max_wait_ms;
-	unsigned swap_batch;
-};
-
-/* Builds the model table for `cfg` (the scheduler keeps a reference). `fx` NULL = the real
- * effects (supervisor + loop). */
-void sched_init(struct cfg *cfg, const struct sched_effects *fx, const struct sched_limits *lim);
+/* Builds the model table for `cfg` (the scheduler keeps a reference); limits come from the
+ * config (queue.*, crashBackoff.*). `fx` NULL = the real effects (supervisor + loop). */
+void sched_init(struct cfg *cfg, const struct sched_effects *fx);
 /* Frees the table; every process must already be reaped. */
 void sched_free(void);
 
@@ -88,6 +78,24 @@ void sched_release(struct sched_ticket *t);
 /* The base URL of the model a ticket holds (valid while active). */
 const char *sched_ticket_proxy(const struct sched_ticket *t);
 
+/* An unload request in flight; embedded in the caller's state, zero-initialised. */
+struct sched_unload {
+	struct sched_unload *next;
+	struct sched_model  *model; /* NULL = every model */
+	void               (*done)(struct sched_unload *u, void *arg);
+	void                *arg;
+};
+
+/* Unloads one model (or all when m is NULL): requests waiting for it get 503, requests in
+ * flight finish, then it is stopped. `u->done` is called once it is stopped (maybe at once,
+ * never from inside this call). Cancel with sched_unload_cancel if the caller goes away. */
+void sched_unload(struct sched_unload *u, struct sched_model *m,
+    void (*done)(struct sched_unload *, void *), void *arg, const char *reason);
+void sched_unload_cancel(struct sched_unload *u);
+
+/* Loads the config's hooks.on_startup.preload models, in order, with the usual swap rules. */
+void sched_preload(void);
+
 /* Stops every model and refuses new work; `done` is called once nothing runs any more. */
 void sched_shutdown(void (*done)(void));
 
@@ -101,6 +109,8 @@ struct sched_model *sched_model_get(const char *id);
 const struct cfg_model *sched_model_cfg(const struct sched_model *m);
 enum model_state sched_model_state(const struct sched_model *m);
 const char *sched_state_name(enum model_state s);
+/* The last start failure or crash of a model ("" if none); owned by the scheduler. */
+const char *sched_model_last_error(const struct sched_model *m);
 size_t sched_model_inflight(const struct sched_model *m);
 size_t sched_model_queued(const struct sched_model *m);
 unsigned sched_model_starts(const struct sched_model *m);

@@ -19,7 +19,7 @@ struct sup_proc;
 
 enum sup_event {
 	SUP_READY = 0,     /* the health check answered 200 (or there is none) */
-	SUP_START_FAILED,  /* exited or could not be checked while starting; SUP_EXITED follows */
+	SUP_START_FAILED,  /* exited or stalled while starting; SUP_EXITED follows */
 	SUP_START_TIMEOUT, /* the health check did not pass in time; SUP_EXITED follows */
 	SUP_EXITED,        /* reaped; the record is freed when the callback returns */
 };
@@ -33,6 +33,8 @@ struct sup_spec {
 	char *const *env;               /* "K=V" added to (and overriding) the daemon's environment */
 	const char  *health_url;        /* full URL, NULL = ready as soon as spawned */
 	uint64_t     health_timeout_ms; /* give up starting after this long */
+	uint64_t     stall_timeout_ms;  /* ... or after this long with no output and no health
+	                                 * answer of any kind; 0 = no such limit */
 	char *const *stop_argv;         /* run instead of SIGTERM ("${PID}" replaced); may be NULL */
 };
 

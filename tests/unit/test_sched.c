@@ -145,7 +145,7 @@ M(const char *id)
 }
 
 static void
-setup(const char *yaml, const struct sched_limits *lim)
+setup(const char *yaml)
 {
 	struct cfg_errs errs = { 0 };
 
@@ -158,7 +158,7 @@ setup(const char *yaml, const struct sched_limits *lim)
 			fprintf(stderr, "%s\n", errs.msgs[i]);
 		fatal("test config does not load");
 	}
-	sched_init(cfg, &fake, lim);
+	sched_init(cfg, &fake);
 }
 
 static void
@@ -179,7 +179,7 @@ test_single_flight(void)
 {
 	struct req r[50];
 
-	setup(two_models, NULL);
+	setup(two_models);
 	for (int i = 0; i < 50; i++)
 		acquire(&r[i], "a");
 	ASSERT_STR_EQ(events, "start:a ");
@@ -212,7 +212,7 @@ test_failed_start_fans_out(void)
 {
 	struct req r[3];
 
-	setup(two_models, NULL);
+	setup(two_models);
 	for (int i = 0; i < 3; i++)
 		acquire(&r[i], "a");
 	sched_on_start_failed(M("a"), 502, "exited with code 1 while starting");
@@ -229,6 +229,9 @@ test_failed_start_fans_out(void)
 	sched_on_exited(M("a"), "x");
 	fail_next_start = 1;
 	acquire(&r[1], "a");
+	ASSERT_INT_EQ(r[1].rc, 0);
+	ASSERT_INT_EQ(r[1].outcome, -1);
+	advance(0);
 	ASSERT_INT_EQ(r[1].outcome, 502);
 	ASSERT_INT_EQ(sched_model_state(M("a")), MODEL_STOPPED);
 	teardown();
@@ -239,7 +242,7 @@ test_swap_waits_for_busy_and_reap(void)
 {
 	struct req ra, ra2, rb;
 
-	setup(two_models, NULL);
+	setup(two_models);
 	acquire(&ra, "a");
 	sched_on_ready(M("a"));
 	ASSERT_INT_EQ(ra.outcome, 0);
@@ -273,7 +276,7 @@ test_batch_before_eviction(void)
 {
 	struct req a[3], b;
 
-	setup(two_models, NULL);
+	setup(two_models);
 	for (int i = 0; i < 3; i++)
 		acquire(&a[i], "a");
 	acquire(&b, "b");
@@ -302,7 +305,7 @@ test_groups(void)
 	    "  keep:\n    persistent: true\n    swap: false\n    exclusive: false\n    members: [p]\n";
 	struct req ra, rb, rc, rp;
 
-	setup(yaml, NULL);
+	setup(yaml);
 	acquire(&rp, "p");
 	sched_on_ready(M("p"));
 	acquire(&ra, "a");
@@ -331,11 +334,14 @@ test_groups(void)
 static void
 test_queue_limits_and_deadline(void)
 {
-	struct sched_limits lim = { .queue_per_model = 2, .queue_total = 3, .max_wait_ms = 5000,
-		                    .swap_batch = 8 };
+	const char *yaml =
+	    "queue:\n  maxPerModel: 2\n  maxTotal: 3\n  maxWaitSeconds: 5\n"
+	    "models:\n"
+	    "  a:\n    cmd: /bin/true ${PORT}\n"
+	    "  b:\n    cmd: /bin/true ${PORT}\n";
 	struct req r[4];
 
-	setup(two_models, &lim);
+	setup(yaml);
 	acquire(&r[0], "a");
 	acquire(&r[1], "a");
 	acquire(&r[2], "a");
@@ -363,7 +369,7 @@ test_ttl(void)
 	const char *yaml = "models:\n  a:\n    cmd: /bin/true ${PORT}\n    ttl: 10\n";
 	struct req  r;
 
-	setup(yaml, NULL);
+	setup(yaml);
 	acquire(&r, "a");
 	sched_on_ready(M("a"));
 	advance(60000); /* busy: never idle */
@@ -386,7 +392,7 @@ test_crash_and_shutdown(void)
 {
 	struct req r, w;
 
-	setup(two_models, NULL);
+	setup(two_models);
 	acquire(&r, "a");
 	sched_on_ready(M("a"));
 	sched_on_exited(M("a"), "killed by signal 9");
@@ -406,6 +412,102 @@ test_crash_and_shutdown(void)
 	teardown();
 }
 
+static int unload_done;
+
+static void
+on_unloaded(struct sched_unload *u, void *arg)
+{
+	(void)u;
+	(void)arg;
+	unload_done++;
+}
+
+static void
+test_unload(void)
+{
+	struct req          r, w;
+	struct sched_unload u = { 0 };
+
+	setup(two_models);
+	unload_done = 0;
+	acquire(&r, "a");
+	sched_on_ready(M("a"));
+	acquire(&w, "a");
+	ASSERT_INT_EQ(w.outcome, 0);
+	sched_unload(&u, M("a"), on_unloaded, NULL, "api");
+	/* Busy: not stopped yet; new requests are refused meanwhile. */
+	ASSERT_STR_EQ(events, "start:a ");
+	advance(0);
+	ASSERT_INT_EQ(unload_done, 0);
+	sched_release(&r.t);
+	sched_release(&w.t);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	sched_on_exited(M("a"), "exited with code 0");
+	advance(0);
+	ASSERT_INT_EQ(unload_done, 1);
+	/* Unloading what is already stopped answers at once (from the loop). */
+	sched_unload(&u, NULL, on_unloaded, NULL, "api");
+	ASSERT_INT_EQ(unload_done, 1);
+	advance(0);
+	ASSERT_INT_EQ(unload_done, 2);
+	/* Queued requests for an unloaded model get 503. */
+	acquire(&r, "b");
+	sched_unload(&u, M("b"), on_unloaded, NULL, "api");
+	ASSERT_INT_EQ(r.outcome, 503);
+	ASSERT_STR_EQ(events, "start:a stop:a start:b stop:b ");
+	sched_on_exited(M("b"), "killed by signal 15");
+	advance(0);
+	ASSERT_INT_EQ(unload_done, 3);
+	teardown();
+}
+
+static void
+test_crash_loop_hold(void)
+{
+	const char *yaml =
+	    "crashBackoff:\n  maxCrashes: 2\n  windowSeconds: 60\n  holdSeconds: 30\n"
+	    "models:\n  a:\n    cmd: /bin/true ${PORT}\n";
+	struct req r;
+
+	setup(yaml);
+	for (int i = 0; i < 2; i++) {
+		acquire(&r, "a");
+		ASSERT_INT_EQ(r.rc, 0);
+		sched_on_ready(M("a"));
+		sched_on_exited(M("a"), "killed by signal 11");
+		sched_release(&r.t);
+		advance(1000);
+	}
+	acquire(&r, "a");
+	ASSERT_INT_EQ(r.outcome, 503);
+	ASSERT_TRUE(r.t.retry_after_s > 0 && r.t.retry_after_s <= 30);
+	ASSERT_STR_EQ(sched_model_last_error(M("a")), "backend killed by signal 11");
+	advance(30000);
+	acquire(&r, "a");
+	ASSERT_INT_EQ(r.rc, 0);
+	ASSERT_STR_EQ(events, "start:a start:a start:a ");
+	teardown();
+}
+
+static void
+test_starting_victim_waits(void)
+{
+	struct req ra, rb;
+
+	setup(two_models);
+	acquire(&ra, "a");
+	acquire(&rb, "b");
+	/* a is starting for its own waiter: b waits, a serves first, then goes. */
+	ASSERT_STR_EQ(events, "start:a ");
+	sched_on_ready(M("a"));
+	ASSERT_INT_EQ(ra.outcome, 0);
+	sched_release(&ra.t);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	sched_on_exited(M("a"), "x");
+	ASSERT_STR_EQ(events, "start:a stop:a start:b ");
+	teardown();
+}
+
 int
 main(void)
 {
@@ -418,5 +520,8 @@ main(void)
 	test_queue_limits_and_deadline();
 	test_ttl();
 	test_crash_and_shutdown();
+	test_unload();
+	test_crash_loop_hold();
+	test_starting_victim_waits();
 	CHECK_DONE();
 }
