@@ -59,6 +59,7 @@ struct mm_req {
 	bool                   api_pending;
 	struct up_xfer        *up;
 	bool                   up_done, up_ok, up_paused;
+	bool                   sse;         /* the response is text/event-stream */
 	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
 	int                    status;      /* the status queued */
 	struct buf             out;         /* response window: bytes [out_off, out.len) */
@@ -277,6 +278,7 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	}
 	if (sse)
 		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	r->sse = sse && content_length < 0;
 	set_reply(r, status, resp);
 	r->phase = PH_STREAM;
 	req_resume(r);
@@ -308,6 +310,23 @@ on_up_body(void *arg, const char *p, size_t n)
 	return n;
 }
 
+/* An event stream cut by the backend gets an error event a client can show (the status line
+ * went out long ago); the stream still ends in error so it never looks complete. */
+static void
+stream_error_event(struct mm_req *r, const char *reason)
+{
+	char *msg = xasprintf("model %s: the backend stopped in the middle of the response (%s)",
+	    r->model->id, reason ? reason : "connection closed");
+	char *json = api_error_json(502, "backend_stream_error", msg);
+	char *ev = xasprintf("%sdata: %s\n\n", r->out.len > r->out_off ? "\n" : "", json);
+
+	if (buf_append(&r->out, ev, strlen(ev), SIZE_MAX / 2) == -1)
+		log_warn("http", "req=%s msg=\"no memory for the stream's error event\"", r->id);
+	free(ev);
+	free(json);
+	free(msg);
+}
+
 static void
 on_up_done(void *arg, bool ok, const char *reason)
 {
@@ -324,6 +343,8 @@ on_up_done(void *arg, bool ok, const char *reason)
 	} else if (!ok) {
 		log_warn("http", "req=%s model=%s msg=\"backend closed the response early\" reason=%s",
 		    r->id, r->model->id, log_q(q, sizeof(q), reason));
+		if (r->sse)
+			stream_error_event(r, reason);
 	}
 	req_resume(r);
 }
@@ -449,10 +470,7 @@ dispatch_model(struct mm_req *r)
 	}
 	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
-		char q[300];
-
-		reply_error(r, 404, "model_not_found", "model %s not found",
-		    log_q(q, sizeof(q), r->model_name));
+		reply_error(r, 404, "model_not_found", "model %.256s not found", r->model_name);
 		cJSON_Delete(doc);
 		return;
 	}

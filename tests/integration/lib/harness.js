@@ -45,10 +45,22 @@ function canBind(port) {
   });
 }
 
+// The kernel's ephemeral range: outgoing connections (clients, health probes) and port-0
+// listeners take ports from it at any time, so fixed backend ports must come from below it.
+function ephemeralLow() {
+  try {
+    const low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]);
+    if (low > 12000) return low;
+  } catch { /* not Linux */ }
+  return 32768;
+}
+
 // A base port with `n` free consecutive ports after it, for the config's startPort.
 async function freePorts(n) {
+  const low = 10000;
+  const span = ephemeralLow() - low - n;
   for (let tries = 0; tries < 200; tries++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
+    const base = low + Math.floor(Math.random() * span);
     let ok = true;
     for (let i = 0; i < n && ok; i++) ok = await canBind(base + i);
     if (ok) return base;
