@@ -13,7 +13,8 @@
 #include "modelmux/supervisor.h"
 #include "modelmux/util.h"
 
-#define SHUTDOWN_BACKSTOP_MS 60000 /* a stop that takes longer than this is cut short */
+#define SHUTDOWN_GRACE_MS    30000 /* requests in flight may finish for this long */
+#define SHUTDOWN_BACKSTOP_MS 90000 /* a stop that takes longer than this is cut short */
 
 static const int handled_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, 0 };
 
@@ -105,7 +106,7 @@ on_signal(int signo, void *arg)
 		log_info("main", "msg=\"stopping\" signal=%s", strsignal(signo));
 		http_stop_accepting();
 		M.backstop = loop_timer_add(SHUTDOWN_BACKSTOP_MS, on_backstop, NULL);
-		sched_shutdown(on_sched_stopped);
+		sched_shutdown(SHUTDOWN_GRACE_MS, on_sched_stopped);
 		break;
 	case SIGHUP:
 		log_warn("main", "msg=\"SIGHUP: configuration reload is not implemented yet\"");

@@ -48,6 +48,8 @@ static struct {
 	uint64_t              seq;
 	bool                  pumping, pump_again;
 	bool                  shutting_down;
+	bool                  shutdown_force;  /* the grace is over: stop even busy models */
+	uint64_t              shutdown_timer;
 	void                (*shutdown_done)(void);
 } S;
 
@@ -140,6 +142,7 @@ void
 sched_free(void)
 {
 	S.fx.timer_cancel(S.unload_timer);
+	S.fx.timer_cancel(S.shutdown_timer);
 	for (size_t i = 0; i < S.n; i++) {
 		S.fx.timer_cancel(S.models[i].ttl_timer);
 		S.fx.timer_cancel(S.models[i].spawn_failed_timer);
@@ -425,6 +428,9 @@ pump_once(void)
 		if (m->unload_wanted && m->inflight == 0 &&
 		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
 			stop_model(m, "api");
+		if (S.shutting_down && (m->inflight == 0 || S.shutdown_force) &&
+		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
+			stop_model(m, "shutdown");
 	}
 	/* 4. Starts, oldest waiter first; a start makes later candidates wait for it. */
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
@@ -744,8 +750,18 @@ sched_unload_cancel(struct sched_unload *u)
 	}
 }
 
+static void
+on_shutdown_grace(void *arg)
+{
+	(void)arg;
+	S.shutdown_timer = 0;
+	log_warn("sched", "msg=\"shutdown grace over, stopping busy backends\"");
+	S.shutdown_force = true;
+	pump();
+}
+
 void
-sched_shutdown(void (*done)(void))
+sched_shutdown(uint64_t grace_ms, void (*done)(void))
 {
 	S.shutting_down = true;
 	S.shutdown_done = done;
@@ -754,8 +770,10 @@ sched_shutdown(void (*done)(void))
 
 		while (m->head)
 			ticket_fail(m->head, 503, "modelmux is shutting down", 5);
-		if (m->state == MODEL_STARTING || m->state == MODEL_READY)
-			stop_model(m, "shutdown");
 	}
+	if (grace_ms == 0)
+		S.shutdown_force = true;
+	else
+		S.shutdown_timer = S.fx.timer_add(grace_ms, on_shutdown_grace, NULL);
 	pump();
 }

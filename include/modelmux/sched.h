@@ -96,8 +96,10 @@ void sched_unload_cancel(struct sched_unload *u);
 /* Loads the config's hooks.on_startup.preload models, in order, with the usual swap rules. */
 void sched_preload(void);
 
-/* Stops every model and refuses new work; `done` is called once nothing runs any more. */
-void sched_shutdown(void (*done)(void));
+/* Refuses new work and fails queued requests (503); requests in flight may finish for up to
+ * grace_ms, each model stopping once idle, then the rest are stopped anyway. `done` is called
+ * once nothing runs any more. */
+void sched_shutdown(uint64_t grace_ms, void (*done)(void));
 
 /* Reports from the process layer (called by the real effects, or by tests). */
 void sched_on_ready(struct sched_model *m);

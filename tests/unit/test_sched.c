@@ -402,7 +402,7 @@ test_crash_and_shutdown(void)
 	acquire(&r, "a");
 	ASSERT_STR_EQ(events, "start:a start:a ");
 	acquire(&w, "b");
-	sched_shutdown(NULL);
+	sched_shutdown(0, NULL);
 	ASSERT_INT_EQ(w.outcome, 503);
 	ASSERT_INT_EQ(r.outcome, 503);
 	ASSERT_STR_EQ(events, "start:a start:a stop:a ");
@@ -508,6 +508,36 @@ test_starting_victim_waits(void)
 	teardown();
 }
 
+static void
+test_shutdown_grace(void)
+{
+	struct req r;
+
+	setup(two_models);
+	acquire(&r, "a");
+	sched_on_ready(M("a"));
+	ASSERT_INT_EQ(r.outcome, 0);
+	sched_shutdown(5000, NULL);
+	/* The in-flight request may finish: nothing stopped yet. */
+	ASSERT_STR_EQ(events, "start:a ");
+	sched_release(&r.t);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	sched_on_exited(M("a"), "x");
+	teardown();
+
+	setup(two_models);
+	acquire(&r, "a");
+	sched_on_ready(M("a"));
+	sched_shutdown(5000, NULL);
+	advance(4999);
+	ASSERT_STR_EQ(events, "start:a ");
+	advance(1);
+	ASSERT_STR_EQ(events, "start:a stop:a ");
+	sched_on_exited(M("a"), "x");
+	sched_release(&r.t);
+	teardown();
+}
+
 int
 main(void)
 {
@@ -523,5 +553,6 @@ main(void)
 	test_unload();
 	test_crash_loop_hold();
 	test_starting_victim_waits();
+	test_shutdown_grace();
 	CHECK_DONE();
 }
