@@ -2,13 +2,27 @@
 #include <string.h>
 #include <time.h>
 
-#include "modelmux/log.h"
-
 #include <cjson/cJSON.h>
 
 #include "modelmux/api.h"
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
 #include "modelmux/sched.h"
 #include "modelmux/util.h"
+
+static struct {
+	uint64_t started_ms;
+	char     bound[80];
+	bool     exposed;
+} A;
+
+void
+api_set_listener(const char *bound, bool exposed_without_keys)
+{
+	A.started_ms = loop_now_ms();
+	snprintf(A.bound, sizeof(A.bound), "%s", bound);
+	A.exposed = exposed_without_keys;
+}
 
 static const char *
 error_type(int status)
@@ -124,6 +138,60 @@ list_running(const struct cfg *cfg, struct api_reply *out)
 		cJSON_AddItemToArray(arr, o);
 	}
 	reply_json(out, 200, root);
+}
+
+/* GET /api/health: the detailed view. healthy, degraded (a model held back after crashes, a
+ * queue over 80 % full, or exposed without keys) or unhealthy (stopping). */
+static void
+health_detail(const struct cfg *cfg, struct api_reply *out)
+{
+	cJSON      *root = cJSON_CreateObject(), *models, *q, *warn;
+	size_t      queued = sched_queued_total();
+	bool        degraded = A.exposed;
+	const char *status;
+
+	warn = cJSON_CreateArray();
+	if (A.exposed)
+		cJSON_AddItemToArray(warn, cJSON_CreateString(
+		    "listening beyond loopback without apiKeys: anyone who can reach it can use it"));
+	models = cJSON_CreateArray();
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		const struct cfg_model   *m = &cfg->models[i];
+		const struct sched_model *sm = sched_model_get(m->id);
+		cJSON                    *o = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(o, "id", m->id);
+		if (sm != NULL) {
+			cJSON_AddStringToObject(o, "state", sched_state_name(sched_model_state(sm)));
+			cJSON_AddNumberToObject(o, "inflight", (double)sched_model_inflight(sm));
+			cJSON_AddNumberToObject(o, "queued", (double)sched_model_queued(sm));
+			cJSON_AddNumberToObject(o, "starts", sched_model_starts(sm));
+			cJSON_AddBoolToObject(o, "held_back", sched_model_held(sm));
+			if (sched_model_last_error(sm)[0])
+				cJSON_AddStringToObject(o, "last_error", sched_model_last_error(sm));
+			if (sched_model_held(sm)) {
+				degraded = true;
+				cJSON_AddItemToArray(warn, cJSON_CreateString("a model is held back after repeated crashes"));
+			}
+		}
+		cJSON_AddItemToArray(models, o);
+	}
+	if (queued * 5 > (size_t)cfg->queue.total * 4) {
+		degraded = true;
+		cJSON_AddItemToArray(warn, cJSON_CreateString("request queue over 80% full"));
+	}
+	status = sched_is_stopping() ? "unhealthy" : degraded ? "degraded" : "healthy";
+	cJSON_AddStringToObject(root, "status", status);
+	cJSON_AddStringToObject(root, "version", MM_VERSION);
+	cJSON_AddNumberToObject(root, "uptime_seconds", (double)(loop_now_ms() - A.started_ms) / 1000.0);
+	cJSON_AddNumberToObject(root, "config_generation", 1);
+	cJSON_AddStringToObject(root, "listen", A.bound);
+	q = cJSON_AddObjectToObject(root, "queue");
+	cJSON_AddNumberToObject(q, "queued", (double)queued);
+	cJSON_AddNumberToObject(q, "limit", cfg->queue.total);
+	cJSON_AddItemToObject(root, "models", models);
+	cJSON_AddItemToObject(root, "warnings", warn);
+	reply_json(out, strcmp(status, "unhealthy") == 0 ? 503 : 200, root);
 }
 
 static bool
@@ -254,6 +322,20 @@ api_handle(struct api_call *c)
 			out->ctype = "text/plain";
 			out->body = xstrdup("OK");
 		}
+		return API_DONE;
+	}
+	if (strcmp(path, "/health/ready") == 0) {
+		if (method_is(method, "GET", out, path)) {
+			cJSON *o = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(o, "status", sched_is_stopping() ? "stopping" : "ready");
+			reply_json(out, sched_is_stopping() ? 503 : 200, o);
+		}
+		return API_DONE;
+	}
+	if (strcmp(path, "/api/health") == 0) {
+		if (method_is(method, "GET", out, path))
+			health_detail(c->cfg, out);
 		return API_DONE;
 	}
 	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {

@@ -77,6 +77,7 @@ static struct {
 	int                listen_fd;
 	int                epoll_fd;
 	char               bound[INET6_ADDRSTRLEN + 8];
+	bool               loopback;  /* the listener is on a loopback address */
 	size_t             nconn;
 	bool               need_run; /* a connection was resumed: MHD_run must follow */
 } H = { .listen_fd = -1, .epoll_fd = -1 };
@@ -118,6 +119,30 @@ valid_request_id(const char *s)
 			return false;
 	}
 	return n > 0;
+}
+
+/* W3C trace context: "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>", ids not zero. */
+static bool
+valid_traceparent(const char *s)
+{
+	static const size_t lens[] = { 2, 32, 16, 2 };
+	const char         *p = s;
+
+	for (size_t f = 0; f < MM_ARRAY_LEN(lens); f++) {
+		bool nonzero = false;
+
+		for (size_t i = 0; i < lens[f]; i++, p++) {
+			if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+				return false;
+			nonzero |= *p != '0';
+		}
+		if ((f == 1 || f == 2) && !nonzero)
+			return false;
+		if (*p != (f + 1 < MM_ARRAY_LEN(lens) ? '-' : '\0'))
+			return false;
+		p++;
+	}
+	return strncmp(s, "ff", 2) != 0;
 }
 
 static const char *
@@ -362,7 +387,7 @@ forwardable(const char *name)
 {
 	static const char *const drop[] = {
 		"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-		"trailer", "upgrade", "content-length", "expect", "x-request-id",
+		"trailer", "upgrade", "content-length", "expect", "x-request-id", "traceparent",
 	};
 
 	for (size_t i = 0; i < MM_ARRAY_LEN(drop); i++)
@@ -401,8 +426,21 @@ upstream_headers(struct mm_req *r)
 {
 	struct hdr_collect c = { 0 };
 
+	const char        *tp = header(r, "traceparent");
+	char               trace[56], rnd[33], span[17];
+
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
 	hdr_push(&c, "X-Request-ID", r->id);
+	/* Keep a valid incoming trace context, or start one. */
+	if (tp != NULL && valid_traceparent(tp)) {
+		hdr_push(&c, "traceparent", tp);
+	} else {
+		gen_id(rnd, 17);
+		gen_id(rnd + 16, 17);
+		gen_id(span, sizeof(span));
+		snprintf(trace, sizeof(trace), "00-%s-%s-01", rnd, span);
+		hdr_push(&c, "traceparent", trace);
+	}
 	return c.v;
 }
 
@@ -817,6 +855,14 @@ bind_listen(const char *spec, char **err)
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
 		goto fail;
 	freeaddrinfo(res);
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+
+		H.loopback = IN6_IS_ADDR_LOOPBACK(a6) ||
+		    (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+	} else {
+		H.loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	}
 	if (getnameinfo((struct sockaddr *)&ss, sl, addr, sizeof(addr), port, sizeof(port),
 	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
 		snprintf(addr, sizeof(addr), "?");
@@ -872,6 +918,12 @@ const char *
 http_bound(void)
 {
 	return H.bound;
+}
+
+bool
+http_bound_loopback(void)
+{
+	return H.loopback;
 }
 
 size_t

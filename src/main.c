@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "modelmux/api.h"
 #include "modelmux/config.h"
 #include "modelmux/fetch.h"
 #include "modelmux/http.h"
@@ -200,6 +201,10 @@ main(int argc, char **argv)
 		cfg_unref(cfg);
 		return 1;
 	}
+	if (!http_bound_loopback() && strv_len(cfg->api_keys) == 0)
+		log_warn("main", "msg=\"listening beyond loopback without apiKeys: anyone who can reach "
+		    "%s can use every model and management route\"", http_bound());
+	api_set_listener(http_bound(), !http_bound_loopback() && strv_len(cfg->api_keys) == 0);
 	log_info("main", "msg=ready version=%s listen=%s config=%s models=%zu", MM_VERSION,
 	    http_bound(), config, cfg->nmodels);
 	sched_preload();

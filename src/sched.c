@@ -185,6 +185,15 @@ sched_state_name(enum model_state s)
 	return (size_t)s < MM_ARRAY_LEN(names) ? names[s] : "unknown";
 }
 
+size_t sched_queued_total(void) { return S.queued_total; }
+bool sched_is_stopping(void) { return S.shutting_down; }
+
+bool
+sched_model_held(const struct sched_model *m)
+{
+	return m->hold_until > S.fx.now_ms();
+}
+
 const char *
 sched_model_last_error(const struct sched_model *m)
 {

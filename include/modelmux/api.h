@@ -37,6 +37,10 @@ enum api_result {
 	API_PENDING,       /* c->done will be called (from the loop) */
 };
 
+/* Records what /api/health reports about the daemon itself: the bound address and whether
+ * it is exposed beyond loopback without API keys. */
+void api_set_listener(const char *bound, bool exposed_without_keys);
+
 /* Answers a management request, at once or later. */
 enum api_result api_handle(struct api_call *c);
 /* The client went away: drop any pending work. The reply is freed by the caller. */

@@ -5,6 +5,7 @@
 #ifndef MODELMUX_HTTP_H
 #define MODELMUX_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "modelmux/config.h"
@@ -21,6 +22,8 @@
 int  http_start(const char *listen, struct cfg *cfg, char **err);
 /* The address actually bound, e.g. "127.0.0.1:43121". */
 const char *http_bound(void);
+/* Is the listener on a loopback address? */
+bool http_bound_loopback(void);
 /* Stops accepting new connections (shutdown); connections in progress go on. */
 void http_stop_accepting(void);
 /* Number of open client connections. */

@@ -116,6 +116,11 @@ const char *sched_model_last_error(const struct sched_model *m);
 size_t sched_model_inflight(const struct sched_model *m);
 size_t sched_model_queued(const struct sched_model *m);
 unsigned sched_model_starts(const struct sched_model *m);
+/* Whole-scheduler figures, for health and metrics. */
+size_t sched_queued_total(void);
+bool   sched_is_stopping(void);
+/* Is the model held back after a crash loop? */
+bool   sched_model_held(const struct sched_model *m);
 /* Set by the effects: opaque process handle. */
 void  sched_model_set_proc(struct sched_model *m, void *proc);
 void *sched_model_proc(const struct sched_model *m);
