@@ -33,21 +33,25 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(BUILD)/obj
 	@$(CC) $(MM_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libmodelmux.a: $(LIB_OBJ)
-	$(AR) rcs $@ $^
+	@$(AR) rcs $@ $^
 
 $(DAEMON): src/main.c $(BUILD)/libmodelmux.a
-	$(CC) $(MM_CFLAGS) -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(MM_CFLAGS) -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
 
 # The fake/demo backend is a test tool: it may use MHD's own threads.
 $(FAKE): tests/fake_backend/fake_backend.c | $(BUILD)
-	$(CC) $(MM_CFLAGS) -o $@ $< $(LDLIBS) -lpthread
+	@echo "  LINK    $@"
+	@$(CC) $(MM_CFLAGS) -o $@ $< $(LDLIBS) -lpthread
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmodelmux.a | $(BUILD)/tests
-	$(CC) $(MM_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(MM_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
 
 # Fuzz harnesses replay their seed corpora in `make test` (a tiny main drives them).
 $(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c $(BUILD)/libmodelmux.a | $(BUILD)/fuzz
-	$(CC) $(MM_CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(MM_CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
 
 $(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@
@@ -86,3 +90,14 @@ deps:
 
 clean:
 	rm -rf build build-san
+
+# Benchmark (bench/README.md): direct vs modelmux vs nginx vs HAProxy, in one run.
+.PHONY: bench
+BENCH_LG := $(BUILD)/bench/mm-loadgen
+
+$(BENCH_LG): bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -std=c17 -D_GNU_SOURCE -Wall -Wextra -o $@ $< $(shell pkg-config --cflags --libs libcurl)
+
+bench: all $(BENCH_LG)
+	BUILD=$(BUILD) sh bench/run.sh

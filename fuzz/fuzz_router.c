@@ -20,7 +20,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cJSON           *doc;
 	bool             ok;
 
-	doc = router_json_model((const char *)data, size, &model, err, sizeof(err));
+	doc = router_json_model((const char *)data, size, ROUTER_MAX_JSON_DEPTH, &model, err, sizeof(err));
 	if (doc == NULL)
 		return 0;
 	m.use_model_name = renamed;

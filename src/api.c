@@ -7,6 +7,7 @@
 #include "modelmux/api.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
+#include "modelmux/metrics.h"
 #include "modelmux/sched.h"
 #include "modelmux/util.h"
 
@@ -140,6 +141,54 @@ list_running(const struct cfg *cfg, struct api_reply *out)
 	reply_json(out, 200, root);
 }
 
+/* GET /metrics: the metrics module's series plus the scheduler's gauges. */
+static void
+render_metrics(const struct cfg *cfg, struct api_reply *out)
+{
+	static const enum model_state states[] = { MODEL_STOPPED, MODEL_STARTING, MODEL_READY,
+		                                   MODEL_STOPPING };
+	struct buf b = { 0 };
+
+	metrics_render(&b);
+	buf_printf(&b, "# HELP modelmux_model_state 1 for the state each model is in.\n"
+	    "# TYPE modelmux_model_state gauge\n");
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		const struct sched_model *sm = sched_model_get(cfg->models[i].id);
+
+		for (size_t k = 0; sm && k < MM_ARRAY_LEN(states); k++) {
+			buf_printf(&b, "modelmux_model_state{model=\"");
+			metrics_label(&b, cfg->models[i].id);
+			buf_printf(&b, "\",state=\"%s\"} %d\n", sched_state_name(states[k]),
+			    sched_model_state(sm) == states[k]);
+		}
+	}
+	buf_printf(&b, "# HELP modelmux_queue_depth Requests waiting for each model.\n"
+	    "# TYPE modelmux_queue_depth gauge\n");
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		const struct sched_model *sm = sched_model_get(cfg->models[i].id);
+
+		if (sm) {
+			buf_printf(&b, "modelmux_queue_depth{model=\"");
+			metrics_label(&b, cfg->models[i].id);
+			buf_printf(&b, "\"} %zu\n", sched_model_queued(sm));
+		}
+	}
+	buf_printf(&b, "# HELP modelmux_requests_in_flight Requests each model is serving.\n"
+	    "# TYPE modelmux_requests_in_flight gauge\n");
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		const struct sched_model *sm = sched_model_get(cfg->models[i].id);
+
+		if (sm) {
+			buf_printf(&b, "modelmux_requests_in_flight{model=\"");
+			metrics_label(&b, cfg->models[i].id);
+			buf_printf(&b, "\"} %zu\n", sched_model_inflight(sm));
+		}
+	}
+	out->status = 200;
+	out->ctype = "text/plain; version=0.0.4; charset=utf-8";
+	out->body = b.data;
+}
+
 /* GET /api/health: the detailed view. healthy, degraded (a model held back after crashes, a
  * queue over 80 % full, or exposed without keys) or unhealthy (stopping). */
 static void
@@ -237,6 +286,7 @@ on_load_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 		reply_load_ok(c);
 	} else {
 		reply_error(&c->reply, status, status == 504 ? "backend_timeout" : "load_failed", msg);
+		c->reply.retry_after_s = t->retry_after_s;
 	}
 	c->done(c);
 }
@@ -264,6 +314,7 @@ load_model(struct api_call *c, const char *name)
 		return API_PENDING;
 	default:
 		reply_error(&c->reply, status, "load_failed", msg);
+		c->reply.retry_after_s = c->ticket.retry_after_s;
 		return API_DONE;
 	}
 }
@@ -331,6 +382,11 @@ api_handle(struct api_call *c)
 			cJSON_AddStringToObject(o, "status", sched_is_stopping() ? "stopping" : "ready");
 			reply_json(out, sched_is_stopping() ? 503 : 200, o);
 		}
+		return API_DONE;
+	}
+	if (strcmp(path, "/metrics") == 0) {
+		if (method_is(method, "GET", out, path))
+			render_metrics(c->cfg, out);
 		return API_DONE;
 	}
 	if (strcmp(path, "/api/health") == 0) {

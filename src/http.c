@@ -18,11 +18,14 @@
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
+#include <openssl/crypto.h>
 
 #include "modelmux/api.h"
+#include "modelmux/gate.h"
 #include "modelmux/http.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
+#include "modelmux/metrics.h"
 #include "modelmux/router.h"
 #include "modelmux/sched.h"
 #include "modelmux/upstream.h"
@@ -49,6 +52,7 @@ struct mm_req {
 	struct cfg            *cfg;
 	struct buf             body;
 	bool                   body_too_large;
+	size_t                 drained;     /* body bytes dropped after the limit */
 	const struct cfg_model *model;
 	char                  *model_name;  /* as the client sent it */
 	char                  *up_body;     /* rewritten body, or NULL to send `body` */
@@ -60,6 +64,12 @@ struct mm_req {
 	struct up_xfer        *up;
 	bool                   up_done, up_ok, up_paused;
 	bool                   sse;         /* the response is text/event-stream */
+	char                   tail2[2];    /* the last two body bytes from the backend */
+	struct buf             scan;        /* usage scanning: the SSE line in progress, or the
+	                                     * last HTTP_USAGE_TAIL bytes of a JSON body */
+	bool                   scan_skip;   /* an SSE line too long to keep: skip to its end */
+	long long              prompt_tokens, completion_tokens;
+	bool                   have_usage;
 	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
 	int                    status;      /* the status queued */
 	struct buf             out;         /* response window: bytes [out_off, out.len) */
@@ -67,6 +77,8 @@ struct mm_req {
 	bool                   suspended;
 	bool                   client_gone;
 	int                    watch_fd;
+	char                   ip[GATE_MAX_IP_BYTES];
+	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
 	uint64_t               t_start, t_granted, t_first_byte;
 	unsigned long long     bytes_out;
 };
@@ -80,6 +92,7 @@ static struct {
 	bool               loopback;  /* the listener is on a loopback address */
 	size_t             nconn;
 	bool               need_run; /* a connection was resumed: MHD_run must follow */
+	struct gate_rates *rates;
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
 static void req_resume(struct mm_req *r);
@@ -151,6 +164,12 @@ header(const struct mm_req *r, const char *name)
 	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+static void
+add_cors_header(void *arg, const char *name, const char *value)
+{
+	MHD_add_response_header(arg, name, value);
+}
+
 /* Makes `resp` the answer; it is queued at the next handler call (now, if in one). */
 static void
 set_reply(struct mm_req *r, int status, struct MHD_Response *resp)
@@ -160,15 +179,18 @@ set_reply(struct mm_req *r, int status, struct MHD_Response *resp)
 	r->pending = resp;
 	r->status = status;
 	MHD_add_response_header(resp, "X-Request-ID", r->id);
+	if (r->origin != NULL)
+		gate_cors_headers(r->cfg, r->origin, false, add_cors_header, resp);
 }
 
 static void
 reply_text(struct mm_req *r, int status, const char *ctype, char *body, const char *allow)
 {
-	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
-	    MHD_RESPMEM_MUST_FREE);
+	size_t               len = strlen(body);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 
 	MHD_add_response_header(resp, "Content-Type", ctype);
+	r->bytes_out = len;
 	if (allow)
 		MHD_add_response_header(resp, "Allow", allow);
 	set_reply(r, status, resp);
@@ -297,7 +319,9 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 		if (strcasecmp(h[i].name, "content-type") == 0 &&
 		    str_has_prefix_ci(h[i].value, "text/event-stream"))
 			sse = true;
-		if (strcasecmp(h[i].name, "x-request-id") == 0)
+		/* The gate is the only source of CORS headers. */
+		if (strcasecmp(h[i].name, "x-request-id") == 0 ||
+		    str_has_prefix_ci(h[i].name, "access-control-"))
 			continue;
 		MHD_add_response_header(resp, h[i].name, h[i].value);
 	}
@@ -309,6 +333,56 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	req_resume(r);
 }
 
+#define HTTP_USAGE_LINE_MAX (64u << 10) /* longest SSE line scanned for usage */
+#define HTTP_USAGE_TAIL     (16u << 10) /* end of a JSON body kept to find its usage */
+
+static void
+scan_sse_line(struct mm_req *r)
+{
+	const char *d = r->scan.data;
+	size_t      n = r->scan.len;
+
+	if (n > 5 && strncmp(d, "data:", 5) == 0 &&
+	    router_usage(d + 5, n - 5, false, &r->prompt_tokens, &r->completion_tokens))
+		r->have_usage = true;
+}
+
+/* Reads token usage out of the response as it streams, keeping at most one SSE line or the
+ * tail of a JSON body — never the body. */
+static void
+scan_usage(struct mm_req *r, const char *p, size_t n)
+{
+	if (!r->sse) {
+		if (n >= HTTP_USAGE_TAIL) {
+			buf_reset(&r->scan);
+			p += n - HTTP_USAGE_TAIL;
+			n = HTTP_USAGE_TAIL;
+		} else if (r->scan.len + n > HTTP_USAGE_TAIL) {
+			buf_consume(&r->scan, r->scan.len + n - HTTP_USAGE_TAIL);
+		}
+		if (buf_append(&r->scan, p, n, HTTP_USAGE_TAIL) == -1)
+			buf_reset(&r->scan);
+		return;
+	}
+	while (n > 0) {
+		const char *nl = memchr(p, '\n', n);
+		size_t      k = nl ? (size_t)(nl - p) : n;
+
+		if (!r->scan_skip && buf_append(&r->scan, p, k, HTTP_USAGE_LINE_MAX) == -1) {
+			r->scan_skip = true;
+			buf_reset(&r->scan);
+		}
+		if (nl == NULL)
+			return;
+		if (!r->scan_skip)
+			scan_sse_line(r);
+		r->scan_skip = false;
+		buf_reset(&r->scan);
+		p += k + 1;
+		n -= k + 1;
+	}
+}
+
 static size_t
 on_up_body(void *arg, const char *p, size_t n)
 {
@@ -318,6 +392,15 @@ on_up_body(void *arg, const char *p, size_t n)
 	if (held > 0 && held + n > HTTP_STREAM_WINDOW) {
 		r->up_paused = true;
 		return 0;
+	}
+	if (r->route.kind == ROUTE_JSON_MODEL)
+		scan_usage(r, p, n);
+	if (n >= 2) {
+		r->tail2[0] = p[n - 2];
+		r->tail2[1] = p[n - 1];
+	} else if (n == 1) {
+		r->tail2[0] = r->tail2[1];
+		r->tail2[1] = p[0];
 	}
 	if (r->out_off > 0 && r->out_off == r->out.len) {
 		r->out_off = 0;
@@ -343,7 +426,9 @@ stream_error_event(struct mm_req *r, const char *reason)
 	char *msg = xasprintf("model %s: the backend stopped in the middle of the response (%s)",
 	    r->model->id, reason ? reason : "connection closed");
 	char *json = api_error_json(502, "backend_stream_error", msg);
-	char *ev = xasprintf("%sdata: %s\n\n", r->out.len > r->out_off ? "\n" : "", json);
+	/* Start on an event boundary whatever the backend's last bytes were. */
+	const char *sep = r->tail2[1] != '\n' ? "\n\n" : r->tail2[0] != '\n' ? "\n" : "";
+	char *ev = xasprintf("%sdata: %s\n\n", sep, json);
 
 	if (buf_append(&r->out, ev, strlen(ev), SIZE_MAX / 2) == -1)
 		log_warn("http", "req=%s msg=\"no memory for the stream's error event\"", r->id);
@@ -362,6 +447,11 @@ on_up_done(void *arg, bool ok, const char *reason)
 	r->up_done = true;
 	r->up_ok = ok;
 	sched_release(&r->ticket);
+	if (ok && !r->sse && r->scan.len > 0 &&
+	    router_usage(r->scan.data, r->scan.len, true, &r->prompt_tokens, &r->completion_tokens))
+		r->have_usage = true;
+	if (r->have_usage)
+		metrics_tokens(r->model->id, r->prompt_tokens, r->completion_tokens);
 	if (r->phase == PH_WAIT_UPSTREAM) {
 		reply_error(r, 502, "backend_unavailable", "model %s: backend request failed: %s",
 		    r->model->id, reason ? reason : "no response");
@@ -388,6 +478,8 @@ forwardable(const char *name)
 	static const char *const drop[] = {
 		"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
 		"trailer", "upgrade", "content-length", "expect", "x-request-id", "traceparent",
+		/* The client's credentials are for modelmux, never for a backend. */
+		"authorization", "x-api-key", "cookie", "proxy-authorization",
 	};
 
 	for (size_t i = 0; i < MM_ARRAY_LEN(drop); i++)
@@ -498,11 +590,13 @@ dispatch_model(struct mm_req *r)
 	int         status = 0;
 
 	if (r->body_too_large) {
-		reply_error(r, 413, "body_too_large", "request body is larger than %u bytes",
-		    HTTP_MAX_JSON_BODY);
+		metrics_refusal("size");
+		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
+		    r->cfg->limits.max_json_body_bytes);
 		return;
 	}
-	if ((doc = router_json_model(r->body.data, r->body.len, &name, err, sizeof(err))) == NULL) {
+	if ((doc = router_json_model(r->body.data, r->body.len, r->cfg->limits.max_json_depth, &name,
+	    err, sizeof(err))) == NULL) {
 		reply_error(r, 400, "invalid_request", "%s", err);
 		return;
 	}
@@ -546,6 +640,12 @@ api_reply(struct mm_req *r)
 		log_info("http", "req=%s status=%d path=%s", r->id, a->status, r->path);
 	reply_text(r, a->status, a->ctype, a->body, a->allow);
 	a->body = NULL; /* now MHD's */
+	if (a->retry_after_s > 0) {
+		char ra[16];
+
+		snprintf(ra, sizeof(ra), "%d", a->retry_after_s);
+		MHD_add_response_header(r->pending, "Retry-After", ra);
+	}
 }
 
 static void
@@ -596,6 +696,110 @@ queue_pending(struct mm_req *r)
 	return ret;
 }
 
+/* Which key a route needs: none (/health), a plain one (model routes and the model list), or
+ * an admin one (every management route). */
+static enum gate_scope
+route_scope(const struct mm_req *r)
+{
+	if (strcmp(r->path, "/health") == 0)
+		return GATE_DENIED;
+	if (r->route.kind != ROUTE_API || strcmp(r->path, "/v1/models") == 0 ||
+	    strcmp(r->path, "/models") == 0)
+		return GATE_USER;
+	return GATE_ADMIN;
+}
+
+static void
+client_ip(struct mm_req *r)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn,
+	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr          *sa = ci ? ci->client_addr : NULL;
+	socklen_t                       sl = sa && sa->sa_family == AF_INET6
+	                                   ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+
+	if (sa == NULL || getnameinfo(sa, sl, r->ip, sizeof(r->ip), NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(r->ip, sizeof(r->ip), "unknown");
+}
+
+static void
+refuse_rate(struct mm_req *r, const char *what, int retry_after_s)
+{
+	metrics_refusal("rate");
+	r->ticket.retry_after_s = retry_after_s;
+	reply_error(r, 429, "rate_limited", "%s; retry in %d s", what, retry_after_s);
+}
+
+/* The gate: origin, API key, scope, rate. Returns false when it answered the request. */
+static bool
+gate_pass(struct mm_req *r)
+{
+	const char     *origin = header(r, "Origin");
+	enum gate_scope need = route_scope(r), have = GATE_DENIED;
+	unsigned char   digest[GATE_DIGEST_LEN];
+	char            key[GATE_MAX_KEY_BYTES + 1];
+	bool            keyed = false;
+	int             len, retry = 0;
+	uint64_t        now = loop_now_ms();
+
+	client_ip(r);
+	if (origin != NULL) {
+		if (!gate_origin_allowed(r->cfg, origin)) {
+			char q[300];
+
+			metrics_refusal("cors");
+			reply_error(r, 403, "origin_not_allowed", "origin %s is not allowed",
+			    log_q(q, sizeof(q), origin));
+			return false;
+		}
+		r->origin = origin;
+		if (strcmp(r->method, "OPTIONS") == 0 &&
+		    header(r, "Access-Control-Request-Method") != NULL) {
+			struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL,
+			    MHD_RESPMEM_PERSISTENT);
+
+			r->origin = NULL; /* the preflight set gets added below instead */
+			gate_cors_headers(r->cfg, origin, true, add_cors_header, resp);
+			set_reply(r, 204, resp);
+			r->phase = PH_REPLY;
+			return false;
+		}
+	}
+	if (gate_keys_required(r->cfg) && need != GATE_DENIED) {
+		if (gate_auth_blocked(H.rates, r->ip, now, &retry)) {
+			refuse_rate(r, "too many failed authentication attempts", retry);
+			return false;
+		}
+		len = gate_presented_key(header(r, "Authorization"), header(r, "X-API-Key"), key,
+		    sizeof(key));
+		have = len < 0 ? GATE_DENIED : gate_check_key(r->cfg, key, (size_t)len, digest);
+		OPENSSL_cleanse(key, sizeof(key));
+		if (have == GATE_DENIED) {
+			metrics_refusal("auth");
+			if (gate_auth_failure(H.rates, r->ip, now, &retry) == -1) {
+				refuse_rate(r, "too many failed authentication attempts", retry);
+				return false;
+			}
+			reply_error(r, 401, "invalid_api_key", len < 0 ? "an API key is required"
+			    : "invalid API key");
+			MHD_add_response_header(r->pending, "WWW-Authenticate", "Bearer realm=\"modelmux\"");
+			return false;
+		}
+		if (need == GATE_ADMIN && have != GATE_ADMIN) {
+			metrics_refusal("auth");
+			reply_error(r, 403, "admin_key_required", "%s needs an admin API key", r->path);
+			return false;
+		}
+		keyed = true;
+	}
+	if (need != GATE_DENIED &&
+	    gate_rate_take(H.rates, r->ip, keyed ? digest : NULL, now, &retry) == -1) {
+		refuse_rate(r, "rate limit reached", retry);
+		return false;
+	}
+	return true;
+}
+
 static void
 first_call(struct mm_req *r)
 {
@@ -611,6 +815,17 @@ first_call(struct mm_req *r)
 	r->query = q ? q + 1 : NULL;
 	r->route = router_match(r->method, r->path, &method_ok);
 	r->phase = PH_BODY;
+	if (strlen(r->uri) > (size_t)r->cfg->limits.max_url_bytes) {
+		metrics_refusal("size");
+		reply_error(r, 414, "uri_too_long", "request target is longer than %d bytes",
+		    r->cfg->limits.max_url_bytes);
+		return;
+	}
+	if (!gate_pass(r))
+		return;
+	/* Past the head: a stalled body is bounded by the body idle timeout. */
+	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+	    (unsigned)r->cfg->limits.body_idle_timeout_s);
 	if (!method_ok) {
 		reply_error(r, 405, "method_not_allowed", "%s %s: use POST", r->method, r->path);
 		MHD_add_response_header(r->pending, "Allow", "POST");
@@ -620,9 +835,12 @@ first_call(struct mm_req *r)
 		const char *cl = header(r, "Content-Length");
 		long long   n;
 
-		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 && n > (long long)HTTP_MAX_JSON_BODY)
-			reply_error(r, 413, "body_too_large", "request body is larger than %u bytes",
-			    HTTP_MAX_JSON_BODY);
+		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 &&
+		    n > (long long)r->cfg->limits.max_json_body_bytes) {
+			metrics_refusal("size");
+			reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
+			    r->cfg->limits.max_json_body_bytes);
+		}
 	}
 }
 
@@ -652,8 +870,22 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		return MHD_YES;
 	if (*upload_size > 0) {
 		if (r->route.kind == ROUTE_JSON_MODEL && !r->body_too_large &&
-		    buf_append(&r->body, upload_data, *upload_size, HTTP_MAX_JSON_BODY) == -1)
+		    buf_append(&r->body, upload_data, *upload_size,
+		    (size_t)r->cfg->limits.max_json_body_bytes) == -1) {
 			r->body_too_large = true;
+			buf_free(&r->body);
+		}
+		/* Past the limit nothing is kept. The rest is read and dropped for a while so the
+		 * client can read our 413 (closing on a sender loses it); an endless body is cut
+		 * when that allowance runs out too. */
+		if (r->body_too_large) {
+			r->drained += *upload_size;
+			if (r->drained > HTTP_413_DRAIN) {
+				dispatch_model(r);
+				*upload_size = 0;
+				return queue_pending(r);
+			}
+		}
 		*upload_size = 0;
 		return MHD_YES;
 	}
@@ -701,14 +933,18 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r->api_pending)
 		api_cancel(&r->api);
 	free(r->api.reply.body);
+	if (r->method != NULL)
+		metrics_request(r->model ? r->model->id : NULL, r->route.endpoint, r->status,
+		    r->t_first_byte ? (double)(r->t_first_byte - r->t_start) / 1000.0 : -1.0);
 	log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
 	    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "
-	    "total_ms=%llu end=%s",
+	    "total_ms=%llu prompt_tokens=%lld completion_tokens=%lld end=%s",
 	    r->method ? r->method : "-", log_q(qp, sizeof(qp), r->path ? r->path : r->uri), r->status,
 	    r->bytes_out, log_q(qm, sizeof(qm), r->model_name ? r->model_name : ""),
 	    r->t_granted ? (long long)(r->t_granted - r->t_start) : -1LL,
 	    r->t_first_byte ? (long long)(r->t_first_byte - r->t_start) : -1LL,
 	    (unsigned long long)(now - r->t_start),
+	    r->have_usage ? r->prompt_tokens : -1LL, r->have_usage ? r->completion_tokens : -1LL,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
 	    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client_abort" :
 	    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
@@ -716,6 +952,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		MHD_destroy_response(r->pending);
 	buf_free(&r->body);
 	buf_free(&r->out);
+	buf_free(&r->scan);
 	strv_free(r->up_headers);
 	cJSON_free(r->up_body);
 	free(r->model_name);
@@ -736,6 +973,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		H.nconn++;
 	else if (H.nconn > 0)
 		H.nconn--;
+	metrics_set_connections(H.nconn);
 }
 
 static size_t
@@ -856,12 +1094,16 @@ bind_listen(const char *spec, char **err)
 		goto fail;
 	freeaddrinfo(res);
 	if (ss.ss_family == AF_INET6) {
-		const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		struct sockaddr_in6 s6;
 
-		H.loopback = IN6_IS_ADDR_LOOPBACK(a6) ||
-		    (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+		memcpy(&s6, &ss, sizeof(s6));
+		H.loopback = IN6_IS_ADDR_LOOPBACK(&s6.sin6_addr) ||
+		    (IN6_IS_ADDR_V4MAPPED(&s6.sin6_addr) && s6.sin6_addr.s6_addr[12] == 127);
 	} else {
-		H.loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+		struct sockaddr_in s4;
+
+		memcpy(&s4, &ss, sizeof(s4));
+		H.loopback = ((const unsigned char *)&s4.sin_addr.s_addr)[0] == 127;
 	}
 	if (getnameinfo((struct sockaddr *)&ss, sl, addr, sizeof(addr), port, sizeof(port),
 	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
@@ -884,7 +1126,9 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	if ((H.listen_fd = bind_listen(spec, err)) == -1)
 		return -1;
 	H.cfg = cfg_ref(cfg);
-	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+	H.rates = gate_rates_new(cfg);
+	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+	    (cfg->tls_cert_pem ? MHD_USE_TLS : 0),
 	    0, NULL, NULL, on_request, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, H.listen_fd,
 	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
@@ -892,9 +1136,12 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+	    /* Headers must fit the connection's memory: that is the header limit (431 past it). */
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->limits.max_header_bytes + 16384,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.header_timeout_s,
+	    cfg->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cfg->tls_cert_pem,
+	    MHD_OPTION_HTTPS_MEM_KEY, cfg->tls_key_pem,
 	    MHD_OPTION_END);
 	if (H.d == NULL) {
 		*err = xasprintf("cannot start the HTTP server on %s", spec);
@@ -954,6 +1201,8 @@ http_free(void)
 	if (H.listen_fd != -1)
 		close(H.listen_fd);
 	H.listen_fd = -1;
+	gate_rates_free(H.rates);
+	H.rates = NULL;
 	cfg_unref(H.cfg);
 	H.cfg = NULL;
 }

@@ -10,6 +10,7 @@
 #include "modelmux/http.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
+#include "modelmux/metrics.h"
 #include "modelmux/sched.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/util.h"
@@ -61,7 +62,9 @@ print_argv(const struct cfg *c)
 
 			printf(" %s", strpbrk(*a, " \t\n\"'\\$") || **a == '\0' ? log_q(q, sizeof(q), *a) : *a);
 		}
-		printf("\n  proxy: %s\n", m->proxy);
+		printf("\n  exe: %s\n  proxy: %s\n", m->exe ? m->exe : "(PATH lookup at start)", m->proxy);
+		if (m->stop_exe != NULL)
+			printf("  stop exe: %s\n", m->stop_exe);
 	}
 }
 
@@ -188,6 +191,14 @@ main(int argc, char **argv)
 	if (listen_addr == NULL)
 		listen_addr = cfg->listen;
 
+	{
+		char **ids = xcalloc(cfg->nmodels + 1, sizeof(*ids));
+
+		for (size_t i = 0; i < cfg->nmodels; i++)
+			ids[i] = cfg->models[i].id;
+		metrics_init(ids, cfg->nmodels);
+		free(ids);
+	}
 	loop_init(handled_signals, on_signal, NULL);
 	sup_init();
 	fetch_init();
@@ -201,10 +212,10 @@ main(int argc, char **argv)
 		cfg_unref(cfg);
 		return 1;
 	}
-	if (!http_bound_loopback() && strv_len(cfg->api_keys) == 0)
+	if (!http_bound_loopback() && cfg->nkeys == 0)
 		log_warn("main", "msg=\"listening beyond loopback without apiKeys: anyone who can reach "
 		    "%s can use every model and management route\"", http_bound());
-	api_set_listener(http_bound(), !http_bound_loopback() && strv_len(cfg->api_keys) == 0);
+	api_set_listener(http_bound(), !http_bound_loopback() && cfg->nkeys == 0);
 	log_info("main", "msg=ready version=%s listen=%s config=%s models=%zu", MM_VERSION,
 	    http_bound(), config, cfg->nmodels);
 	sched_preload();
@@ -214,6 +225,7 @@ main(int argc, char **argv)
 	http_free();
 	reap_remaining();
 	sched_free();
+	metrics_free();
 	fetch_free();
 	loop_free();
 	cfg_unref(cfg);

@@ -73,7 +73,8 @@ depth_ok(const char *s, size_t len, int max)
 }
 
 struct cJSON *
-router_json_model(const char *body, size_t len, const char **model, char *err, size_t errlen)
+router_json_model(const char *body, size_t len, int max_depth, const char **model, char *err,
+    size_t errlen)
 {
 	cJSON       *doc;
 	const cJSON *m;
@@ -83,8 +84,8 @@ router_json_model(const char *body, size_t len, const char **model, char *err, s
 		snprintf(err, errlen, "request body is empty; expected a JSON object with a \"model\" field");
 		return NULL;
 	}
-	if (!depth_ok(body, len, ROUTER_MAX_JSON_DEPTH)) {
-		snprintf(err, errlen, "request body nests deeper than %d levels", ROUTER_MAX_JSON_DEPTH);
+	if (!depth_ok(body, len, max_depth)) {
+		snprintf(err, errlen, "request body nests deeper than %d levels", max_depth);
 		return NULL;
 	}
 	if ((doc = cJSON_ParseWithLength(body, len)) == NULL) {
@@ -188,4 +189,56 @@ router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 		free(items);
 	}
 	return changed;
+}
+
+static bool
+usage_counts(const cJSON *u, long long *prompt, long long *completion)
+{
+	const cJSON *p, *c;
+
+	if (!cJSON_IsObject(u))
+		return false;
+	p = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens");
+	if (p == NULL)
+		p = cJSON_GetObjectItemCaseSensitive(u, "input_tokens");
+	c = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
+	if (c == NULL)
+		c = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
+	if (!cJSON_IsNumber(p) && !cJSON_IsNumber(c))
+		return false;
+	*prompt = cJSON_IsNumber(p) ? (long long)p->valuedouble : 0;
+	*completion = cJSON_IsNumber(c) ? (long long)c->valuedouble : 0;
+	return true;
+}
+
+bool
+router_usage(const char *text, size_t len, bool tail, long long *prompt, long long *completion)
+{
+	static const char key[] = "\"usage\"";
+	const char       *at = NULL, *brace;
+	cJSON            *doc;
+	bool              found = false;
+
+	if (tail) {
+		/* The last "usage" key, then its object. */
+		for (const char *p = text; (p = memmem(p, len - (size_t)(p - text), key, sizeof(key) - 1)) != NULL;
+		    p += sizeof(key) - 1)
+			at = p;
+		if (at == NULL || (brace = memchr(at, '{', len - (size_t)(at - text))) == NULL)
+			return false;
+		doc = cJSON_ParseWithLengthOpts(brace, len - (size_t)(brace - text), NULL, false);
+		found = usage_counts(doc, prompt, completion);
+		cJSON_Delete(doc);
+		return found;
+	}
+	if (memmem(text, len, key, sizeof(key) - 1) == NULL || !depth_ok(text, len, ROUTER_MAX_JSON_DEPTH))
+		return false;
+	if ((doc = cJSON_ParseWithLength(text, len)) == NULL)
+		return false;
+	found = usage_counts(cJSON_GetObjectItemCaseSensitive(doc, "usage"), prompt, completion);
+	for (const char *const *k = (const char *const[]){ "response", "message", NULL }; !found && *k; k++)
+		found = usage_counts(cJSON_GetObjectItemCaseSensitive(
+		    cJSON_GetObjectItemCaseSensitive(doc, *k), "usage"), prompt, completion);
+	cJSON_Delete(doc);
+	return found;
 }

@@ -13,6 +13,7 @@
 
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
+#include "modelmux/metrics.h"
 #include "modelmux/sched.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/util.h"
@@ -30,7 +31,9 @@ struct sched_model {
 	bool                    stop_sent;
 	uint64_t                ttl_timer;
 	uint64_t                spawn_failed_timer;
+	uint64_t                start_ms;
 	unsigned                starts;
+	unsigned                exits;       /* processes reaped, for unload completion */
 	uint64_t                crashes[SCHED_CRASH_HISTORY]; /* ring of crash times */
 	size_t                  ncrashes;
 	uint64_t                hold_until;  /* crash loop: refuse starts until then */
@@ -96,6 +99,7 @@ real_start(struct sched_model *m, char **err)
 		url = xasprintf("%s%s", c->proxy, c->check_endpoint);
 	struct sup_spec spec = {
 		.name = c->id,
+		.exe = c->exe,
 		.argv = c->argv,
 		.env = c->env,
 		.health_url = url,
@@ -103,6 +107,7 @@ real_start(struct sched_model *m, char **err)
 		.stall_timeout_ms = (uint64_t)(c->load_stall_timeout_s >= 0 ? c->load_stall_timeout_s
 		                                                            : S.cfg->load_stall_timeout_s) * 1000u,
 		.stop_argv = c->stop_argv,
+		.stop_exe = c->stop_exe,
 	};
 	p = sup_start(&spec, on_proc_event, m, err);
 	free(url);
@@ -143,6 +148,10 @@ sched_free(void)
 {
 	S.fx.timer_cancel(S.unload_timer);
 	S.fx.timer_cancel(S.shutdown_timer);
+	for (struct sched_unload *u = S.unloads; u; u = u->next) {
+		free(u->need);
+		u->need = NULL;
+	}
 	for (size_t i = 0; i < S.n; i++) {
 		S.fx.timer_cancel(S.models[i].ttl_timer);
 		S.fx.timer_cancel(S.models[i].spawn_failed_timer);
@@ -257,6 +266,7 @@ ticket_grant(struct sched_ticket *t)
 	queue_remove(t);
 	t->state = TICKET_ACTIVE;
 	m->inflight++;
+	metrics_queue_wait(m->cfg->id, (double)(S.fx.now_ms() - t->enqueued_ms) / 1000.0);
 	t->cb(t, 0, NULL, t->arg);
 }
 
@@ -289,17 +299,18 @@ is_running(const struct sched_model *m)
 	return m->state != MODEL_STOPPED;
 }
 
-/* Would loading `x` evict `v`? llama-swap's group rule. */
+/* Would loading `x` evict `v`? llama-swap's group rule: a swapping group swaps its own
+ * members; an exclusive group evicts other groups' members, except persistent ones. */
 static bool
 evicts(const struct sched_model *x, const struct sched_model *v)
 {
 	const struct cfg_group *gx = x->cfg->group, *gv = v->cfg->group;
 
-	if (x == v || gv->persistent)
+	if (x == v)
 		return false;
 	if (gx == gv)
 		return gx->swap;
-	return gx->exclusive;
+	return gx->exclusive && !gv->persistent;
 }
 
 static uint64_t
@@ -322,6 +333,7 @@ stop_model(struct sched_model *m, const char *why)
 	if (m->stop_sent || m->state == MODEL_STOPPED)
 		return;
 	log_info("sched", "model=%s msg=\"unloading\" reason=%s", m->cfg->id, why);
+	metrics_model_unload(m->cfg->id, why);
 	cancel_ttl(m);
 	m->stop_sent = true;
 	m->batch_left = 0;
@@ -368,6 +380,8 @@ start_model(struct sched_model *m)
 	char *err = NULL;
 
 	m->starts++;
+	m->start_ms = S.fx.now_ms();
+	metrics_model_start(m->cfg->id);
 	m->stop_sent = false;
 	m->last_error[0] = '\0';
 	set_state(m, MODEL_STARTING);
@@ -525,6 +539,7 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 		cancel_ttl(m);
 		t->state = TICKET_ACTIVE;
 		m->inflight++;
+		metrics_queue_wait(c->id, 0);
 		return 1;
 	}
 	if (m->queued >= (size_t)S.cfg->queue.per_model ||
@@ -586,6 +601,7 @@ sched_on_ready(struct sched_model *m)
 	if (m->state != MODEL_STARTING)
 		return;
 	set_state(m, MODEL_READY);
+	metrics_model_loaded(m->cfg->id, (double)(S.fx.now_ms() - m->start_ms) / 1000.0);
 	m->batch_left = (unsigned)MM_MIN(m->queued, (size_t)S.cfg->queue.swap_batch);
 	arm_ttl(m);
 	pump();
@@ -619,6 +635,8 @@ note_crash(struct sched_model *m, const char *reason)
 	log_warn("sched", "model=%s msg=\"backend exited unexpectedly\" status=\"%s\" inflight=%zu",
 	    m->cfg->id, reason, m->inflight);
 	snprintf(m->last_error, sizeof(m->last_error), "backend %s", reason);
+	metrics_model_crash(m->cfg->id);
+	metrics_model_unload(m->cfg->id, "crash");
 	m->crashes[m->ncrashes++ % SCHED_CRASH_HISTORY] = now;
 	for (size_t i = 0; i < MM_MIN(m->ncrashes, SCHED_CRASH_HISTORY); i++)
 		if (now - m->crashes[i] <= (uint64_t)c->crash.window_s * 1000u)
@@ -639,6 +657,7 @@ sched_on_exited(struct sched_model *m, const char *reason)
 	if (m->state == MODEL_READY)
 		note_crash(m, reason);
 	m->proc = NULL;
+	m->exits++;
 	m->stop_sent = false;
 	m->batch_left = 0;
 	m->unload_wanted = false;
@@ -687,13 +706,13 @@ sched_preload(void)
 
 /* --- unload --- */
 
+/* Done once every model that was running when it was asked has exited at least once — even
+ * if a later request has started it again since. */
 static bool
 unload_finished(const struct sched_unload *u)
 {
-	if (u->model != NULL)
-		return u->model->state == MODEL_STOPPED;
 	for (size_t i = 0; i < S.n; i++)
-		if (S.models[i].state != MODEL_STOPPED)
+		if (u->need[i] != 0 && S.models[i].exits < u->need[i])
 			return false;
 	return true;
 }
@@ -709,6 +728,8 @@ check_unloads(void *arg)
 		if (unload_finished(u)) {
 			*pu = u->next;
 			u->next = NULL;
+			free(u->need);
+			u->need = NULL;
 			u->done(u, u->arg);
 		} else {
 			pu = &u->next;
@@ -734,6 +755,10 @@ sched_unload(struct sched_unload *u, struct sched_model *m,
 	u->model = m;
 	u->done = done;
 	u->arg = arg;
+	u->need = xcalloc(S.n ? S.n : 1, sizeof(*u->need));
+	for (size_t i = 0; i < S.n; i++)
+		if ((m == NULL || m == &S.models[i]) && S.models[i].state != MODEL_STOPPED)
+			u->need[i] = S.models[i].exits + 1;
 	u->next = S.unloads;
 	S.unloads = u;
 	if (m != NULL)
@@ -754,6 +779,8 @@ sched_unload_cancel(struct sched_unload *u)
 		if (*pu == u) {
 			*pu = u->next;
 			u->next = NULL;
+			free(u->need);
+			u->need = NULL;
 			return;
 		}
 	}

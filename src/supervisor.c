@@ -34,6 +34,7 @@ struct sup_proc {
 	char            *name;
 	char            *health_url;
 	char           **stop_argv;
+	char            *stop_exe;
 	char           **env;
 	pid_t            pid;
 	enum proc_phase  phase;
@@ -463,7 +464,7 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 	pid_t            pid;
 
 	*err = NULL;
-	if ((exe = path_lookup(spec->argv[0])) == NULL) {
+	if ((exe = spec->exe ? xstrdup(spec->exe) : path_lookup(spec->argv[0])) == NULL) {
 		*err = xasprintf("command not found: %s", spec->argv[0]);
 		goto out;
 	}
@@ -484,6 +485,7 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 	p->health_url = spec->health_url ? xstrdup(spec->health_url) : NULL;
 	p->stop_argv = spec->stop_argv ? strv_dup(spec->stop_argv) : NULL;
 	p->env = spec->env ? strv_dup(spec->env) : NULL;
+	p->stop_exe = spec->stop_exe ? xstrdup(spec->stop_exe) : NULL;
 	p->pid = pid;
 	p->cb = cb;
 	p->arg = arg;
@@ -550,7 +552,7 @@ run_stop_cmd(struct sup_proc *p)
 			argv[i] = n;
 		}
 	}
-	exe = path_lookup(argv[0]);
+	exe = p->stop_exe ? xstrdup(p->stop_exe) : path_lookup(argv[0]);
 	envp = build_env(p->env);
 	/* Its output is discarded; it is reaped by sup_reap like any child. */
 	if (exe == NULL || (pid = spawn(exe, argv, envp, -1, -1)) == -1) {
@@ -621,6 +623,7 @@ proc_free(struct sup_proc *p)
 		free(p->tail[i]);
 	strv_free(p->stop_argv);
 	strv_free(p->env);
+	free(p->stop_exe);
 	free(p->health_url);
 	free(p->name);
 	free(p);

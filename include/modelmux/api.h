@@ -13,6 +13,7 @@ struct api_reply {
 	char       *body;   /* owned by the caller after api_handle; NUL-terminated */
 	const char *ctype;  /* static */
 	const char *allow;  /* static; for 405 answers, the allowed method */
+	int         retry_after_s; /* > 0: send Retry-After */
 };
 
 /* One management request. The caller (http) fills cfg, method, path and done, and keeps the

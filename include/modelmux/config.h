@@ -40,6 +40,28 @@ struct cJSON;
 #define CFG_DEF_CRASH_MAX            3
 #define CFG_DEF_CRASH_WINDOW_S       60
 #define CFG_DEF_CRASH_HOLD_S         30
+/* Ours: security (cors.*, rateLimit.*, limits.*). */
+#define CFG_MAX_KEYS                 4096       /* apiKeys + apiKeysFile entries */
+#define CFG_MAX_KEYS_FILE_BYTES      (1u << 20) /* apiKeysFile */
+#define CFG_MAX_PEM_BYTES            (1u << 20) /* tls.cert, tls.key */
+#define CFG_DEF_CORS_MAX_AGE_S       600
+#define CFG_DEF_RATE_PER_IP          50.0
+#define CFG_DEF_BURST_PER_IP         100
+#define CFG_DEF_RATE_PER_KEY         50.0
+#define CFG_DEF_BURST_PER_KEY        100
+#define CFG_DEF_RATE_AUTH_FAIL       0.2
+#define CFG_DEF_BURST_AUTH_FAIL      10
+#define CFG_DEF_RATE_TABLE_SIZE      4096
+#define CFG_MIN_RATE_TABLE_SIZE      16
+#define CFG_MAX_RATE_TABLE_SIZE      (1 << 22)
+#define CFG_MAX_RATE                 1e6        /* tokens per second */
+#define CFG_DEF_MAX_HEADER_BYTES     65536
+#define CFG_DEF_MAX_URL_BYTES        8192
+#define CFG_DEF_MAX_JSON_BODY_BYTES  33554432   /* 32 MiB */
+#define CFG_DEF_MAX_MULTIPART_BYTES  1073741824 /* 1 GiB */
+#define CFG_DEF_MAX_JSON_DEPTH       64
+#define CFG_DEF_HEADER_TIMEOUT_S     30
+#define CFG_DEF_BODY_IDLE_TIMEOUT_S  60
 
 /* A collected list of messages ("file:line:col: key: reason"). */
 struct cfg_errs {
@@ -59,7 +81,9 @@ struct cfg_group {
 struct cfg_model {
 	char  *id;
 	char **argv;            /* cmd split as llama-swap does, macros resolved; NULL-terminated, argc >= 1 */
+	char  *exe;             /* argv[0] resolved against PATH at load (realpath): what to execve */
 	char **stop_argv;       /* cmdStop split the same way, "${PID}" kept literally; NULL if unset */
+	char  *stop_exe;        /* stop_argv[0] resolved the same way; NULL if cmdStop is unset */
 	char  *proxy;           /* base URL without trailing '/' */
 	int    port;            /* the ${PORT} allocated to this model, 0 if none */
 	char **aliases;         /* NULL-terminated (possibly empty) */
@@ -87,6 +111,18 @@ struct cfg_model {
 	int    line, col;               /* where the model's key is in the file */
 };
 
+/* An API key: only its SHA-256 is kept; the plain text is wiped once hashed. */
+struct cfg_key {
+	unsigned char sha256[32];
+	bool          admin;   /* may use management routes; plain keys only model routes */
+};
+
+/* A token bucket's settings: `rate` tokens per second (0 = bucket off), at most `burst`. */
+struct cfg_rate {
+	double rate;
+	int    burst;
+};
+
 struct cfg {
 	int    refs;
 	char  *path;
@@ -106,7 +142,27 @@ struct cfg {
 	struct {
 		int max_crashes, window_s, hold_s; /* crashBackoff.*; max_crashes 0 = off */
 	} crash;
-	char **api_keys;                /* as written after ${env.X}; NULL-terminated, possibly empty */
+	struct cfg_key *keys;           /* apiKeys then apiKeysFile entries, as digests; may be empty */
+	size_t nkeys;
+	struct {
+		char **origins;         /* exact "scheme://host[:port]" (lowercased) or "*"; NULL-terminated,
+		                         * empty = CORS off */
+		bool   allow_credentials;
+		char **methods;         /* default GET, POST, OPTIONS */
+		char **headers;         /* default Authorization, Content-Type, X-API-Key, X-Request-ID */
+		int    max_age_s;       /* default 600 */
+	} cors;
+	struct {
+		struct cfg_rate per_ip, per_key, global, auth_failures; /* rateLimit.* */
+		int    table_size;      /* buckets kept, default 4096, >= 16 */
+	} rate;
+	struct {
+		int max_header_bytes, max_url_bytes, max_json_body_bytes, max_multipart_body_bytes;
+		int max_json_depth, header_timeout_s, body_idle_timeout_s;     /* limits.* */
+	} limits;
+	char **allowed_commands;        /* absolute paths or "dir/" prefixes; NULL when the key is absent */
+	char  *tls_cert_pem;            /* tls.cert contents (PEM), NULL when TLS is off */
+	char  *tls_key_pem;             /* tls.key contents (PEM); wiped when freed */
 	char **preload;                 /* hooks.on_startup.preload, resolved to model ids */
 	struct cfg_model *models;       /* sorted by id */
 	size_t nmodels;

@@ -10,12 +10,10 @@
 
 #include "modelmux/config.h"
 
-#define HTTP_MAX_JSON_BODY     (32u << 20) /* bytes of a JSON request body */
+#define HTTP_413_DRAIN         (64u << 20) /* body bytes read and dropped after a 413 */
 #define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
                                               * upstream transfer is paused */
-#define HTTP_CONN_MEMORY       (128u << 10) /* MHD per-connection memory: bounds headers */
 #define HTTP_CONN_LIMIT        4096
-#define HTTP_IDLE_TIMEOUT_S    600          /* a connection with no traffic at all */
 
 /* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1
  * with *err (caller frees). */

@@ -29,11 +29,18 @@ struct route router_match(const char *method, const char *path, bool *method_ok)
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason
  * in err: not JSON, not an object, too deep, no "model" string. */
-struct cJSON *router_json_model(const char *body, size_t len, const char **model, char *err,
-    size_t errlen);
+struct cJSON *router_json_model(const char *body, size_t len, int max_depth, const char **model,
+    char *err, size_t errlen);
 
 /* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams) to the
  * document. Returns true when it changed anything (the caller then re-serialises once). */
 bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
+
+/* Token counts from a response's "usage" object (OpenAI's prompt_tokens/completion_tokens,
+ * or input_tokens/output_tokens; also under "response" or "message" as the Responses and
+ * Messages APIs nest it). `text` is one JSON document (an SSE event's data), or — with
+ * tail set — the last bytes of a JSON body, searched for its last "usage" object. Returns
+ * true when counts were found. */
+bool router_usage(const char *text, size_t len, bool tail, long long *prompt, long long *completion);
 
 #endif

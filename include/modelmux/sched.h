@@ -82,6 +82,7 @@ const char *sched_ticket_proxy(const struct sched_ticket *t);
 struct sched_unload {
 	struct sched_unload *next;
 	struct sched_model  *model; /* NULL = every model */
+	unsigned            *need;  /* per model: the exit count that means "stopped" (0 = none) */
 	void               (*done)(struct sched_unload *u, void *arg);
 	void                *arg;
 };

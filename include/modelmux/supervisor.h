@@ -29,13 +29,16 @@ typedef void (*sup_event_cb)(struct sup_proc *p, enum sup_event ev, const char *
 
 struct sup_spec {
 	const char  *name;              /* for logs: the model id */
-	char *const *argv;              /* argv[0] resolved against PATH unless it has a '/' */
+	const char  *exe;               /* what to execve (resolved at config load); NULL = look
+	                                 * argv[0] up in PATH */
+	char *const *argv;
 	char *const *env;               /* "K=V" added to (and overriding) the daemon's environment */
 	const char  *health_url;        /* full URL, NULL = ready as soon as spawned */
 	uint64_t     health_timeout_ms; /* give up starting after this long */
 	uint64_t     stall_timeout_ms;  /* ... or after this long with no output and no health
 	                                 * answer of any kind; 0 = no such limit */
 	char *const *stop_argv;         /* run instead of SIGTERM ("${PID}" replaced); may be NULL */
+	const char  *stop_exe;          /* stop_argv's executable, resolved like exe */
 };
 
 /* Makes the daemon its children's subreaper. Call once at start. */

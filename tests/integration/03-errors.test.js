@@ -6,6 +6,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
+const { spawnSync } = require('node:child_process');
 const h = require('./lib/harness');
 
 const CHAT = '/v1/chat/completions';
@@ -88,12 +89,24 @@ async function postWithin(url, body, ms = 5000) {
   }
 }
 
-test('a command that does not exist gives 502 "command not found"',
+test('a command missing at load is a config error; one gone since gives 502 "command not found"',
   async (t) => {
     const port = await h.freePorts(1);
-    const d = await h.startDaemon(t, { config: oneModel(port, '/nonexistent/bin --port ${PORT}') });
+    // At load: the executable is resolved, so a typo never gets as far as a request.
+    const dir = h.tmpdir();
+    fs.writeFileSync(path.join(dir, 'bad.yaml'), 'models:\n  m:\n    cmd: /nonexistent/bin --port ${PORT}\n');
+    const check = spawnSync(h.MODELMUX, ['-t', '-c', path.join(dir, 'bad.yaml')], { encoding: 'utf8' });
+    assert.equal(check.status, 1);
+    assert.match(check.stderr, /bad\.yaml:3:5: models\.m\.cmd: command not found: \/nonexistent\/bin/);
+
+    // At run time: a binary removed after the config was loaded.
+    const copy = path.join(dir, 'backend-copy');
+    fs.copyFileSync(h.FAKE, copy);
+    fs.chmodSync(copy, 0o755);
+    const d = await h.startDaemon(t, { config: oneModel(port, `${copy} --port \${PORT}`) });
+    fs.unlinkSync(copy);
     const r = await postWithin(`${d.url}${CHAT}`, { model: 'm', messages: [] });
-    h.assertError(r, 502, /command not found: \/nonexistent\/bin/);
+    h.assertError(r, 502, /command not found/);
     assert.equal(r.json.error.code, 'backend_start_failed');
     // The daemon is fine and tries again on the next request.
     h.assertError(await postWithin(`${d.url}${CHAT}`, { model: 'm', messages: [] }), 502, /command not found/);

@@ -21,7 +21,7 @@ function writeConfig(text, name = 'config.yaml') {
   return { dir, file };
 }
 
-test('-t prints each model\'s argv and proxy, then "configuration OK"', () => {
+test('-t prints each model\'s argv, resolved executable and proxy, then "configuration OK"', () => {
   const { file } = writeConfig(`startPort: 7100
 macros:
   greeting: "hello there"
@@ -39,8 +39,10 @@ models:
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, [
     `alpha: ${h.FAKE} --port 7100 --model alpha --reply "hello there"`,
+    `  exe: ${fs.realpathSync(h.FAKE)}`,
     '  proxy: http://127.0.0.1:7100',
     `beta: ${h.FAKE} --port 7101 --chunks 3`,
+    `  exe: ${fs.realpathSync(h.FAKE)}`,
     '  proxy: http://127.0.0.1:7101',
     'configuration OK',
     '',
@@ -171,7 +173,9 @@ test('env: and macros reach the backend', async (t) => {
   const port = await h.freePorts(2);
   const d = await h.startDaemon(t, {
     env: { MM_IT_FROM_DAEMON_ENV: 'inherited' },
+    // A shell is refused as a command unless allowedCommands names it exactly.
     config: `startPort: ${port}
+allowedCommands: [${fs.realpathSync('/bin/sh')}, ${path.dirname(h.FAKE)}/]
 macros:
   word: macro-value
   both: "\${word} twice"

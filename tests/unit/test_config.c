@@ -3,7 +3,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 
 #include "check.h"
 #include "modelmux/config.h"
@@ -40,6 +43,17 @@ load_errs(const char *text)
 	free(errs_); \
 } while (0)
 
+/* Whether k holds the SHA-256 of plain. */
+static bool
+key_is(const struct cfg_key *k, const char *plain)
+{
+	unsigned char d[32];
+	unsigned int  n = 0;
+
+	EVP_Digest(plain, strlen(plain), d, &n, EVP_sha256(), NULL);
+	return n == 32 && memcmp(d, k->sha256, 32) == 0;
+}
+
 /* Loads text that must succeed; prints the errors otherwise. */
 static struct cfg *
 load_ok(const char *text)
@@ -72,7 +86,32 @@ test_minimal_defaults(void)
 	ASSERT_INT_EQ(c->unload_timeout_s, 10);
 	ASSERT_FALSE(c->send_loading_state);
 	ASSERT_FALSE(c->include_aliases_in_list);
-	ASSERT_INT_EQ(strv_len(c->api_keys), 0);
+	ASSERT_INT_EQ(c->nkeys, 0);
+	ASSERT_INT_EQ(strv_len(c->cors.origins), 0);
+	ASSERT_FALSE(c->cors.allow_credentials);
+	ASSERT_INT_EQ(strv_len(c->cors.methods), 3);
+	ASSERT_STR_EQ(c->cors.methods[2], "OPTIONS");
+	ASSERT_INT_EQ(strv_len(c->cors.headers), 4);
+	ASSERT_STR_EQ(c->cors.headers[3], "X-Request-ID");
+	ASSERT_INT_EQ(c->cors.max_age_s, 600);
+	ASSERT_TRUE(c->rate.per_ip.rate == CFG_DEF_RATE_PER_IP);
+	ASSERT_INT_EQ(c->rate.per_ip.burst, CFG_DEF_BURST_PER_IP);
+	ASSERT_TRUE(c->rate.per_key.rate == CFG_DEF_RATE_PER_KEY);
+	ASSERT_INT_EQ(c->rate.per_key.burst, CFG_DEF_BURST_PER_KEY);
+	ASSERT_TRUE(c->rate.global.rate == 0);
+	ASSERT_TRUE(c->rate.auth_failures.rate == 0.2);
+	ASSERT_INT_EQ(c->rate.auth_failures.burst, 10);
+	ASSERT_INT_EQ(c->rate.table_size, 4096);
+	ASSERT_INT_EQ(c->limits.max_header_bytes, 65536);
+	ASSERT_INT_EQ(c->limits.max_url_bytes, 8192);
+	ASSERT_INT_EQ(c->limits.max_json_body_bytes, 33554432);
+	ASSERT_INT_EQ(c->limits.max_multipart_body_bytes, 1073741824);
+	ASSERT_INT_EQ(c->limits.max_json_depth, 64);
+	ASSERT_INT_EQ(c->limits.header_timeout_s, 30);
+	ASSERT_INT_EQ(c->limits.body_idle_timeout_s, 60);
+	ASSERT_NULL(c->allowed_commands);
+	ASSERT_NULL(c->tls_cert_pem);
+	ASSERT_NULL(c->tls_key_pem);
 	ASSERT_INT_EQ(strv_len(c->preload), 0);
 	ASSERT_INT_EQ(c->nmodels, 1);
 	ASSERT_INT_EQ(c->warnings.n, 0);
@@ -185,8 +224,11 @@ test_full(void)
 	ASSERT_TRUE(c->send_loading_state);
 	ASSERT_TRUE(c->include_aliases_in_list);
 	ASSERT_STR_EQ(c->listen, "[::1]:9999");
-	ASSERT_INT_EQ(strv_len(c->api_keys), 2);
-	ASSERT_STR_EQ(c->api_keys[1], "k2");
+	ASSERT_INT_EQ(c->nkeys, 2);
+	if (c->nkeys == 2) {
+		ASSERT_TRUE(key_is(&c->keys[1], "k2"));
+		ASSERT_FALSE(c->keys[1].admin);
+	}
 	ASSERT_INT_EQ(c->nmodels, 3);
 	a = &c->models[0];
 	b = &c->models[1];
@@ -338,7 +380,7 @@ test_macros(void)
 
 	c = load_ok(
 	    "macros:\n"
-	    "  bin: /opt/srv\n"
+	    "  bin: srv\n"
 	    "  base: \"${bin} --verbose\"\n"
 	    "  ctx: 4096\n"
 	    "  temp: 0.7\n"
@@ -373,7 +415,7 @@ test_macros(void)
 	m = cfg_find_model(c, "m1");
 	ASSERT_NOT_NULL(m);
 	ASSERT_INT_EQ(strv_len(m->argv), 8);
-	ASSERT_STR_EQ(m->argv[0], "/opt/srv");
+	ASSERT_STR_EQ(m->argv[0], "srv");
 	ASSERT_STR_EQ(m->argv[1], "--verbose");
 	ASSERT_STR_EQ(m->argv[3], "8192");
 	ASSERT_STR_EQ(m->argv[5], "m1");
@@ -478,8 +520,9 @@ test_env(void)
 	    "    env: [\"K=${env.MM_TEST_KEY}\"]\n");
 	ASSERT_NOT_NULL(c);
 	if (c != NULL) {
-		ASSERT_STR_EQ(c->api_keys[0], "sekret");
-		ASSERT_STR_EQ(c->api_keys[1], "x-sekret");
+		ASSERT_INT_EQ(c->nkeys, 2);
+		ASSERT_TRUE(c->nkeys == 2 && key_is(&c->keys[0], "sekret"));
+		ASSERT_TRUE(c->nkeys == 2 && key_is(&c->keys[1], "x-sekret"));
 		ASSERT_INT_EQ(c->models[0].ttl_s, 42);
 		ASSERT_STR_EQ(c->models[0].env[0], "K=sekret");
 	}
@@ -814,9 +857,428 @@ test_load_file(void)
 	cfg_errs_free(&e);
 }
 
+
+/* ---- security keys ----------------------------------------------------------------------- */
+
+/* A directory of stand-in executables put first on PATH, so commands in these tests resolve. */
+static char bin_dir[] = "/tmp/mm-test-bin-XXXXXX";
+static const char *const fake_bins[] = { "run", "srv", "r", "s", "x", "remote", "other",
+    "server", "kill", "notexec" };
+
+static char *
+write_tmp(const char *text)
+{
+	char *path = xasprintf("%s/file-XXXXXX", bin_dir);
+	int   fd = mkstemp(path);
+
+	if (fd == -1 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		fatal("cannot write %s", path);
+	close(fd);
+	return path;
+}
+
+static void
+bin_setup(void)
+{
+	char *path;
+
+	if (mkdtemp(bin_dir) == NULL)
+		fatal("mkdtemp");
+	for (size_t i = 0; i < MM_ARRAY_LEN(fake_bins); i++) {
+		char *p = xasprintf("%s/%s", bin_dir, fake_bins[i]);
+		FILE *f = fopen(p, "w");
+
+		if (f == NULL)
+			fatal("cannot create %s", p);
+		fputs("#!/bin/true\n", f);
+		fclose(f);
+		chmod(p, strcmp(fake_bins[i], "notexec") == 0 ? 0644 : 0755);
+		free(p);
+	}
+	path = xasprintf("%s:/usr/local/bin:/usr/bin:/bin", bin_dir);
+	setenv("PATH", path, 1);
+	free(path);
+}
+
+static void
+bin_teardown(void)
+{
+	char *p;
+
+	for (size_t i = 0; i < MM_ARRAY_LEN(fake_bins); i++) {
+		p = xasprintf("%s/%s", bin_dir, fake_bins[i]);
+		unlink(p);
+		free(p);
+	}
+	rmdir(bin_dir);
+}
+
+#define MODEL_TAIL "models:\n  m: {cmd: run, proxy: \"http://h:1\"}\n"
+
+static void
+test_api_keys(void)
+{
+	struct cfg   *c;
+	unsigned char d[32];
+	unsigned int  n;
+	char          hex[65], *text, *kf;
+
+	EVP_Digest("hashed", 6, d, &n, EVP_sha256(), NULL);
+	for (size_t i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02X", d[i]);
+	text = xasprintf("apiKeys:\n  - plain\n  - \"sha256:%s\"\n  - {key: adm, admin: true}\n"
+	    "  - key: \"sha256:%s\"\n    admin: false\n" MODEL_TAIL, hex, hex);
+	c = load_ok(text);
+	free(text);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL && c->nkeys == 4) {
+		ASSERT_TRUE(key_is(&c->keys[0], "plain"));
+		ASSERT_FALSE(c->keys[0].admin);
+		ASSERT_TRUE(key_is(&c->keys[1], "hashed"));
+		ASSERT_TRUE(key_is(&c->keys[2], "adm"));
+		ASSERT_TRUE(c->keys[2].admin);
+		ASSERT_TRUE(key_is(&c->keys[3], "hashed"));
+		ASSERT_FALSE(c->keys[3].admin);
+	} else {
+		ASSERT_INT_EQ(c ? c->nkeys : 0, 4);
+	}
+	cfg_unref(c);
+
+	EXPECT_ERR("apiKeys: [\"sha256:zz\"]\n" MODEL_TAIL,
+	    "cfg.yaml:1:11: apiKeys[0]: expected sha256: followed by 64 hex digits");
+	EXPECT_ERR("apiKeys:\n  - ok\n  - \"sha256:" "bc2e9ad3f1c0c0c0c6d2ba0ec84b8bd97c8e4a33a25c1a2ae1e0f83a09c10a4g\"\n"
+	    MODEL_TAIL,
+	    "cfg.yaml:3:5: apiKeys[1]: expected sha256: followed by 64 hex digits");
+	EXPECT_ERR("apiKeys:\n  - {admin: true}\n" MODEL_TAIL,
+	    "cfg.yaml:2:5: apiKeys[0].key: missing required key");
+	EXPECT_ERR("apiKeys:\n  - {key: k, root: true}\n" MODEL_TAIL,
+	    "cfg.yaml:2:14: apiKeys[0].root: unknown key");
+	EXPECT_ERR("apiKeys:\n  - {key: k, admin: maybe}\n" MODEL_TAIL,
+	    "cfg.yaml:2:14: apiKeys[0].admin: expected a boolean (true or false)");
+	EXPECT_ERR("apiKeys:\n  - [k]\n" MODEL_TAIL,
+	    "cfg.yaml:2:5: apiKeys[0]: expected a key or {key: K, admin: true}");
+	EXPECT_ERR("apiKeys: k\n" MODEL_TAIL, "cfg.yaml:1:1: apiKeys: expected a list");
+
+	/* apiKeysFile */
+	kf = xasprintf("# keys\n\nfilekey1\n  sha256:%s admin\n\tfilekey3   admin  # note\n", hex);
+	text = write_tmp(kf);
+	free(kf);
+	kf = text;
+	text = xasprintf("apiKeys: [inline]\napiKeysFile: %s\n" MODEL_TAIL, kf);
+	c = load_ok(text);
+	free(text);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL && c->nkeys == 4) {
+		ASSERT_TRUE(key_is(&c->keys[0], "inline"));
+		ASSERT_TRUE(key_is(&c->keys[1], "filekey1"));
+		ASSERT_FALSE(c->keys[1].admin);
+		ASSERT_TRUE(key_is(&c->keys[2], "hashed"));
+		ASSERT_TRUE(c->keys[2].admin);
+		ASSERT_TRUE(key_is(&c->keys[3], "filekey3"));
+		ASSERT_TRUE(c->keys[3].admin);
+	} else {
+		ASSERT_INT_EQ(c ? c->nkeys : 0, 4);
+	}
+	cfg_unref(c);
+	unlink(kf);
+	free(kf);
+
+	kf = write_tmp("good\nbad key here\nsha256:abc\n");
+	text = xasprintf(MODEL_TAIL "apiKeysFile: %s\n", kf);
+	{
+		char *errs = load_errs(text);
+		char *want = xasprintf("\ncfg.yaml:3:1: apiKeysFile: %s line 2: expected "
+		    "\"<key or sha256:hex> [admin]\"\n", kf);
+		char *want2 = xasprintf("\ncfg.yaml:3:1: apiKeysFile: %s line 3: expected sha256: "
+		    "followed by 64 hex digits\n", kf);
+
+		ASSERT_CONTAINS(errs, want);
+		ASSERT_CONTAINS(errs, want2);
+		free(want);
+		free(want2);
+		free(errs);
+	}
+	free(text);
+	unlink(kf);
+	free(kf);
+	EXPECT_ERR("apiKeysFile: /nonexistent/keys\n" MODEL_TAIL,
+	    "cfg.yaml:1:1: apiKeysFile: cannot read /nonexistent/keys: No such file or directory");
+}
+
+static void
+test_cors(void)
+{
+	struct cfg *c;
+
+	c = load_ok("cors:\n"
+	    "  allowedOrigins: [\"https://App.example.com\", \"http://localhost:3000\", \"http://[::1]:8080\"]\n"
+	    "  allowCredentials: true\n"
+	    "  allowedMethods: [GET, POST]\n"
+	    "  allowedHeaders: [Authorization, X-Custom]\n"
+	    "  maxAge: 60\n" MODEL_TAIL);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_INT_EQ(strv_len(c->cors.origins), 3);
+		ASSERT_STR_EQ(c->cors.origins[0], "https://app.example.com");
+		ASSERT_TRUE(c->cors.allow_credentials);
+		ASSERT_INT_EQ(strv_len(c->cors.methods), 2);
+		ASSERT_STR_EQ(c->cors.headers[1], "X-Custom");
+		ASSERT_INT_EQ(c->cors.max_age_s, 60);
+	}
+	cfg_unref(c);
+	c = load_ok("cors: {allowedOrigins: [\"*\"]}\n" MODEL_TAIL);
+	ASSERT_NOT_NULL(c);
+	cfg_unref(c);
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"*\"]\n  allowCredentials: true\n" MODEL_TAIL,
+	    "cfg.yaml:3:3: cors.allowCredentials: cannot be true when allowedOrigins has \"*\" "
+	    "(list the origins)");
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"ftp://x\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:20: cors.allowedOrigins[0]: expected \"*\" or http(s)://host[:port]");
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"http://x\", \"http://x/app\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:32: cors.allowedOrigins[1]: an origin is scheme://host[:port] with no path");
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"http://x/\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:20: cors.allowedOrigins[0]: an origin is scheme://host[:port] with no path");
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"http://\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:20: cors.allowedOrigins[0]: invalid host in origin");
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"http://x:99999\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:20: cors.allowedOrigins[0]: invalid port in origin");
+	EXPECT_ERR("cors:\n  allowedOrigins: [\"http://x:\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:20: cors.allowedOrigins[0]: invalid port in origin");
+	EXPECT_ERR("cors:\n  allowedMethods: [\"GE T\"]\n" MODEL_TAIL,
+	    "cfg.yaml:2:20: cors.allowedMethods[0]: expected an HTTP token (letters, digits, -)");
+	EXPECT_ERR("cors:\n  maxAge: -1\n" MODEL_TAIL,
+	    "cfg.yaml:2:3: cors.maxAge: must be between 0 and 86400");
+	EXPECT_ERR("cors:\n  origins: []\n" MODEL_TAIL, "cfg.yaml:2:3: cors.origins: unknown key");
+}
+
+static void
+test_rate_limits(void)
+{
+	struct cfg *c;
+
+	c = load_ok("rateLimit:\n"
+	    "  perIP: {rate: 0.5, burst: 3}\n"
+	    "  perKey: {rate: 0}\n"
+	    "  global: {rate: 100, burst: 200}\n"
+	    "  authFailures: {rate: 1e-1, burst: 2}\n"
+	    "  tableSize: 16\n"
+	    "limits:\n"
+	    "  maxHeaderBytes: 4096\n"
+	    "  maxUrlBytes: 1024\n"
+	    "  maxJsonBodyBytes: 1048576\n"
+	    "  maxMultipartBodyBytes: 2147483647\n"
+	    "  maxJsonDepth: 16\n"
+	    "  headerTimeoutSeconds: 5\n"
+	    "  bodyIdleTimeoutSeconds: 7\n" MODEL_TAIL);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_TRUE(c->rate.per_ip.rate == 0.5);
+		ASSERT_INT_EQ(c->rate.per_ip.burst, 3);
+		ASSERT_TRUE(c->rate.per_key.rate == 0);
+		ASSERT_INT_EQ(c->rate.per_key.burst, CFG_DEF_BURST_PER_KEY);
+		ASSERT_TRUE(c->rate.global.rate == 100);
+		ASSERT_INT_EQ(c->rate.global.burst, 200);
+		ASSERT_TRUE(c->rate.auth_failures.rate == 0.1);
+		ASSERT_INT_EQ(c->rate.auth_failures.burst, 2);
+		ASSERT_INT_EQ(c->rate.table_size, 16);
+		ASSERT_INT_EQ(c->limits.max_header_bytes, 4096);
+		ASSERT_INT_EQ(c->limits.max_url_bytes, 1024);
+		ASSERT_INT_EQ(c->limits.max_json_body_bytes, 1048576);
+		ASSERT_INT_EQ(c->limits.max_multipart_body_bytes, 2147483647);
+		ASSERT_INT_EQ(c->limits.max_json_depth, 16);
+		ASSERT_INT_EQ(c->limits.header_timeout_s, 5);
+		ASSERT_INT_EQ(c->limits.body_idle_timeout_s, 7);
+	}
+	cfg_unref(c);
+	EXPECT_ERR("rateLimit:\n  tableSize: 15\n" MODEL_TAIL,
+	    "cfg.yaml:2:3: rateLimit.tableSize: must be between 16 and 4194304");
+	EXPECT_ERR("rateLimit:\n  perIP: {rate: -1}\n" MODEL_TAIL,
+	    "cfg.yaml:2:11: rateLimit.perIP.rate: must be between 0 and 1e+06");
+	EXPECT_ERR("rateLimit:\n  perIP: {rate: fast}\n" MODEL_TAIL,
+	    "cfg.yaml:2:11: rateLimit.perIP.rate: expected a number (requests per second)");
+	EXPECT_ERR("rateLimit:\n  perKey: {burst: 0}\n" MODEL_TAIL,
+	    "cfg.yaml:2:12: rateLimit.perKey.burst: must be between 1 and 1000000");
+	EXPECT_ERR("rateLimit:\n  perUser: {rate: 1}\n" MODEL_TAIL,
+	    "cfg.yaml:2:3: rateLimit.perUser: unknown key");
+	EXPECT_ERR("limits:\n  maxJsonDepth: 0\n" MODEL_TAIL,
+	    "cfg.yaml:2:3: limits.maxJsonDepth: must be between 1 and 1024");
+	EXPECT_ERR("limits:\n  maxHeaderBytes: 10\n" MODEL_TAIL,
+	    "cfg.yaml:2:3: limits.maxHeaderBytes: must be between 1024 and 1048576");
+	EXPECT_ERR("limits:\n  maxBody: 10\n" MODEL_TAIL, "cfg.yaml:2:3: limits.maxBody: unknown key");
+}
+
+/* The directory part of an absolute path (static buffer). */
+static const char *
+dirname_of(const char *p)
+{
+	static char d[4096];
+	const char *s = strrchr(p, '/');
+
+	snprintf(d, sizeof(d), "%.*s", (int)(s && s != p ? s - p : 1), p);
+	return d;
+}
+
+static void
+test_allowed_commands(void)
+{
+	struct cfg *c;
+	char       *text, *errs, *want, *run = xasprintf("%s/run", bin_dir);
+	char       *dash = realpath("/bin/sh", NULL);
+
+	/* argv[0] resolved through PATH */
+	c = load_ok("models:\n  m: {cmd: \"run -x\", cmdStop: \"kill ${PID}\", proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_STR_EQ(c->models[0].exe, run);
+		ASSERT_STR_EQ(c->models[0].argv[0], "run");
+		ASSERT_NOT_NULL(c->models[0].stop_exe);
+		ASSERT_NULL(c->allowed_commands);
+	}
+	cfg_unref(c);
+	EXPECT_ERR("models:\n  m:\n    cmd: no-such-prog-xyz -v\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: command not found: no-such-prog-xyz");
+	EXPECT_ERR("models:\n  m:\n    cmd: /nonexistent/bin\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: command not found: /nonexistent/bin");
+	EXPECT_ERR("models:\n  m:\n    cmd: notexec\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: command not found: notexec");
+	/* shells */
+	EXPECT_ERR("models:\n  m:\n    cmd: sh -c 'x'\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: sh: shell interpreters are not allowed as commands; "
+	    "list it in allowedCommands to allow it");
+	EXPECT_ERR("models:\n  m:\n    cmd: /usr/bin/env -S sh -c x\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: /usr/bin/env -S: shell interpreters are not allowed as "
+	    "commands; list it in allowedCommands to allow it");
+	EXPECT_ERR("models:\n  m:\n    cmd: env --split-string=\"sh -c x\"\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: env -S: shell interpreters are not allowed as "
+	    "commands; list it in allowedCommands to allow it");
+	EXPECT_ERR("models:\n  m:\n    cmd: env -u X A=1 bash -c x\n    proxy: http://h:1\n",
+	    "cfg.yaml:3:5: models.m.cmd: bash: shell interpreters are not allowed as commands; "
+	    "list it in allowedCommands to allow it");
+	EXPECT_ERR("models:\n  m:\n    cmd: run\n    cmdStop: sh -c 'kill ${PID}'\n    proxy: http://h:1\n",
+	    "cfg.yaml:4:5: models.m.cmdStop: sh: shell interpreters are not allowed as commands; "
+	    "list it in allowedCommands to allow it");
+	c = load_ok("models:\n  m: {cmd: \"env A=1 run\", proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	cfg_unref(c);
+	/* a shell listed by its exact path is allowed (/bin/sh resolves as the command does) */
+	c = load_ok("allowedCommands: [/bin/sh]\nmodels:\n  m: {cmd: \"sh -c x\", proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL && dash != NULL)
+		ASSERT_STR_EQ(c->models[0].exe, dash);
+	cfg_unref(c);
+	/* … but not through a directory prefix */
+	text = xasprintf("allowedCommands: [\"%s/\"]\nmodels:\n  m:\n    cmd: sh -c x\n"
+	    "    proxy: http://h:1\n", dash ? dirname_of(dash) : "/usr/bin");
+	errs = load_errs(text);
+	ASSERT_CONTAINS(errs, "\ncfg.yaml:4:5: models.m.cmd: sh: shell interpreters are not allowed");
+	free(errs);
+	free(text);
+	/* allowedCommands limits every command */
+	text = xasprintf("allowedCommands: [\"%s/\", /usr/bin/env]\nmodels:\n"
+	    "  m: {cmd: \"run\", proxy: \"http://h:1\"}\n  n: {cmd: \"env sh -c x\", proxy: \"http://h:1\"}\n",
+	    bin_dir);
+	c = load_ok(text);
+	ASSERT_NOT_NULL(c);
+	cfg_unref(c);
+	free(text);
+	want = xasprintf("\ncfg.yaml:4:5: models.m.cmd: run (%s) is not under allowedCommands\n", run);
+	errs = load_errs("allowedCommands: [/usr/bin/]\nmodels:\n  m:\n    cmd: run\n    proxy: http://h:1\n");
+	ASSERT_CONTAINS(errs, want);
+	free(errs);
+	free(want);
+	EXPECT_ERR("allowedCommands: [usr/bin/]\n" MODEL_TAIL,
+	    "cfg.yaml:1:19: allowedCommands[0]: expected an absolute path");
+	EXPECT_ERR("allowedCommands: [/nonexistent/]\n" MODEL_TAIL,
+	    "cfg.yaml:1:19: allowedCommands[0]: /nonexistent/: No such file or directory");
+	free(run);
+	free(dash);
+}
+
+static const char TEST_CERT[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBhzCCAS2gAwIBAgIUSKqd4d1hZZwSJM3lqx/uSnbSBJcwCgYIKoZIzj0EAwIw\n"
+	"GDEWMBQGA1UEAwwNbW9kZWxtdXgtdGVzdDAgFw0yNjExMjQwOTQ1NTlaGA8yMTI2\n"
+	"MTAzMTA5NDU1OVowGDEWMBQGA1UEAwwNbW9kZWxtdXgtdGVzdDBZMBMGByqGSM49\n"
+	"AgEGCCqGSM49AwEHA0IABN7Z+4O2X4WVSM6AkNhDABYa4iF1o9Dqrq7lpXgsIMgV\n"
+	"MAQIgakK97GyY5Ao4wRduBEryhYgv5uW9qdRSWdcdB2jUzBRMB0GA1UdDgQWBBRX\n"
+	"xjhg+UoaYYduLg5w+lfqtox5sDAfBgNVHSMEGDAWgBRXxjhg+UoaYYduLg5w+lfq\n"
+	"tox5sDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDZ0bEv6uWt\n"
+	"8WmXGmPj6KvExIkRAr+EpFvIWNw/TwCwGAIgH+y8MjC88SGQS2s/Ba9iLHcJq2Hv\n"
+	"0z7Kqewx9JJSBGk=\n"
+	"-----END CERTIFICATE-----\n"
+	;
+static const char TEST_KEY[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgjbyeC6SL/e4a/MDB\n"
+	"kPXeYzzpz4wdtnTxdyjEeIrhdmmhRANCAATe2fuDtl+FlUjOgJDYQwAWGuIhdaPQ\n"
+	"6q6u5aV4LCDIFTAECIGpCvexsmOQKOMEXbgRK8oWIL+blvanUUlnXHQd\n"
+	"-----END PRIVATE KEY-----\n"
+	;
+static const char OTHER_KEY[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgy/7M5277tJY3t46G\n"
+	"5IYdv58+MUyitiCXfji9FhEWeGChRANCAARnXkUQFwrxOdnCl4lnuuXV+QTuRN98\n"
+	"rdUUA2GHbt7HWFdGVQgB37P1DxQ7x4RQzEHjF/VFYvOFwmYwktGu7g6W\n"
+	"-----END PRIVATE KEY-----\n"
+	;
+
+static void
+test_tls(void)
+{
+	char       *cert = write_tmp(TEST_CERT), *key = write_tmp(TEST_KEY);
+	char       *other = write_tmp(OTHER_KEY), *junk = write_tmp("not pem\n");
+	char       *text, *errs, *want;
+	struct cfg *c;
+
+	text = xasprintf("tls:\n  cert: %s\n  key: %s\n" MODEL_TAIL, cert, key);
+	c = load_ok(text);
+	free(text);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_STR_EQ(c->tls_cert_pem, TEST_CERT);
+		ASSERT_STR_EQ(c->tls_key_pem, TEST_KEY);
+	}
+	cfg_unref(c);
+
+	text = xasprintf("tls:\n  cert: %s\n  key: %s\n" MODEL_TAIL, cert, other);
+	want = xasprintf("\ncfg.yaml:3:3: tls.key: %s does not match the certificate %s\n", other,
+	    cert);
+	errs = load_errs(text);
+	ASSERT_CONTAINS(errs, want);
+	free(errs);
+	free(want);
+	free(text);
+
+	text = xasprintf("tls:\n  cert: %s\n  key: %s\n" MODEL_TAIL, junk, junk);
+	errs = load_errs(text);
+	want = xasprintf("\ncfg.yaml:2:3: tls.cert: %s: not a PEM certificate\n", junk);
+	ASSERT_CONTAINS(errs, want);
+	free(want);
+	want = xasprintf("\ncfg.yaml:3:3: tls.key: %s: not a PEM private key (or it has a "
+	    "passphrase)\n", junk);
+	ASSERT_CONTAINS(errs, want);
+	free(want);
+	free(errs);
+	free(text);
+
+	EXPECT_ERR("tls:\n  cert: /x\n" MODEL_TAIL, "cfg.yaml:1:1: tls.key: required with tls.cert");
+	EXPECT_ERR("tls:\n  key: /x\n" MODEL_TAIL, "cfg.yaml:1:1: tls.cert: required with tls.key");
+	EXPECT_ERR("tls:\n  cert: /nonexistent/c.pem\n  key: /nonexistent/k.pem\n" MODEL_TAIL,
+	    "cfg.yaml:2:3: tls.cert: cannot read /nonexistent/c.pem: No such file or directory");
+	unlink(cert);
+	unlink(key);
+	unlink(other);
+	unlink(junk);
+	free(cert);
+	free(key);
+	free(other);
+	free(junk);
+}
+
 int
 main(void)
 {
+	bin_setup();
 	test_minimal_defaults();
 	test_full();
 	test_split();
@@ -834,5 +1296,11 @@ main(void)
 	test_preload();
 	test_bools();
 	test_load_file();
+	test_api_keys();
+	test_cors();
+	test_rate_limits();
+	test_allowed_commands();
+	test_tls();
+	bin_teardown();
 	CHECK_DONE();
 }

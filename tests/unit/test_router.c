@@ -32,7 +32,7 @@ test_match(void)
 static cJSON *
 extract(const char *body, const char **model, char *err)
 {
-	return router_json_model(body, strlen(body), model, err, 256);
+	return router_json_model(body, strlen(body), ROUTER_MAX_JSON_DEPTH, model, err, 256);
 }
 
 static void

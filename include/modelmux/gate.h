@@ -1,0 +1,126 @@
+/* gate: the security checks a request passes before it reaches a model — API keys (kept only as
+ * SHA-256 digests, compared in constant time against every entry), CORS, token-bucket rate
+ * limits (per IP, per key, global, and failed authentications per IP) and /upstream path checks.
+ *
+ * The gate knows nothing of HTTP libraries: callers hand it header values and strings and get
+ * verdicts back. Everything here runs on the loop thread; nothing is thread-safe.
+ *
+ * Order of checks the front end applies to each request:
+ *   1. gate_auth_blocked(ip)            → 429 with Retry-After while the IP is locked out
+ *   2. gate_presented_key + gate_check_key (when gate_keys_required)
+ *        denied → gate_auth_failure(ip) → 401 (or 429 when it returns -1)
+ *        GATE_USER on a management route → 403
+ *   3. gate_rate_take(ip, digest or NULL) → 429 with Retry-After
+ *   4. Origin header present: gate_origin_allowed / gate_cors_headers (OPTIONS = preflight)
+ *   5. /upstream/<model>/<rest>: gate_upstream_path(rest) → 400 with the reason, then
+ *      gate_path_encode before building the upstream URL.
+ */
+#ifndef MODELMUX_GATE_H
+#define MODELMUX_GATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cfg;
+
+#define GATE_DIGEST_LEN     32    /* SHA-256 */
+#define GATE_MAX_KEY_BYTES  1024  /* longer presented keys are refused unhashed */
+#define GATE_MAX_IP_BYTES   64    /* longest address text a bucket is keyed by */
+
+enum gate_scope {
+	GATE_DENIED = 0,
+	GATE_USER,   /* a plain key: model routes only */
+	GATE_ADMIN,  /* a key marked admin: model and management routes */
+};
+
+/* ---- keys ---------------------------------------------------------------------------------- */
+
+/* Whether the config has any API key (so every request must present one). */
+bool gate_keys_required(const struct cfg *c);
+
+/* Extracts the key a request presents from its header values (either may be NULL):
+ * "Authorization: Bearer K", "Authorization: Basic base64(user:K)" (the password part, which
+ * may itself hold ':'), else "X-API-Key: K". Writes K NUL-terminated into out[n] and returns its
+ * length; -1 when no key, an empty key, a malformed header, or a key of n bytes or more. The
+ * caller wipes `out` (OPENSSL_cleanse) when done. */
+int gate_presented_key(const char *authorization, const char *x_api_key, char *out, size_t n);
+
+/* Hashes key[len] and compares the digest with every configured digest (CRYPTO_memcmp, no early
+ * exit, so timing does not reveal which entry matched or how many there are). Returns the best
+ * scope matched, GATE_DENIED when none. If digest is not NULL the key's SHA-256 is written there
+ * (for gate_rate_take's per-key bucket; pass it only when the scope is not GATE_DENIED). */
+enum gate_scope gate_check_key(const struct cfg *c, const char *key, size_t len,
+    unsigned char digest[GATE_DIGEST_LEN]);
+
+/* Writes the SHA-256 of key[len] into out. */
+void gate_key_digest(const char *key, size_t len, unsigned char out[GATE_DIGEST_LEN]);
+
+/* Test hook: how many digest comparisons gate_check_key has made since start. */
+extern unsigned long gate__compare_count;
+
+/* ---- CORS ---------------------------------------------------------------------------------- */
+
+/* Whether this exact Origin header value is allowed (scheme, host and port all compared, ASCII
+ * case-insensitively); "*" in cors.allowedOrigins allows any. false for NULL or when no origin
+ * is configured. */
+bool gate_origin_allowed(const struct cfg *c, const char *origin);
+
+/* Called once per response header by gate_cors_headers; name and value are valid only during
+ * the call. */
+typedef void gate_header_cb(void *arg, const char *name, const char *value);
+
+/* For an allowed origin, emits Access-Control-Allow-Origin (the origin itself, or "*" when "*"
+ * is configured), Vary: Origin, and Access-Control-Allow-Credentials: true when configured; with
+ * `preflight` also Access-Control-Allow-Methods, -Allow-Headers and -Max-Age. Emits nothing and
+ * returns false when the origin is not allowed. */
+bool gate_cors_headers(const struct cfg *c, const char *origin, bool preflight,
+    gate_header_cb *cb, void *arg);
+
+/* ---- rate limits --------------------------------------------------------------------------- */
+
+/* Token buckets for rateLimit.*: one global bucket plus a table of per-IP, per-key and
+ * auth-failure buckets keyed "ip:<addr>", "key:<hex digest prefix>", "authfail:<addr>". The
+ * table is a hash table with an LRU list, bounded by rateLimit.tableSize: when full, the least
+ * recently used bucket is dropped (it is as if that client had been idle). O(1) per lookup.
+ * Reads the limits from `c` once; after a reload, make a new table. The caller frees it with
+ * gate_rates_free. */
+struct gate_rates *gate_rates_new(const struct cfg *c);
+void gate_rates_free(struct gate_rates *r);
+
+/* Takes one token from every applicable bucket (global, ip, and key when key_digest is not
+ * NULL; a bucket whose rate is 0 is off). Returns 0 when all had one; else -1, nothing taken,
+ * and *retry_after_s (>= 1) = whole seconds until every refusing bucket has a token again. */
+int gate_rate_take(struct gate_rates *r, const char *ip, const unsigned char *key_digest,
+    uint64_t now_ms, int *retry_after_s);
+
+/* Records a failed authentication from ip: takes a token from its authFailures bucket. 0 while
+ * tokens remain (answer 401); -1 when this failure emptied the bucket or it was already empty
+ * (answer 429 with *retry_after_s, >= 1; gate_auth_blocked is then true until a token refills).
+ * Always 0 when rateLimit.authFailures.rate is 0. */
+int gate_auth_failure(struct gate_rates *r, const char *ip, uint64_t now_ms, int *retry_after_s);
+
+/* Whether ip has no auth-failure token left (refuse it before looking at its key); sets
+ * *retry_after_s (>= 1) when true. Takes nothing. */
+bool gate_auth_blocked(struct gate_rates *r, const char *ip, uint64_t now_ms, int *retry_after_s);
+
+/* Buckets in the table now (never more than rateLimit.tableSize). */
+size_t gate_rates_size(const struct gate_rates *r);
+
+/* ---- paths --------------------------------------------------------------------------------- */
+
+/* Checks the <rest> of /upstream/<model>/<rest> as it came on the wire (still percent-encoded,
+ * no query string): percent-decodes it once into out[n] as a path that always starts with '/'
+ * ("" → "/", "v1/x" → "/v1/x"), with repeated '/' collapsed (a trailing '/' is kept). Returns the
+ * decoded length, or -1 with *why set to a static reason when it has a "." or ".." segment
+ * (raw or encoded), an encoded '/' (%2f) or '\' (%5c), a backslash, a NUL or other control
+ * character (raw or encoded), an absolute URL ("scheme://"), an invalid escape, or does not fit
+ * in n bytes. */
+int gate_upstream_path(const char *raw, char *out, size_t n, const char **why);
+
+/* Percent-encodes a decoded path for an upstream URL: keeps unreserved characters, '/' and the
+ * sub-delimiters, encodes the rest (space → %20, '?' → %3F, '#' → %23, '%' → %25). Returns the
+ * length written to out[n] (NUL-terminated), or -1 if it does not fit. */
+int gate_path_encode(const char *path, char *out, size_t n);
+
+#endif

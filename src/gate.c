@@ -1,0 +1,672 @@
+/* gate: API keys, CORS, token buckets and /upstream path checks. See include/modelmux/gate.h. */
+#include <ctype.h>
+#include <stdint.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "modelmux/config.h"
+#include "modelmux/gate.h"
+#include "modelmux/util.h"
+
+#define BUCKET_KEY_MAX  (sizeof("authfail:") + GATE_MAX_IP_BYTES)
+#define KEY_PREFIX_LEN  8 /* digest bytes naming a per-key bucket (16 hex digits) */
+
+unsigned long gate__compare_count;
+
+/* ---- keys ---------------------------------------------------------------------------------- */
+
+bool
+gate_keys_required(const struct cfg *c)
+{
+	return c != NULL && c->nkeys > 0;
+}
+
+void
+gate_key_digest(const char *key, size_t len, unsigned char out[GATE_DIGEST_LEN])
+{
+	unsigned int n = 0;
+
+	if (EVP_Digest(key, len, out, &n, EVP_sha256(), NULL) != 1 || n != GATE_DIGEST_LEN)
+		fatal("gate: SHA-256 failed");
+}
+
+/* One digest comparison, counted so tests can prove there is no early exit. */
+static int
+digest_cmp(const unsigned char *a, const unsigned char *b)
+{
+	gate__compare_count++;
+	return CRYPTO_memcmp(a, b, GATE_DIGEST_LEN);
+}
+
+enum gate_scope
+gate_check_key(const struct cfg *c, const char *key, size_t len,
+    unsigned char digest[GATE_DIGEST_LEN])
+{
+	unsigned char d[GATE_DIGEST_LEN];
+	unsigned int  user = 0, admin = 0;
+
+	if (c == NULL || key == NULL)
+		return GATE_DENIED;
+	gate_key_digest(key, len, d);
+	for (size_t i = 0; i < c->nkeys; i++) {
+		unsigned int hit = digest_cmp(d, c->keys[i].sha256) == 0;
+
+		user |= hit;
+		admin |= hit & (unsigned int)c->keys[i].admin;
+	}
+	if (digest != NULL)
+		memcpy(digest, d, sizeof(d));
+	OPENSSL_cleanse(d, sizeof(d));
+	return admin ? GATE_ADMIN : user ? GATE_USER : GATE_DENIED;
+}
+
+static int
+b64_val(unsigned char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+')
+		return 62;
+	if (ch == '/')
+		return 63;
+	return -1;
+}
+
+/* Strict base64 (padding optional) of s[len] into out[n]; decoded length or -1. */
+static int
+b64_decode(const char *s, size_t len, unsigned char *out, size_t n)
+{
+	size_t       o = 0, i;
+	unsigned int acc = 0;
+	int          bits = 0, v;
+
+	while (len > 0 && s[len - 1] == '=')
+		len--;
+	if (len % 4 == 1)
+		return -1;
+	for (i = 0; i < len; i++) {
+		if ((v = b64_val((unsigned char)s[i])) == -1)
+			return -1;
+		acc = (acc << 6) | (unsigned int)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o == n)
+				return -1;
+			out[o++] = (unsigned char)(acc >> bits);
+		}
+		acc &= 0xffu;
+	}
+	return (int)o;
+}
+
+static const char *
+skip_ws(const char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	return s;
+}
+
+/* Length of s without trailing blanks. */
+static size_t
+trim_len(const char *s)
+{
+	size_t len = strlen(s);
+
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	return len;
+}
+
+/* Copies a token (no blanks, no control characters) into out[n]; length or -1. */
+static int
+put_key(const char *k, size_t len, char *out, size_t n)
+{
+	if (len == 0 || len >= n || len > GATE_MAX_KEY_BYTES)
+		return -1;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)k[i] <= ' ' || k[i] == 0x7f)
+			return -1;
+	memcpy(out, k, len);
+	out[len] = '\0';
+	return (int)len;
+}
+
+static int
+key_from_basic(const char *cred, char *out, size_t n)
+{
+	unsigned char dec[2 * GATE_MAX_KEY_BYTES];
+	const unsigned char *colon;
+	size_t               len = trim_len(cred);
+	int                  dlen, r = -1;
+
+	if (len == 0 || len > (sizeof(dec) / 3) * 4)
+		return -1;
+	if ((dlen = b64_decode(cred, len, dec, sizeof(dec))) <= 0)
+		goto out;
+	if ((colon = memchr(dec, ':', (size_t)dlen)) == NULL)
+		goto out;
+	r = put_key((const char *)colon + 1, (size_t)(dec + dlen - colon - 1), out, n);
+out:
+	OPENSSL_cleanse(dec, sizeof(dec));
+	return r;
+}
+
+int
+gate_presented_key(const char *authorization, const char *x_api_key, char *out, size_t n)
+{
+	const char *a, *t;
+	int         r = -1;
+
+	if (out == NULL || n == 0)
+		return -1;
+	out[0] = '\0';
+	if (authorization != NULL) {
+		a = skip_ws(authorization);
+		if (strncasecmp(a, "Bearer", 6) == 0 && (a[6] == ' ' || a[6] == '\t')) {
+			t = skip_ws(a + 6);
+			r = put_key(t, trim_len(t), out, n);
+		} else if (strncasecmp(a, "Basic", 5) == 0 && (a[5] == ' ' || a[5] == '\t')) {
+			r = key_from_basic(skip_ws(a + 5), out, n);
+		}
+		if (r >= 0)
+			return r;
+	}
+	if (x_api_key != NULL) {
+		t = skip_ws(x_api_key);
+		r = put_key(t, trim_len(t), out, n);
+	}
+	if (r < 0)
+		OPENSSL_cleanse(out, n);
+	return r;
+}
+
+/* ---- CORS ---------------------------------------------------------------------------------- */
+
+bool
+gate_origin_allowed(const struct cfg *c, const char *origin)
+{
+	if (c == NULL || origin == NULL || c->cors.origins == NULL)
+		return false;
+	for (char **o = c->cors.origins; *o != NULL; o++)
+		if (strcmp(*o, "*") == 0 || strcasecmp(*o, origin) == 0)
+			return true;
+	return false;
+}
+
+static bool
+origin_wildcard(const struct cfg *c)
+{
+	return strv_contains(c->cors.origins, "*");
+}
+
+static void
+emit_list(gate_header_cb *cb, void *arg, const char *name, char *const *v)
+{
+	struct buf b = { 0 };
+
+	for (size_t i = 0; v != NULL && v[i] != NULL; i++)
+		buf_printf(&b, "%s%s", i ? ", " : "", v[i]);
+	if (b.len > 0)
+		cb(arg, name, b.data);
+	buf_free(&b);
+}
+
+bool
+gate_cors_headers(const struct cfg *c, const char *origin, bool preflight,
+    gate_header_cb *cb, void *arg)
+{
+	char age[24];
+
+	if (!gate_origin_allowed(c, origin))
+		return false;
+	/* "*" with credentials is refused at load, so echoing the origin is never needed for "*". */
+	if (origin_wildcard(c) && !c->cors.allow_credentials)
+		cb(arg, "Access-Control-Allow-Origin", "*");
+	else
+		cb(arg, "Access-Control-Allow-Origin", origin);
+	cb(arg, "Vary", "Origin");
+	if (c->cors.allow_credentials)
+		cb(arg, "Access-Control-Allow-Credentials", "true");
+	if (!preflight)
+		return true;
+	emit_list(cb, arg, "Access-Control-Allow-Methods", c->cors.methods);
+	emit_list(cb, arg, "Access-Control-Allow-Headers", c->cors.headers);
+	snprintf(age, sizeof(age), "%d", c->cors.max_age_s);
+	cb(arg, "Access-Control-Max-Age", age);
+	return true;
+}
+
+/* ---- token buckets ------------------------------------------------------------------------- */
+
+struct bucket {
+	char           key[BUCKET_KEY_MAX];
+	uint64_t       hash;
+	double         tokens;
+	uint64_t       last_ms;
+	struct bucket *hnext;            /* hash chain */
+	struct bucket *prev, *next;      /* LRU list, most recent first */
+};
+
+struct gate_rates {
+	struct cfg_rate per_ip, per_key, global, auth;
+	double          global_tokens;
+	uint64_t        global_last_ms;
+	bool            global_started;
+	struct bucket  *pool;            /* table_size buckets */
+	struct bucket  *free_list;       /* chained through hnext */
+	struct bucket **slots;
+	size_t          nslots;          /* a power of two >= 2 * table_size */
+	size_t          size, cap;
+	struct bucket  *head, *tail;
+	uint64_t        seed[2];
+};
+
+/* SipHash-1-3-like keyed mix of a short string: clients choose their addresses, so the hash is
+ * keyed with a random seed to keep chains short. */
+static uint64_t
+rotl(uint64_t x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+
+static void
+sip_round(uint64_t v[4])
+{
+	v[0] += v[1]; v[1] = rotl(v[1], 13); v[1] ^= v[0]; v[0] = rotl(v[0], 32);
+	v[2] += v[3]; v[3] = rotl(v[3], 16); v[3] ^= v[2];
+	v[0] += v[3]; v[3] = rotl(v[3], 21); v[3] ^= v[0];
+	v[2] += v[1]; v[1] = rotl(v[1], 17); v[1] ^= v[2]; v[2] = rotl(v[2], 32);
+}
+
+static uint64_t
+key_hash(const struct gate_rates *r, const char *s, size_t len)
+{
+	uint64_t v[4] = { r->seed[0] ^ 0x736f6d6570736575ULL, r->seed[1] ^ 0x646f72616e646f6dULL,
+	    r->seed[0] ^ 0x6c7967656e657261ULL, r->seed[1] ^ 0x7465646279746573ULL };
+	uint64_t m;
+	size_t   i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		memcpy(&m, s + i, 8);
+		v[3] ^= m;
+		sip_round(v);
+		v[0] ^= m;
+	}
+	m = (uint64_t)len << 56;
+	for (size_t j = 0; i + j < len; j++)
+		m |= (uint64_t)(unsigned char)s[i + j] << (8 * j);
+	v[3] ^= m;
+	sip_round(v);
+	v[0] ^= m;
+	v[2] ^= 0xff;
+	sip_round(v);
+	sip_round(v);
+	sip_round(v);
+	return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+struct gate_rates *
+gate_rates_new(const struct cfg *c)
+{
+	struct gate_rates *r = xcalloc(1, sizeof(*r));
+	size_t             cap = (size_t)MM_MAX(c->rate.table_size, 2);
+
+	r->per_ip = c->rate.per_ip;
+	r->per_key = c->rate.per_key;
+	r->global = c->rate.global;
+	r->auth = c->rate.auth_failures;
+	r->cap = cap;
+	for (r->nslots = 16; r->nslots < 2 * cap; r->nslots *= 2)
+		;
+	r->slots = xcalloc(r->nslots, sizeof(*r->slots));
+	r->pool = xcalloc(cap, sizeof(*r->pool));
+	for (size_t i = cap; i-- > 0;) {
+		r->pool[i].hnext = r->free_list;
+		r->free_list = &r->pool[i];
+	}
+	if (RAND_bytes((unsigned char *)r->seed, sizeof(r->seed)) != 1)
+		fatal("gate: no random bytes for the rate table");
+	return r;
+}
+
+void
+gate_rates_free(struct gate_rates *r)
+{
+	if (r == NULL)
+		return;
+	free(r->slots);
+	free(r->pool);
+	free(r);
+}
+
+size_t
+gate_rates_size(const struct gate_rates *r)
+{
+	return r == NULL ? 0 : r->size;
+}
+
+static void
+lru_unlink(struct gate_rates *r, struct bucket *b)
+{
+	if (b->prev != NULL)
+		b->prev->next = b->next;
+	else
+		r->head = b->next;
+	if (b->next != NULL)
+		b->next->prev = b->prev;
+	else
+		r->tail = b->prev;
+	b->prev = b->next = NULL;
+}
+
+static void
+lru_push(struct gate_rates *r, struct bucket *b)
+{
+	b->prev = NULL;
+	b->next = r->head;
+	if (r->head != NULL)
+		r->head->prev = b;
+	r->head = b;
+	if (r->tail == NULL)
+		r->tail = b;
+}
+
+static void
+table_remove(struct gate_rates *r, struct bucket *b)
+{
+	struct bucket **pp = &r->slots[b->hash & (r->nslots - 1)];
+
+	while (*pp != b)
+		pp = &(*pp)->hnext;
+	*pp = b->hnext;
+	lru_unlink(r, b);
+	b->hnext = r->free_list;
+	r->free_list = b;
+	r->size--;
+}
+
+/* Finds the bucket named key (moving it to the front); with `create`, makes a full one, evicting
+ * the least recently used when the table is full. NULL when absent and !create. */
+static struct bucket *
+table_get(struct gate_rates *r, const char *key, const struct cfg_rate *rate, uint64_t now_ms,
+    bool create)
+{
+	size_t         len = strlen(key);
+	uint64_t       h = key_hash(r, key, len);
+	struct bucket *b;
+
+	for (b = r->slots[h & (r->nslots - 1)]; b != NULL; b = b->hnext) {
+		if (b->hash == h && strcmp(b->key, key) == 0) {
+			lru_unlink(r, b);
+			lru_push(r, b);
+			return b;
+		}
+	}
+	if (!create)
+		return NULL;
+	if (r->free_list == NULL)
+		table_remove(r, r->tail);
+	b = r->free_list;
+	r->free_list = b->hnext;
+	memset(b, 0, sizeof(*b));
+	snprintf(b->key, sizeof(b->key), "%s", key);
+	b->hash = h;
+	b->tokens = rate->burst;
+	b->last_ms = now_ms;
+	b->hnext = r->slots[h & (r->nslots - 1)];
+	r->slots[h & (r->nslots - 1)] = b;
+	lru_push(r, b);
+	r->size++;
+	return b;
+}
+
+static void
+refill(double *tokens, uint64_t *last_ms, const struct cfg_rate *rate, uint64_t now_ms)
+{
+	if (now_ms > *last_ms) {
+		*tokens += (double)(now_ms - *last_ms) * rate->rate / 1000.0;
+		if (*tokens > rate->burst)
+			*tokens = rate->burst;
+		*last_ms = now_ms;
+	}
+}
+
+/* Seconds until `tokens` reaches 1 at `rate`, at least 1. */
+static int
+wait_s(double tokens, const struct cfg_rate *rate)
+{
+	double need = (1.0 - tokens) / rate->rate;
+	int    s;
+
+	if (!(need > 0.0))
+		return 1;
+	if (need >= 86400.0)
+		return 86400;
+	s = (int)need;
+	if ((double)s < need)
+		s++;
+	return s < 1 ? 1 : s;
+}
+
+static void
+bucket_name(char *out, size_t n, const char *kind, const char *ip)
+{
+	snprintf(out, n, "%s%.*s", kind, (int)GATE_MAX_IP_BYTES, ip ? ip : "");
+}
+
+int
+gate_rate_take(struct gate_rates *r, const char *ip, const unsigned char *key_digest,
+    uint64_t now_ms, int *retry_after_s)
+{
+	struct bucket *bip = NULL, *bkey = NULL;
+	char           name[BUCKET_KEY_MAX];
+	int            wait = 0;
+
+	if (r->global.rate > 0) {
+		if (!r->global_started) {
+			r->global_tokens = r->global.burst;
+			r->global_last_ms = now_ms;
+			r->global_started = true;
+		}
+		refill(&r->global_tokens, &r->global_last_ms, &r->global, now_ms);
+		if (r->global_tokens < 1.0)
+			wait = MM_MAX(wait, wait_s(r->global_tokens, &r->global));
+	}
+	if (r->per_ip.rate > 0) {
+		bucket_name(name, sizeof(name), "ip:", ip);
+		bip = table_get(r, name, &r->per_ip, now_ms, true);
+		refill(&bip->tokens, &bip->last_ms, &r->per_ip, now_ms);
+		if (bip->tokens < 1.0)
+			wait = MM_MAX(wait, wait_s(bip->tokens, &r->per_ip));
+	}
+	if (r->per_key.rate > 0 && key_digest != NULL) {
+		static const char hex[] = "0123456789abcdef";
+		size_t            o = (size_t)snprintf(name, sizeof(name), "key:");
+
+		for (size_t i = 0; i < KEY_PREFIX_LEN; i++) {
+			name[o++] = hex[key_digest[i] >> 4];
+			name[o++] = hex[key_digest[i] & 15];
+		}
+		name[o] = '\0';
+		bkey = table_get(r, name, &r->per_key, now_ms, true);
+		refill(&bkey->tokens, &bkey->last_ms, &r->per_key, now_ms);
+		if (bkey->tokens < 1.0)
+			wait = MM_MAX(wait, wait_s(bkey->tokens, &r->per_key));
+	}
+	if (wait > 0) {
+		if (retry_after_s != NULL)
+			*retry_after_s = wait;
+		return -1;
+	}
+	if (r->global.rate > 0)
+		r->global_tokens -= 1.0;
+	if (bip != NULL)
+		bip->tokens -= 1.0;
+	if (bkey != NULL)
+		bkey->tokens -= 1.0;
+	return 0;
+}
+
+int
+gate_auth_failure(struct gate_rates *r, const char *ip, uint64_t now_ms, int *retry_after_s)
+{
+	struct bucket *b;
+	char           name[BUCKET_KEY_MAX];
+
+	if (r->auth.rate <= 0)
+		return 0;
+	bucket_name(name, sizeof(name), "authfail:", ip);
+	b = table_get(r, name, &r->auth, now_ms, true);
+	refill(&b->tokens, &b->last_ms, &r->auth, now_ms);
+	if (b->tokens >= 1.0)
+		b->tokens -= 1.0;
+	if (b->tokens >= 1.0)
+		return 0;
+	if (retry_after_s != NULL)
+		*retry_after_s = wait_s(b->tokens, &r->auth);
+	return -1;
+}
+
+bool
+gate_auth_blocked(struct gate_rates *r, const char *ip, uint64_t now_ms, int *retry_after_s)
+{
+	struct bucket *b;
+	char           name[BUCKET_KEY_MAX];
+
+	if (r->auth.rate <= 0)
+		return false;
+	bucket_name(name, sizeof(name), "authfail:", ip);
+	if ((b = table_get(r, name, &r->auth, now_ms, false)) == NULL)
+		return false;
+	refill(&b->tokens, &b->last_ms, &r->auth, now_ms);
+	if (b->tokens >= 1.0)
+		return false;
+	if (retry_after_s != NULL)
+		*retry_after_s = wait_s(b->tokens, &r->auth);
+	return true;
+}
+
+/* ---- paths --------------------------------------------------------------------------------- */
+
+static int
+hexval(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = (unsigned char)tolower(ch);
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+/* "scheme:/" at the start of s (an RFC 3986 scheme, then a slash: "http://x" collapsed). */
+static bool
+is_absolute_url(const char *s)
+{
+	if (!isalpha((unsigned char)*s))
+		return false;
+	for (s++; isalnum((unsigned char)*s) || *s == '+' || *s == '-' || *s == '.'; s++)
+		;
+	return s[0] == ':' && s[1] == '/';
+}
+
+static int
+path_fail(const char **why, const char *reason)
+{
+	if (why != NULL)
+		*why = reason;
+	return -1;
+}
+
+int
+gate_upstream_path(const char *raw, char *out, size_t n, const char **why)
+{
+	size_t      o = 0, seg;
+	const char *p;
+
+	if (why != NULL)
+		*why = NULL;
+	if (raw == NULL || out == NULL || n < 2)
+		return path_fail(why, "path too long");
+	out[o++] = '/';
+	seg = o;
+	for (p = raw; *p != '\0'; p++) {
+		unsigned char ch = (unsigned char)*p;
+		int           hi, lo;
+
+		if (ch == '\\')
+			return path_fail(why, "backslash in path");
+		if (ch < 0x20 || ch == 0x7f)
+			return path_fail(why, "control character in path");
+		if (ch == '%') {
+			if ((hi = hexval((unsigned char)p[1])) == -1 ||
+			    (lo = hexval((unsigned char)p[2])) == -1)
+				return path_fail(why, "invalid percent escape in path");
+			ch = (unsigned char)(hi << 4 | lo);
+			p += 2;
+			if (ch == '/')
+				return path_fail(why, "encoded slash in path");
+			if (ch == '\\')
+				return path_fail(why, "encoded backslash in path");
+			if (ch == 0)
+				return path_fail(why, "encoded NUL in path");
+			if (ch < 0x20 || ch == 0x7f)
+				return path_fail(why, "control character in path");
+		} else if (ch == '/') {
+			if (o == seg)
+				continue; /* collapse "//" and the leading '/' */
+			if ((o - seg == 1 && out[seg] == '.') ||
+			    (o - seg == 2 && out[seg] == '.' && out[seg + 1] == '.'))
+				return path_fail(why, "dot segment in path");
+			if (o + 1 >= n)
+				return path_fail(why, "path too long");
+			out[o++] = '/';
+			seg = o;
+			continue;
+		}
+		if (o + 1 >= n)
+			return path_fail(why, "path too long");
+		out[o++] = (char)ch;
+	}
+	if ((o - seg == 1 && out[seg] == '.') ||
+	    (o - seg == 2 && out[seg] == '.' && out[seg + 1] == '.'))
+		return path_fail(why, "dot segment in path");
+	out[o] = '\0';
+	if (is_absolute_url(out + 1))
+		return path_fail(why, "absolute URL in path");
+	return (int)o;
+}
+
+int
+gate_path_encode(const char *path, char *out, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t            o = 0;
+
+	if (out == NULL || n == 0)
+		return -1;
+	for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++) {
+		if (isalnum(*p) || strchr("-._~/!$&'()*+,;=:@", *p) != NULL) {
+			if (o + 1 >= n)
+				return -1;
+			out[o++] = (char)*p;
+		} else {
+			if (o + 3 >= n)
+				return -1;
+			out[o++] = '%';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		}
+	}
+	out[o] = '\0';
+	return (int)o;
+}
