@@ -55,6 +55,7 @@ struct mm_req {
 	size_t                 drained;     /* body bytes dropped after the limit */
 	const struct cfg_model *model;
 	char                  *model_name;  /* as the client sent it */
+	char                  *up_path;     /* /upstream/<model>/<rest>: <rest>, checked, re-encoded */
 	char                  *up_body;     /* rewritten body, or NULL to send `body` */
 	size_t                 up_body_len;
 	char                 **up_headers;
@@ -556,8 +557,8 @@ static void
 start_upstream(struct mm_req *r)
 {
 	const char *err = NULL, *proxy = sched_ticket_proxy(&r->ticket);
-	char       *url = xasprintf("%s%s%s%s", proxy, r->path, r->query ? "?" : "",
-	    r->query ? r->query : "");
+	char       *url = xasprintf("%s%s%s%s", proxy, r->up_path ? r->up_path : r->path,
+	    r->query ? "?" : "", r->query ? r->query : "");
 	struct up_request ur = {
 		.url = url,
 		.method = r->method,
@@ -581,13 +582,14 @@ start_upstream(struct mm_req *r)
 }
 
 /* The body is complete: find the model, rewrite, and acquire it. */
+static void acquire_model(struct mm_req *r);
+
 static void
 dispatch_model(struct mm_req *r)
 {
 	char        err[256];
-	const char *name, *msg = NULL;
+	const char *name;
 	cJSON      *doc;
-	int         status = 0;
 
 	if (r->body_too_large) {
 		metrics_refusal("size");
@@ -615,6 +617,16 @@ dispatch_model(struct mm_req *r)
 		reply_error(r, 500, "internal_error", "cannot rewrite the request body");
 		return;
 	}
+	acquire_model(r);
+}
+
+/* Asks the scheduler for r->model, then goes upstream now or once it is ready. */
+static void
+acquire_model(struct mm_req *r)
+{
+	const char *msg = NULL;
+	int         status = 0;
+
 	r->up_headers = upstream_headers(r);
 	switch (sched_acquire(&r->ticket, r->model, on_granted, r, &status, &msg)) {
 	case 1:
@@ -629,6 +641,52 @@ dispatch_model(struct mm_req *r)
 		reply_error(r, status, status == 429 ? "queue_full" : "unavailable", "%s", msg);
 		break;
 	}
+}
+
+/* /upstream/<model>/<rest>: the body is forwarded as it came; the model and path were checked
+ * in the first call. */
+static void
+dispatch_upstream(struct mm_req *r)
+{
+	if (r->body_too_large) {
+		metrics_refusal("size");
+		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
+		    r->cfg->limits.max_json_body_bytes);
+		return;
+	}
+	acquire_model(r);
+}
+
+/* First call of an /upstream request: which model, and is the rest of the path safe? */
+static void
+check_upstream(struct mm_req *r)
+{
+	const char *rest, *why = NULL;
+	char        decoded[4096], encoded[3 * sizeof(decoded)], q[300];
+
+	if (router_upstream(r->cfg, r->path, &r->model, &rest) == -1) {
+		reply_error(r, 404, "model_not_found", "no model matches %s",
+		    log_q(q, sizeof(q), r->path));
+		return;
+	}
+	r->model_name = xstrdup(r->model->id);
+	if (*rest == '\0') {
+		/* llama-swap's redirect of /upstream/<model> to /upstream/<model>/. */
+		bool  get = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+		char *loc = xasprintf("%s/%s%s", r->path, r->query ? "?" : "", r->query ? r->query : "");
+
+		reply_text(r, get ? 301 : 308, "text/plain", xstrdup("redirect\n"), NULL);
+		MHD_add_response_header(r->pending, "Location", loc);
+		free(loc);
+		return;
+	}
+	if (gate_upstream_path(rest, decoded, sizeof(decoded), &why) == -1 ||
+	    gate_path_encode(decoded, encoded, sizeof(encoded)) == -1) {
+		metrics_refusal("path");
+		reply_error(r, 400, "invalid_path", "upstream path refused: %s", why ? why : "too long");
+		return;
+	}
+	r->up_path = xstrdup(encoded);
 }
 
 static void
@@ -826,12 +884,16 @@ first_call(struct mm_req *r)
 	/* Past the head: a stalled body is bounded by the body idle timeout. */
 	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
 	    (unsigned)r->cfg->limits.body_idle_timeout_s);
+	if (r->route.kind == ROUTE_UPSTREAM)
+		check_upstream(r);
+	if (r->pending != NULL)
+		return;
 	if (!method_ok) {
 		reply_error(r, 405, "method_not_allowed", "%s %s: use POST", r->method, r->path);
 		MHD_add_response_header(r->pending, "Allow", "POST");
 		return;
 	}
-	if (r->route.kind == ROUTE_JSON_MODEL) {
+	if (r->route.kind != ROUTE_API) {
 		const char *cl = header(r, "Content-Length");
 		long long   n;
 
@@ -869,7 +931,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	if (r->phase != PH_BODY) /* resumed with nothing to say: wait on */
 		return MHD_YES;
 	if (*upload_size > 0) {
-		if (r->route.kind == ROUTE_JSON_MODEL && !r->body_too_large &&
+		if (r->route.kind != ROUTE_API && !r->body_too_large &&
 		    buf_append(&r->body, upload_data, *upload_size,
 		    (size_t)r->cfg->limits.max_json_body_bytes) == -1) {
 			r->body_too_large = true;
@@ -891,6 +953,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 	if (r->route.kind == ROUTE_JSON_MODEL)
 		dispatch_model(r);
+	else if (r->route.kind == ROUTE_UPSTREAM)
+		dispatch_upstream(r);
 	else
 		dispatch_api(r);
 	return r->pending ? queue_pending(r) : MHD_YES;
@@ -956,6 +1020,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	strv_free(r->up_headers);
 	cJSON_free(r->up_body);
 	free(r->model_name);
+	free(r->up_path);
 	free(r->path);
 	free(r->uri);
 	cfg_unref(r->cfg);

@@ -27,12 +27,19 @@ static const struct {
 	{ "/v1/images/generations", "images" },
 };
 
+#define UPSTREAM_PREFIX "/upstream/"
+
 struct route
 router_match(const char *method, const char *path, bool *method_ok)
 {
 	struct route r = { ROUTE_API, "api" };
 
 	*method_ok = true;
+	if (strncmp(path, UPSTREAM_PREFIX, sizeof(UPSTREAM_PREFIX) - 1) == 0) {
+		r.kind = ROUTE_UPSTREAM;
+		r.endpoint = "upstream";
+		return r;
+	}
 	for (size_t i = 0; i < MM_ARRAY_LEN(json_routes); i++) {
 		if (strcmp(path, json_routes[i].path) == 0) {
 			r.kind = ROUTE_JSON_MODEL;
@@ -42,6 +49,48 @@ router_match(const char *method, const char *path, bool *method_ok)
 		}
 	}
 	return r;
+}
+
+/* Does `s` continue with `name` followed by '/' or its end? */
+static bool
+name_prefix(const char *s, const char *name, size_t *len)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(s, name, n) != 0 || (s[n] != '/' && s[n] != '\0'))
+		return false;
+	*len = n;
+	return true;
+}
+
+int
+router_upstream(const struct cfg *c, const char *path, const struct cfg_model **m,
+    const char **rest)
+{
+	const char *s = path + sizeof(UPSTREAM_PREFIX) - 1;
+	size_t      best = 0, n;
+
+	*m = NULL;
+	if (strncmp(path, UPSTREAM_PREFIX, sizeof(UPSTREAM_PREFIX) - 1) != 0)
+		return -1;
+	for (size_t i = 0; i < c->nmodels; i++) {
+		const struct cfg_model *cm = &c->models[i];
+
+		if (name_prefix(s, cm->id, &n) && n > best) {
+			best = n;
+			*m = cm;
+		}
+		for (char **a = cm->aliases; a && *a; a++) {
+			if (name_prefix(s, *a, &n) && n > best) {
+				best = n;
+				*m = cm;
+			}
+		}
+	}
+	if (*m == NULL)
+		return -1;
+	*rest = s + best;
+	return 0;
 }
 
 /* Is the nesting of a JSON text within the limit? Counts brackets outside strings, so the

@@ -15,6 +15,7 @@ struct cJSON;
 enum route_kind {
 	ROUTE_API = 0,      /* not a model route: management or 404, answered by api */
 	ROUTE_JSON_MODEL,   /* POST, JSON body with a "model" field */
+	ROUTE_UPSTREAM,     /* /upstream/<model>/<path>: any method, raw passthrough */
 };
 
 struct route {
@@ -25,6 +26,13 @@ struct route {
 /* Classifies a request path (without the query string). Never fails: unknown paths are
  * ROUTE_API. *method_ok is false when the path is a model route but the method is wrong. */
 struct route router_match(const char *method, const char *path, bool *method_ok);
+
+/* Splits "/upstream/<model>/<rest>" (raw path): finds the longest model id or alias that the
+ * path continues with (ids may hold '/'), sets *m and *rest (pointing into path, after the
+ * model, starting with '/' or empty). Returns 0, or -1 when no model matches. *rest == "" means
+ * "/upstream/<model>" without a trailing slash: the caller redirects. */
+int router_upstream(const struct cfg *c, const char *path, const struct cfg_model **m,
+    const char **rest);
 
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason
