@@ -24,7 +24,7 @@ DAEMON   := $(BUILD)/modelmux
 FAKE     := $(BUILD)/mm-fake-backend
 CONFIG   ?= config.example.yaml
 
-.PHONY: all run test unit integration fuzz-replay check valgrind lint deps clean npm-deps
+.PHONY: all run test unit integration fuzz-replay check valgrind lint deps clean npm-deps install
 
 all: $(DAEMON) $(FAKE)
 
@@ -87,6 +87,14 @@ lint:
 
 deps:
 	@./.ci/deps
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: $(DAEMON)
+	install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/bin/modelmux
+	install -D -m 0644 contrib/systemd/modelmux.service $(DESTDIR)$(PREFIX)/lib/systemd/system/modelmux.service
+	install -D -m 0644 config.example.yaml $(DESTDIR)$(PREFIX)/share/doc/modelmux/config.example.yaml
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/modelmux/README.md
 
 clean:
 	rm -rf build build-san

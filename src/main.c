@@ -11,6 +11,7 @@
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/notify.h"
 #include "modelmux/sched.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/util.h"
@@ -24,7 +25,19 @@ static struct {
 	int      stopping; /* number of SIGTERM/SIGINT received */
 	bool     sched_done;
 	uint64_t backstop;
+	uint64_t watchdog_ms;
+	uint64_t watchdog_timer;
 } M;
+
+/* systemd's watchdog: ping at half the period the unit asked for, from the loop — so a stuck
+ * loop is noticed. */
+static void
+on_watchdog(void *arg)
+{
+	(void)arg;
+	notify_send("WATCHDOG=1");
+	M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
+}
 
 static void
 usage(FILE *f)
@@ -108,6 +121,7 @@ on_signal(int signo, void *arg)
 			break;
 		}
 		log_info("main", "msg=\"stopping\" signal=%s", strsignal(signo));
+		notify_send("STOPPING=1\nSTATUS=stopping backends");
 		http_stop_accepting();
 		M.backstop = loop_timer_add(SHUTDOWN_BACKSTOP_MS, on_backstop, NULL);
 		sched_shutdown(SHUTDOWN_GRACE_MS, on_sched_stopped);
@@ -218,10 +232,20 @@ main(int argc, char **argv)
 	api_set_listener(http_bound(), !http_bound_loopback() && cfg->nkeys == 0);
 	log_info("main", "msg=ready version=%s listen=%s config=%s models=%zu", MM_VERSION,
 	    http_bound(), config, cfg->nmodels);
+	{
+		char status[160];
+
+		snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %zu models on %s",
+		    cfg->nmodels, http_bound());
+		notify_send(status);
+	}
+	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)
+		M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
 	sched_preload();
 	loop_run();
 
 	loop_timer_cancel(M.backstop);
+	loop_timer_cancel(M.watchdog_timer);
 	http_free();
 	reap_remaining();
 	sched_free();
