@@ -15,7 +15,14 @@ static struct {
 	uint64_t started_ms;
 	char     bound[80];
 	bool     exposed;
-} A;
+	unsigned generation;
+} A = { .generation = 1 };
+
+void
+api_set_generation(unsigned gen)
+{
+	A.generation = gen;
+}
 
 void
 api_set_listener(const char *bound, bool exposed_without_keys)
@@ -233,7 +240,7 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 	cJSON_AddStringToObject(root, "status", status);
 	cJSON_AddStringToObject(root, "version", MM_VERSION);
 	cJSON_AddNumberToObject(root, "uptime_seconds", (double)(loop_now_ms() - A.started_ms) / 1000.0);
-	cJSON_AddNumberToObject(root, "config_generation", 1);
+	cJSON_AddNumberToObject(root, "config_generation", A.generation);
 	cJSON_AddStringToObject(root, "listen", A.bound);
 	q = cJSON_AddObjectToObject(root, "queue");
 	cJSON_AddNumberToObject(q, "queued", (double)queued);

@@ -1226,6 +1226,16 @@ fail:
 	return -1;
 }
 
+void
+http_set_config(struct cfg *cfg)
+{
+	/* Requests already running keep the snapshot they started with. */
+	cfg_unref(H.cfg);
+	H.cfg = cfg_ref(cfg);
+	gate_rates_free(H.rates);
+	H.rates = gate_rates_new(cfg);
+}
+
 const char *
 http_bound(void)
 {

@@ -2,6 +2,8 @@
 #include <getopt.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "modelmux/api.h"
@@ -17,6 +19,7 @@
 #include "modelmux/util.h"
 
 #define SHUTDOWN_GRACE_MS    30000 /* requests in flight may finish for this long */
+#define WATCH_INTERVAL_MS    2000  /* --watch-config poll period */
 #define SHUTDOWN_BACKSTOP_MS 90000 /* a stop that takes longer than this is cut short */
 
 static const int handled_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, 0 };
@@ -27,7 +30,101 @@ static struct {
 	uint64_t backstop;
 	uint64_t watchdog_ms;
 	uint64_t watchdog_timer;
+	const char *config_path;
+	struct cfg *cfg;
+	unsigned    generation;
+	bool        watch;
+	uint64_t    watch_timer;
+	struct stat watched;
 } M;
+
+static bool
+str_same(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static void
+register_metrics(const struct cfg *cfg)
+{
+	char **ids = xcalloc(cfg->nmodels + 1, sizeof(*ids));
+
+	for (size_t i = 0; i < cfg->nmodels; i++)
+		ids[i] = cfg->models[i].id;
+	metrics_init(ids, cfg->nmodels);
+	free(ids);
+}
+
+/* SIGHUP or a changed file: a bad config keeps the running one; a good one is applied as a
+ * diff by the scheduler. */
+static void
+reload(const char *why)
+{
+	struct cfg_errs errs = { 0 };
+	struct cfg     *next;
+	struct timespec ts;
+	char            msg[96];
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u);
+	notify_send(msg);
+	log_info("main", "msg=\"reloading configuration\" why=%s path=%s", why, M.config_path);
+	if ((next = cfg_load(M.config_path, &errs)) == NULL) {
+		for (size_t i = 0; i < errs.n; i++) {
+			char q[1200];
+
+			log_error("main", "msg=\"reload refused\" error=%s", log_q(q, sizeof(q), errs.msgs[i]));
+		}
+		log_error("main", "msg=\"configuration has errors; still running the previous one\" errors=%zu",
+		    errs.n);
+		cfg_errs_free(&errs);
+		notify_send("READY=1\nSTATUS=reload failed; previous configuration kept");
+		return;
+	}
+	for (size_t i = 0; i < next->warnings.n; i++) {
+		char q[1200];
+
+		log_warn("main", "msg=\"configuration warning\" warning=%s",
+		    log_q(q, sizeof(q), next->warnings.msgs[i]));
+	}
+	if (strcmp(next->listen, M.cfg->listen) != 0 || !str_same(next->tls_cert_pem, M.cfg->tls_cert_pem))
+		log_warn("main", "msg=\"listen and tls changes take effect at the next restart\"");
+	if (next->log_level != NULL) {
+		enum log_level lvl;
+
+		if (log_parse_level(next->log_level, &lvl) == 0)
+			log_set_level(lvl);
+	}
+	register_metrics(next);
+	sched_reload(next);
+	http_set_config(next);
+	cfg_unref(M.cfg);
+	M.cfg = next;
+	api_set_generation(++M.generation);
+	log_info("main", "msg=\"configuration reloaded\" generation=%u models=%zu", M.generation,
+	    next->nmodels);
+	notify_send("READY=1\nSTATUS=configuration reloaded");
+}
+
+/* --watch-config: the file is polled every 2 s (mtime, size, inode), as llama-swap does. */
+static void
+on_watch(void *arg)
+{
+	struct stat st;
+
+	(void)arg;
+	M.watch_timer = loop_timer_add(WATCH_INTERVAL_MS, on_watch, NULL);
+	if (stat(M.config_path, &st) == -1)
+		return;
+	if (st.st_mtim.tv_sec != M.watched.st_mtim.tv_sec ||
+	    st.st_mtim.tv_nsec != M.watched.st_mtim.tv_nsec || st.st_size != M.watched.st_size ||
+	    st.st_ino != M.watched.st_ino) {
+		M.watched = st;
+		if (M.stopping == 0)
+			reload("file changed");
+	}
+}
 
 /* systemd's watchdog: ping at half the period the unit asked for, from the loop — so a stuck
  * loop is noticed. */
@@ -50,10 +147,12 @@ usage(FILE *f)
 	      "  -l, --listen ADDR   listen address, host:port or [v6]:port\n"
 	      "                      (default: the config's listen:, else 127.0.0.1:8080)\n"
 	      "  -t, --test          check the configuration, print each model's argv, and exit\n"
+	      "      --watch-config  reload the configuration when its file changes (as SIGHUP)\n"
 	      "  -h, --help          show this help\n"
 	      "      --version       show the version\n"
 	      "\n"
-	      "Signals: TERM/INT stop every backend and exit; a second one exits at once.\n", f);
+	      "Signals: TERM/INT let requests finish, stop every backend and exit (a second one\n"
+	      "exits at once); HUP reloads the configuration, keeping unchanged models running.\n", f);
 }
 
 static void
@@ -127,7 +226,8 @@ on_signal(int signo, void *arg)
 		sched_shutdown(SHUTDOWN_GRACE_MS, on_sched_stopped);
 		break;
 	case SIGHUP:
-		log_warn("main", "msg=\"SIGHUP: configuration reload is not implemented yet\"");
+		if (M.stopping == 0)
+			reload("SIGHUP");
 		break;
 	}
 }
@@ -152,6 +252,7 @@ main(int argc, char **argv)
 		{ "test", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "watch-config", no_argument, NULL, 'W' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char     *config = "config.yaml", *listen_addr = NULL;
@@ -177,6 +278,7 @@ main(int argc, char **argv)
 		case 't': test = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("modelmux %s\n", MM_VERSION); return 0;
+		case 'W': M.watch = true; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -205,14 +307,10 @@ main(int argc, char **argv)
 	if (listen_addr == NULL)
 		listen_addr = cfg->listen;
 
-	{
-		char **ids = xcalloc(cfg->nmodels + 1, sizeof(*ids));
-
-		for (size_t i = 0; i < cfg->nmodels; i++)
-			ids[i] = cfg->models[i].id;
-		metrics_init(ids, cfg->nmodels);
-		free(ids);
-	}
+	M.config_path = config;
+	M.cfg = cfg;
+	M.generation = 1;
+	register_metrics(cfg);
 	loop_init(handled_signals, on_signal, NULL);
 	sup_init();
 	fetch_init();
@@ -221,6 +319,7 @@ main(int argc, char **argv)
 		log_error("main", "msg=\"%s\"", err);
 		free(err);
 		sched_free();
+		metrics_free();
 		fetch_free();
 		loop_free();
 		cfg_unref(cfg);
@@ -239,6 +338,10 @@ main(int argc, char **argv)
 		    cfg->nmodels, http_bound());
 		notify_send(status);
 	}
+	if (M.watch) {
+		stat(config, &M.watched);
+		M.watch_timer = loop_timer_add(WATCH_INTERVAL_MS, on_watch, NULL);
+	}
 	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)
 		M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
 	sched_preload();
@@ -246,13 +349,14 @@ main(int argc, char **argv)
 
 	loop_timer_cancel(M.backstop);
 	loop_timer_cancel(M.watchdog_timer);
+	loop_timer_cancel(M.watch_timer);
 	http_free();
 	reap_remaining();
 	sched_free();
 	metrics_free();
 	fetch_free();
 	loop_free();
-	cfg_unref(cfg);
+	cfg_unref(M.cfg);
 	log_info("main", "msg=exited");
 	return 0;
 }

@@ -90,13 +90,31 @@ model_clear(struct model_metrics *m)
 void
 metrics_init(char *const *ids, size_t n)
 {
-	metrics_free();
+	struct model_metrics *m;
+
+	/* A model that stays across a reload keeps its series; a removed one's go. */
 	n = MM_MIN(n, (size_t)METRICS_MAX_MODELS);
-	X.m = xcalloc(n, sizeof(*X.m));
+	m = xcalloc(n ? n : 1, sizeof(*m));
+	for (size_t i = 0; i < n; i++) {
+		size_t k = 0;
+
+		while (k < X.n && (X.m[k].id == NULL || strcmp(X.m[k].id, ids[i]) != 0))
+			k++;
+		if (k < X.n) {
+			m[i] = X.m[k];
+			memset(&X.m[k], 0, sizeof(X.m[k]));
+		} else {
+			model_init(&m[i], ids[i]);
+		}
+	}
+	for (size_t k = 0; k < X.n; k++)
+		if (X.m[k].id != NULL)
+			model_clear(&X.m[k]);
+	free(X.m);
+	X.m = m;
 	X.n = n;
-	for (size_t i = 0; i < n; i++)
-		model_init(&X.m[i], ids[i]);
-	model_init(&X.none, "");
+	if (X.none.id == NULL)
+		model_init(&X.none, "");
 }
 
 void

@@ -20,6 +20,10 @@
 
 struct sched_model {
 	const struct cfg_model *cfg;
+	struct cfg             *owner;       /* the snapshot cfg points into (a reference) */
+	const struct cfg_model *next_cfg;    /* reload: the new definition, once this process exits */
+	struct cfg             *next_owner;
+	bool                    retired;     /* reload removed it: freed once stopped and idle */
 	enum model_state        state;
 	void                   *proc;
 	struct sched_ticket    *head, *tail; /* FIFO of waiting tickets */
@@ -42,7 +46,8 @@ struct sched_model {
 
 static struct {
 	struct cfg           *cfg;
-	struct sched_model   *models; /* parallel to cfg->models */
+	struct sched_model  **models; /* cfg->models' runtime state, then retired ones; each
+	                               * allocated alone so tickets and processes can point at it */
 	size_t                n;
 	struct sched_effects  fx;
 	size_t                queued_total;
@@ -58,6 +63,7 @@ static struct {
 
 static void pump(void);
 static void check_unloads(void *arg);
+static void reap_retired(void);
 
 /* --- real effects: supervisor + loop --- */
 
@@ -132,15 +138,35 @@ static const struct sched_effects real_fx = {
 
 /* --- table --- */
 
+static struct sched_model *
+model_new(struct cfg *cfg, const struct cfg_model *c)
+{
+	struct sched_model *m = xcalloc(1, sizeof(*m));
+
+	m->cfg = c;
+	m->owner = cfg_ref(cfg);
+	return m;
+}
+
+static void
+model_free(struct sched_model *m)
+{
+	S.fx.timer_cancel(m->ttl_timer);
+	S.fx.timer_cancel(m->spawn_failed_timer);
+	cfg_unref(m->owner);
+	cfg_unref(m->next_owner);
+	free(m);
+}
+
 void
 sched_init(struct cfg *cfg, const struct sched_effects *fx)
 {
+	S.fx = fx ? *fx : real_fx;
 	S.cfg = cfg_ref(cfg);
 	S.n = cfg->nmodels;
-	S.models = xcalloc(S.n, sizeof(*S.models));
+	S.models = xcalloc(S.n ? S.n : 1, sizeof(*S.models));
 	for (size_t i = 0; i < S.n; i++)
-		S.models[i].cfg = &cfg->models[i];
-	S.fx = fx ? *fx : real_fx;
+		S.models[i] = model_new(cfg, &cfg->models[i]);
 }
 
 void
@@ -152,10 +178,8 @@ sched_free(void)
 		free(u->need);
 		u->need = NULL;
 	}
-	for (size_t i = 0; i < S.n; i++) {
-		S.fx.timer_cancel(S.models[i].ttl_timer);
-		S.fx.timer_cancel(S.models[i].spawn_failed_timer);
-	}
+	for (size_t i = 0; i < S.n; i++)
+		model_free(S.models[i]);
 	free(S.models);
 	cfg_unref(S.cfg);
 	memset(&S, 0, sizeof(S));
@@ -165,8 +189,9 @@ static struct sched_model *
 model_of(const struct cfg_model *c)
 {
 	for (size_t i = 0; i < S.n; i++)
-		if (S.models[i].cfg == c || strcmp(S.models[i].cfg->id, c->id) == 0)
-			return &S.models[i];
+		if (!S.models[i]->retired &&
+		    (S.models[i]->cfg == c || strcmp(S.models[i]->cfg->id, c->id) == 0))
+			return S.models[i];
 	return NULL;
 }
 
@@ -308,7 +333,8 @@ evicts(const struct sched_model *x, const struct sched_model *v)
 
 	if (x == v)
 		return false;
-	if (gx == gv)
+	/* By name: after a reload, running models may still hold the old snapshot's groups. */
+	if (strcmp(gx->name, gv->name) == 0)
 		return gx->swap;
 	return gx->exclusive && !gv->persistent;
 }
@@ -404,7 +430,7 @@ next_waiting(uint64_t *after_seq)
 	struct sched_model *best = NULL;
 
 	for (size_t i = 0; i < S.n; i++) {
-		struct sched_model *m = &S.models[i];
+		struct sched_model *m = S.models[i];
 
 		if (m->head && m->head->seq > *after_seq && (best == NULL || m->head->seq < best->head->seq))
 			best = m;
@@ -422,20 +448,21 @@ pump_once(void)
 
 	/* 1. Which running models do waiting, not-yet-running models need gone? */
 	for (size_t i = 0; i < S.n; i++)
-		S.models[i].evict_wanted = false;
+		S.models[i]->evict_wanted = false;
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
 		if (w->state != MODEL_STOPPED || w->hold_until > S.fx.now_ms())
 			continue;
 		for (size_t i = 0; i < S.n; i++)
-			if (is_running(&S.models[i]) && evicts(w, &S.models[i]))
-				S.models[i].evict_wanted = true;
+			if (is_running(S.models[i]) && evicts(w, S.models[i]))
+				S.models[i]->evict_wanted = true;
 	}
 	/* 2. Grants. */
 	for (size_t i = 0; i < S.n; i++) {
-		struct sched_model *m = &S.models[i];
+		struct sched_model *m = S.models[i];
 
 		while (m->head && m->state == MODEL_READY && m->inflight < concurrency(m) &&
-		    !m->unload_wanted && (!m->evict_wanted || m->batch_left > 0)) {
+		    !m->unload_wanted && m->next_cfg == NULL &&
+		    (!m->evict_wanted || m->batch_left > 0)) {
 			if (m->batch_left > 0)
 				m->batch_left--;
 			cancel_ttl(m);
@@ -444,13 +471,16 @@ pump_once(void)
 	}
 	/* 3. Stops of idle models in the way. */
 	for (size_t i = 0; i < S.n; i++) {
-		struct sched_model *m = &S.models[i];
+		struct sched_model *m = S.models[i];
 
 		if (m->evict_wanted && m->state == MODEL_READY && m->inflight == 0 && m->batch_left == 0)
 			stop_model(m, "swap");
 		if (m->unload_wanted && m->inflight == 0 &&
 		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
-			stop_model(m, "api");
+			stop_model(m, m->retired ? "reload" : "api");
+		if (m->next_cfg != NULL && m->inflight == 0 &&
+		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
+			stop_model(m, "reload");
 		if (S.shutting_down && (m->inflight == 0 || S.shutdown_force) &&
 		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
 			stop_model(m, "shutdown");
@@ -462,7 +492,7 @@ pump_once(void)
 		if (w->state != MODEL_STOPPED || S.shutting_down || w->hold_until > S.fx.now_ms())
 			continue;
 		for (size_t i = 0; i < S.n && clear; i++)
-			if (is_running(&S.models[i]) && evicts(w, &S.models[i]))
+			if (is_running(S.models[i]) && evicts(w, S.models[i]))
 				clear = false;
 		if (clear)
 			start_model(w);
@@ -482,11 +512,12 @@ pump(void)
 		pump_once();
 	} while (S.pump_again);
 	S.pumping = false;
+	reap_retired();
 	if (S.unloads != NULL && S.unload_timer == 0)
 		S.unload_timer = S.fx.timer_add(0, check_unloads, NULL);
 	if (S.shutting_down && S.shutdown_done) {
 		for (size_t i = 0; i < S.n; i++)
-			if (S.models[i].state != MODEL_STOPPED)
+			if (S.models[i]->state != MODEL_STOPPED)
 				return;
 		void (*done)(void) = S.shutdown_done;
 
@@ -533,7 +564,7 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 		return -1;
 	}
 	if (m->state == MODEL_READY && m->head == NULL && m->inflight < concurrency(m) &&
-	    !m->unload_wanted && (!m->evict_wanted || m->batch_left > 0)) {
+	    !m->unload_wanted && m->next_cfg == NULL && (!m->evict_wanted || m->batch_left > 0)) {
 		if (m->batch_left > 0)
 			m->batch_left--;
 		cancel_ttl(m);
@@ -658,12 +689,137 @@ sched_on_exited(struct sched_model *m, const char *reason)
 		note_crash(m, reason);
 	m->proc = NULL;
 	m->exits++;
+	if (m->next_cfg != NULL) {
+		/* Reloaded with a new definition: the next start uses it. */
+		cfg_unref(m->owner);
+		m->cfg = m->next_cfg;
+		m->owner = m->next_owner;
+		m->next_cfg = NULL;
+		m->next_owner = NULL;
+	}
 	m->stop_sent = false;
 	m->batch_left = 0;
 	m->unload_wanted = false;
 	cancel_ttl(m);
 	set_state(m, MODEL_STOPPED);
 	pump();
+}
+
+/* --- reload --- */
+
+static bool
+str_eq(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool
+strv_eq(char *const *a, char *const *b)
+{
+	size_t n = strv_len(a);
+
+	if (n != strv_len(b))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return false;
+	return true;
+}
+
+/* Would the two definitions run the same process? Then a reload keeps it running. */
+static bool
+same_process(const struct cfg_model *a, const struct cfg_model *b)
+{
+	return strv_eq(a->argv, b->argv) && str_eq(a->exe, b->exe) && strv_eq(a->env, b->env) &&
+	    str_eq(a->proxy, b->proxy) && str_eq(a->check_endpoint, b->check_endpoint) &&
+	    strv_eq(a->stop_argv, b->stop_argv);
+}
+
+static void
+adopt(struct sched_model *m, struct cfg *cfg, const struct cfg_model *c)
+{
+	cfg_unref(m->next_owner);
+	m->next_owner = NULL;
+	m->next_cfg = NULL;
+	cfg_unref(m->owner);
+	m->owner = cfg_ref(cfg);
+	m->cfg = c;
+}
+
+void
+sched_reload(struct cfg *cfg)
+{
+	struct sched_model **nm = xcalloc(cfg->nmodels + S.n + 1, sizeof(*nm));
+	bool                *kept = xcalloc(S.n + 1, sizeof(*kept));
+	size_t               n = 0;
+
+	for (size_t k = 0; k < cfg->nmodels; k++) {
+		const struct cfg_model *c = &cfg->models[k];
+		struct sched_model     *old = NULL;
+
+		for (size_t j = 0; j < S.n && old == NULL; j++) {
+			if (!S.models[j]->retired && strcmp(S.models[j]->cfg->id, c->id) == 0) {
+				old = S.models[j];
+				kept[j] = true;
+			}
+		}
+		if (old == NULL) {
+			log_info("sched", "model=%s msg=\"added by reload\"", c->id);
+			nm[n++] = model_new(cfg, c);
+			continue;
+		}
+		if (same_process(old->cfg, c) || old->state == MODEL_STOPPED) {
+			adopt(old, cfg, c);
+		} else {
+			/* Requests in flight finish on the old process; then it restarts as defined now. */
+			log_info("sched", "model=%s msg=\"changed by reload, restarting when idle\"", c->id);
+			cfg_unref(old->next_owner);
+			old->next_cfg = c;
+			old->next_owner = cfg_ref(cfg);
+		}
+		nm[n++] = old;
+	}
+	for (size_t j = 0; j < S.n; j++) {
+		struct sched_model *m = S.models[j];
+
+		if (!kept[j] && !m->retired) {
+			log_info("sched", "model=%s msg=\"removed by reload\"", m->cfg->id);
+			m->retired = true;
+			while (m->head)
+				ticket_fail(m->head, 503, "model removed from the configuration", 0);
+			m->unload_wanted = m->state != MODEL_STOPPED;
+		}
+		if (m->retired)
+			nm[n++] = m;
+	}
+	free(kept);
+	free(S.models);
+	S.models = nm;
+	S.n = n;
+	cfg_unref(S.cfg);
+	S.cfg = cfg_ref(cfg);
+	pump();
+}
+
+/* Frees retired models once nothing refers to them any more. */
+static void
+reap_retired(void)
+{
+	for (size_t i = 0; i < S.n;) {
+		struct sched_model *m = S.models[i];
+
+		if (!m->retired || m->state != MODEL_STOPPED || m->inflight > 0 || m->head != NULL) {
+			i++;
+			continue;
+		}
+		for (struct sched_unload *u = S.unloads; u; u = u->next)
+			for (size_t k = 0; k < u->nneed; k++)
+				if (u->need[k].m == m)
+					u->need[k].m = NULL;
+		memmove(&S.models[i], &S.models[i + 1], (S.n - i - 1) * sizeof(*S.models));
+		S.n--;
+		model_free(m);
+	}
 }
 
 /* --- preload --- */
@@ -711,8 +867,8 @@ sched_preload(void)
 static bool
 unload_finished(const struct sched_unload *u)
 {
-	for (size_t i = 0; i < S.n; i++)
-		if (u->need[i] != 0 && S.models[i].exits < u->need[i])
+	for (size_t i = 0; i < u->nneed; i++)
+		if (u->need[i].m != NULL && u->need[i].m->exits < u->need[i].exits)
 			return false;
 	return true;
 }
@@ -756,16 +912,17 @@ sched_unload(struct sched_unload *u, struct sched_model *m,
 	u->done = done;
 	u->arg = arg;
 	u->need = xcalloc(S.n ? S.n : 1, sizeof(*u->need));
+	u->nneed = 0;
 	for (size_t i = 0; i < S.n; i++)
-		if ((m == NULL || m == &S.models[i]) && S.models[i].state != MODEL_STOPPED)
-			u->need[i] = S.models[i].exits + 1;
+		if ((m == NULL || m == S.models[i]) && S.models[i]->state != MODEL_STOPPED)
+			u->need[u->nneed++] = (struct sched_need){ S.models[i], S.models[i]->exits + 1 };
 	u->next = S.unloads;
 	S.unloads = u;
 	if (m != NULL)
 		mark_unload(m);
 	else
 		for (size_t i = 0; i < S.n; i++)
-			mark_unload(&S.models[i]);
+			mark_unload(S.models[i]);
 	pump();
 	/* Completion is reported from the loop, never from inside this call. */
 	if (S.unload_timer == 0)
@@ -802,7 +959,7 @@ sched_shutdown(uint64_t grace_ms, void (*done)(void))
 	S.shutting_down = true;
 	S.shutdown_done = done;
 	for (size_t i = 0; i < S.n; i++) {
-		struct sched_model *m = &S.models[i];
+		struct sched_model *m = S.models[i];
 
 		while (m->head)
 			ticket_fail(m->head, 503, "modelmux is shutting down", 5);

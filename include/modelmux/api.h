@@ -42,6 +42,9 @@ enum api_result {
  * it is exposed beyond loopback without API keys. */
 void api_set_listener(const char *bound, bool exposed_without_keys);
 
+/* The number of configurations loaded so far (1 at start, +1 per successful reload). */
+void api_set_generation(unsigned gen);
+
 /* Answers a management request, at once or later. */
 enum api_result api_handle(struct api_call *c);
 /* The client went away: drop any pending work. The reply is freed by the caller. */

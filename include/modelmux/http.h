@@ -18,6 +18,9 @@
 /* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1
  * with *err (caller frees). */
 int  http_start(const char *listen, struct cfg *cfg, char **err);
+/* New requests use `cfg` from now on (a reload); the rate-limit table starts afresh. The
+ * listener, TLS and connection limits stay as they were started. */
+void http_set_config(struct cfg *cfg);
 /* The address actually bound, e.g. "127.0.0.1:43121". */
 const char *http_bound(void);
 /* Is the listener on a loopback address? */

@@ -79,10 +79,16 @@ void sched_release(struct sched_ticket *t);
 const char *sched_ticket_proxy(const struct sched_ticket *t);
 
 /* An unload request in flight; embedded in the caller's state, zero-initialised. */
+struct sched_need {
+	struct sched_model *m;      /* NULL once the model is gone */
+	unsigned            exits;  /* its exit count that means "stopped since asked" */
+};
+
 struct sched_unload {
 	struct sched_unload *next;
 	struct sched_model  *model; /* NULL = every model */
-	unsigned            *need;  /* per model: the exit count that means "stopped" (0 = none) */
+	struct sched_need   *need;
+	size_t               nneed;
 	void               (*done)(struct sched_unload *u, void *arg);
 	void                *arg;
 };
@@ -93,6 +99,12 @@ struct sched_unload {
 void sched_unload(struct sched_unload *u, struct sched_model *m,
     void (*done)(struct sched_unload *, void *), void *arg, const char *reason);
 void sched_unload_cancel(struct sched_unload *u);
+
+/* Switches to a new config snapshot (the scheduler takes a reference): models whose process
+ * would be the same keep running and serving; changed ones finish what they serve and restart
+ * with the new definition when next needed; removed ones refuse their queue (503) and stop once
+ * idle; new ones start stopped. */
+void sched_reload(struct cfg *cfg);
 
 /* Loads the config's hooks.on_startup.preload models, in order, with the usual swap rules. */
 void sched_preload(void);

@@ -538,6 +538,79 @@ test_shutdown_grace(void)
 	teardown();
 }
 
+static struct cfg *
+load(const char *yaml)
+{
+	struct cfg_errs errs = { 0 };
+	struct cfg     *c = cfg_load_buf("reload.yaml", yaml, strlen(yaml), &errs);
+
+	if (c == NULL)
+		fatal("reload config does not load");
+	return c;
+}
+
+static void
+test_reload(void)
+{
+	const char *v2 =
+	    "groups:\n  all:\n    swap: false\n    exclusive: false\n    members: [a, b, c]\n"
+	    "models:\n"
+	    "  a:\n    cmd: /bin/true ${PORT}\n"            /* same process as before */
+	    "  b:\n    cmd: /bin/true --changed ${PORT}\n"  /* changed */
+	    "  c:\n    cmd: /bin/true ${PORT}\n";           /* new; the old "d" is gone */
+	const char *v1 =
+	    "groups:\n  all:\n    swap: false\n    exclusive: false\n    members: [a, b, d]\n"
+	    "models:\n"
+	    "  a:\n    cmd: /bin/true ${PORT}\n"
+	    "  b:\n    cmd: /bin/true ${PORT}\n"
+	    "  d:\n    cmd: /bin/true ${PORT}\n";
+	struct req  ra, rb, rd, rd2, rb2;
+	struct cfg *next;
+	struct sched_model *a, *b, *d;
+
+	setup(v1);
+	acquire(&ra, "a");
+	sched_on_ready(M("a"));
+	acquire(&rb, "b");
+	sched_on_ready(M("b"));
+	acquire(&rd, "d");
+	sched_on_ready(M("d"));
+	acquire(&rd2, "d"); /* granted too: concurrency 10 */
+	ASSERT_STR_EQ(events, "start:a start:b start:d ");
+	a = M("a");
+	b = M("b");
+	d = M("d");
+	next = load(v2);
+	sched_reload(next);
+	cfg_unref(next);
+	/* Nothing stops while requests are in flight. */
+	ASSERT_STR_EQ(events, "start:a start:b start:d ");
+	ASSERT_TRUE(M("a") == a);
+	ASSERT_NULL(M("d"));
+	ASSERT_NOT_NULL(M("c"));
+	ASSERT_INT_EQ(sched_model_state(M("c")), MODEL_STOPPED);
+	/* The changed model takes no new request until it restarted. */
+	acquire(&rb2, "b");
+	ASSERT_INT_EQ(rb2.outcome, -1);
+	sched_release(&rb.t);
+	ASSERT_STR_EQ(events, "start:a start:b start:d stop:b ");
+	sched_on_exited(b, "exited with code 0");
+	ASSERT_STR_EQ(events, "start:a start:b start:d stop:b start:b ");
+	ASSERT_STR_EQ(sched_model_cfg(b)->argv[1], "--changed");
+	sched_on_ready(b);
+	ASSERT_INT_EQ(rb2.outcome, 0);
+	/* The removed one stops once idle, and is forgotten. */
+	sched_release(&rd.t);
+	sched_release(&rd2.t);
+	ASSERT_CONTAINS(events, "stop:d ");
+	sched_on_exited(d, "exited with code 0");
+	/* The unchanged one never stopped. */
+	ASSERT_INT_EQ(sched_model_state(a), MODEL_READY);
+	sched_release(&ra.t);
+	sched_release(&rb2.t);
+	teardown();
+}
+
 int
 main(void)
 {
@@ -554,5 +627,6 @@ main(void)
 	test_crash_loop_hold();
 	test_starting_victim_waits();
 	test_shutdown_grace();
+	test_reload();
 	CHECK_DONE();
 }
