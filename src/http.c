@@ -657,6 +657,21 @@ dispatch_upstream(struct mm_req *r)
 	acquire_model(r);
 }
 
+/* GET /v1/audio/voices?model=…, /props?model=…: the model is in the query. */
+static void
+check_query_model(struct mm_req *r)
+{
+	char name[512];
+
+	if (router_query_param(r->query, "model", name, sizeof(name)) <= 0) {
+		reply_error(r, 400, "invalid_request", "missing ?model= query parameter");
+		return;
+	}
+	r->model_name = xstrdup(name);
+	if ((r->model = cfg_find_model(r->cfg, name)) == NULL)
+		reply_error(r, 404, "model_not_found", "model %.256s not found", name);
+}
+
 /* First call of an /upstream request: which model, and is the rest of the path safe? */
 static void
 check_upstream(struct mm_req *r)
@@ -884,15 +899,19 @@ first_call(struct mm_req *r)
 	/* Past the head: a stalled body is bounded by the body idle timeout. */
 	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
 	    (unsigned)r->cfg->limits.body_idle_timeout_s);
-	if (r->route.kind == ROUTE_UPSTREAM)
-		check_upstream(r);
-	if (r->pending != NULL)
-		return;
 	if (!method_ok) {
-		reply_error(r, 405, "method_not_allowed", "%s %s: use POST", r->method, r->path);
-		MHD_add_response_header(r->pending, "Allow", "POST");
+		const char *want = r->route.kind == ROUTE_QUERY_MODEL ? "GET" : "POST";
+
+		reply_error(r, 405, "method_not_allowed", "%s %s: use %s", r->method, r->path, want);
+		MHD_add_response_header(r->pending, "Allow", want);
 		return;
 	}
+	if (r->route.kind == ROUTE_UPSTREAM)
+		check_upstream(r);
+	else if (r->route.kind == ROUTE_QUERY_MODEL)
+		check_query_model(r);
+	if (r->pending != NULL)
+		return;
 	if (r->route.kind != ROUTE_API) {
 		const char *cl = header(r, "Content-Length");
 		long long   n;
@@ -953,7 +972,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 	if (r->route.kind == ROUTE_JSON_MODEL)
 		dispatch_model(r);
-	else if (r->route.kind == ROUTE_UPSTREAM)
+	else if (r->route.kind == ROUTE_UPSTREAM || r->route.kind == ROUTE_QUERY_MODEL)
 		dispatch_upstream(r);
 	else
 		dispatch_api(r);

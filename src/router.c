@@ -29,6 +29,15 @@ static const struct {
 
 #define UPSTREAM_PREFIX "/upstream/"
 
+/* GET routes whose ?model= names the model (llama-swap's list). */
+static const struct {
+	const char *path;
+	const char *endpoint;
+} query_routes[] = {
+	{ "/v1/audio/voices", "voices" },
+	{ "/props", "props" },
+};
+
 struct route
 router_match(const char *method, const char *path, bool *method_ok)
 {
@@ -40,6 +49,14 @@ router_match(const char *method, const char *path, bool *method_ok)
 		r.endpoint = "upstream";
 		return r;
 	}
+	for (size_t i = 0; i < MM_ARRAY_LEN(query_routes); i++) {
+		if (strcmp(path, query_routes[i].path) == 0) {
+			r.kind = ROUTE_QUERY_MODEL;
+			r.endpoint = query_routes[i].endpoint;
+			*method_ok = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+			return r;
+		}
+	}
 	for (size_t i = 0; i < MM_ARRAY_LEN(json_routes); i++) {
 		if (strcmp(path, json_routes[i].path) == 0) {
 			r.kind = ROUTE_JSON_MODEL;
@@ -49,6 +66,51 @@ router_match(const char *method, const char *path, bool *method_ok)
 		}
 	}
 	return r;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+router_query_param(const char *query, const char *name, char *out, size_t n)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+		size_t o = 0;
+
+		if (strncmp(p, name, nl) != 0 || p[nl] != '=')
+			continue;
+		for (p += nl + 1; *p && *p != '&'; p++) {
+			int c = (unsigned char)*p;
+
+			if (c == '%') {
+				int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+
+				if (hi < 0 || lo < 0)
+					return -1;
+				c = hi * 16 + lo;
+				p += 2;
+			} else if (c == '+') {
+				c = ' ';
+			}
+			if (c == 0 || o + 1 >= n)
+				return -1;
+			out[o++] = (char)c;
+		}
+		out[o] = '\0';
+		return (int)o;
+	}
+	return -1;
 }
 
 /* Does `s` continue with `name` followed by '/' or its end? */

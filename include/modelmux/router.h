@@ -16,6 +16,7 @@ enum route_kind {
 	ROUTE_API = 0,      /* not a model route: management or 404, answered by api */
 	ROUTE_JSON_MODEL,   /* POST, JSON body with a "model" field */
 	ROUTE_UPSTREAM,     /* /upstream/<model>/<path>: any method, raw passthrough */
+	ROUTE_QUERY_MODEL,  /* GET, the model in the ?model= query parameter */
 };
 
 struct route {
@@ -33,6 +34,10 @@ struct route router_match(const char *method, const char *path, bool *method_ok)
  * "/upstream/<model>" without a trailing slash: the caller redirects. */
 int router_upstream(const struct cfg *c, const char *path, const struct cfg_model **m,
     const char **rest);
+
+/* Finds the value of `name` in a raw query string ("a=1&model=x%2Fy"), percent-decoded (and
+ * '+' as space) into out[n]. Returns its length, or -1 when absent, malformed or too long. */
+int router_query_param(const char *query, const char *name, char *out, size_t n);
 
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason

@@ -103,10 +103,35 @@ test_rewrite(void)
 	cJSON_Delete(doc);
 }
 
+static void
+test_query(void)
+{
+	char         v[32];
+	bool         ok;
+	struct route r = router_match("GET", "/props", &ok);
+
+	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
+	ASSERT_TRUE(ok);
+	router_match("POST", "/v1/audio/voices", &ok);
+	ASSERT_FALSE(ok);
+	ASSERT_INT_EQ(router_query_param("model=demo", "model", v, sizeof(v)), 4);
+	ASSERT_STR_EQ(v, "demo");
+	ASSERT_INT_EQ(router_query_param("a=1&model=org%2Fm+x&b", "model", v, sizeof(v)), 7);
+	ASSERT_STR_EQ(v, "org/m x");
+	ASSERT_INT_EQ(router_query_param("models=x&xmodel=y", "model", v, sizeof(v)), -1);
+	ASSERT_INT_EQ(router_query_param("model=%zz", "model", v, sizeof(v)), -1);
+	ASSERT_INT_EQ(router_query_param("model=%00", "model", v, sizeof(v)), -1);
+	ASSERT_INT_EQ(router_query_param(NULL, "model", v, sizeof(v)), -1);
+	ASSERT_INT_EQ(router_query_param("model=0123456789012345678901234567890123", "model", v,
+	    sizeof(v)), -1);
+	ASSERT_INT_EQ(router_query_param("model=", "model", v, sizeof(v)), 0);
+}
+
 int
 main(void)
 {
 	test_match();
+	test_query();
 	test_model();
 	test_rewrite();
 	CHECK_DONE();
