@@ -1029,7 +1029,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	    (unsigned long long)(now - r->t_start),
 	    r->have_usage ? r->prompt_tokens : -1LL, r->have_usage ? r->completion_tokens : -1LL,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
-	    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client_abort" :
+	    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
 	    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
 	if (r->pending)
 		MHD_destroy_response(r->pending);
