@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/multipart.h"
 #include "modelmux/router.h"
 #include "modelmux/sched.h"
 #include "modelmux/upstream.h"
@@ -53,6 +55,14 @@ struct mm_req {
 	struct buf             body;
 	bool                   body_too_large;
 	size_t                 drained;     /* body bytes dropped after the limit */
+	/* multipart: scanned as it streams; kept in `body` up to HTTP_MP_MEMORY, past that in an
+	 * unlinked temporary file. Sent on with at most the model value replaced. */
+	struct mp_scan        *mp;
+	const char            *mp_error;
+	int                    spool_fd;
+	uint64_t               body_total;
+	uint64_t               send_pos;    /* bytes of the (rewritten) body handed to curl */
+	uint64_t               cut_a, cut_z; /* the model value's range, replaced by use_model_name */
 	const struct cfg_model *model;
 	char                  *model_name;  /* as the client sent it */
 	char                  *up_path;     /* /upstream/<model>/<rest>: <rest>, checked, re-encoded */
@@ -471,6 +481,105 @@ static const struct up_callbacks up_cb = {
 	.done = on_up_done,
 };
 
+/* --- multipart bodies --- */
+
+/* An unlinked temporary file for a body past HTTP_MP_MEMORY (O_TMPFILE, else mkstemp+unlink). */
+static int
+spool_open(void)
+{
+	const char *dir = getenv("TMPDIR");
+	char        path[4096];
+	int         fd;
+
+	if (dir == NULL || *dir == '\0')
+		dir = "/tmp";
+	if ((fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) != -1)
+		return fd;
+	snprintf(path, sizeof(path), "%s/modelmux-XXXXXX", dir);
+	if ((fd = mkostemp(path, O_CLOEXEC)) != -1)
+		unlink(path);
+	return fd;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Keeps a piece of a multipart body: in memory while small, then in the spool file. */
+static int
+spool_append(struct mm_req *r, const char *p, size_t n)
+{
+	if (r->spool_fd == -1 && r->body.len + n <= HTTP_MP_MEMORY)
+		return buf_append(&r->body, p, n, HTTP_MP_MEMORY);
+	if (r->spool_fd == -1) {
+		if ((r->spool_fd = spool_open()) == -1)
+			return -1;
+		if (write_all(r->spool_fd, r->body.data ? r->body.data : "", r->body.len) == -1)
+			return -1;
+		buf_free(&r->body);
+	}
+	return write_all(r->spool_fd, p, n);
+}
+
+static size_t
+src_read(struct mm_req *r, char *buf, size_t n, uint64_t off)
+{
+	if (r->spool_fd == -1) {
+		n = (size_t)MM_MIN((uint64_t)n, r->body_total - off);
+		memcpy(buf, r->body.data + off, n);
+		return n;
+	}
+	for (;;) {
+		ssize_t got = pread(r->spool_fd, buf, n, (off_t)off);
+
+		if (got == -1 && errno == EINTR)
+			continue;
+		return got > 0 ? (size_t)got : 0;
+	}
+}
+
+/* curl pulls the body: [0, cut_a) of what came, the new model name, then [cut_z, end). */
+static size_t
+mp_body_read(void *arg, char *buf, size_t n)
+{
+	struct mm_req *r = arg;
+	const char    *ins = r->cut_z > r->cut_a ? r->model->use_model_name : "";
+	uint64_t       ins_len = strlen(ins), pos = r->send_pos, got;
+
+	if (pos < r->cut_a) {
+		got = src_read(r, buf, (size_t)MM_MIN((uint64_t)n, r->cut_a - pos), pos);
+	} else if (pos < r->cut_a + ins_len) {
+		got = MM_MIN((uint64_t)n, r->cut_a + ins_len - pos);
+		memcpy(buf, ins + (pos - r->cut_a), (size_t)got);
+	} else {
+		uint64_t src = pos - r->cut_a - ins_len + r->cut_z;
+
+		got = src < r->body_total ? src_read(r, buf, (size_t)MM_MIN((uint64_t)n, r->body_total - src), src) : 0;
+	}
+	r->send_pos += got;
+	return (size_t)got;
+}
+
+static uint64_t
+mp_send_len(const struct mm_req *r)
+{
+	uint64_t ins = r->cut_z > r->cut_a ? strlen(r->model->use_model_name) : 0;
+
+	return r->body_total - (r->cut_z - r->cut_a) + ins;
+}
+
 /* --- toward the backend --- */
 
 static bool
@@ -569,6 +678,14 @@ start_upstream(struct mm_req *r)
 		.header_timeout_s = r->model->timeouts.response_header_s,
 	};
 
+	if (r->route.kind == ROUTE_MULTIPART_MODEL) {
+		r->send_pos = 0;
+		ur.body = NULL;
+		ur.body_len = (size_t)mp_send_len(r);
+		ur.read = mp_body_read;
+		ur.read_arg = r;
+	}
+
 	r->phase = PH_WAIT_UPSTREAM;
 	r->up = up_start(&ur, &up_cb, r, &err);
 	free(url);
@@ -653,6 +770,44 @@ dispatch_upstream(struct mm_req *r)
 		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
 		    r->cfg->limits.max_json_body_bytes);
 		return;
+	}
+	acquire_model(r);
+}
+
+/* The multipart body is all in: which model, and the model value's range for a rewrite. */
+static void
+dispatch_multipart(struct mm_req *r)
+{
+	const char *name;
+	uint64_t    a, z;
+
+	if (r->body_too_large) {
+		metrics_refusal("size");
+		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
+		    r->cfg->limits.max_multipart_body_bytes);
+		return;
+	}
+	if (r->mp_error != NULL) {
+		reply_error(r, r->spool_fd == -2 ? 507 : 400, "invalid_request", "%s", r->mp_error);
+		return;
+	}
+	if (!mp_complete(r->mp)) {
+		reply_error(r, 400, "invalid_request", "the multipart body ends before its closing boundary");
+		return;
+	}
+	if ((name = mp_field(r->mp, &a, &z)) == NULL || *name == '\0') {
+		reply_error(r, 400, "invalid_request", "missing \"model\" form field");
+		return;
+	}
+	r->model_name = xstrdup(name);
+	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
+		reply_error(r, 404, "model_not_found", "model %.256s not found", name);
+		return;
+	}
+	/* useModelName rewrites the model part; every other byte goes through unchanged. */
+	if (r->model->use_model_name != NULL) {
+		r->cut_a = a;
+		r->cut_z = z;
 	}
 	acquire_model(r);
 }
@@ -906,21 +1061,28 @@ first_call(struct mm_req *r)
 		MHD_add_response_header(r->pending, "Allow", want);
 		return;
 	}
-	if (r->route.kind == ROUTE_UPSTREAM)
+	if (r->route.kind == ROUTE_UPSTREAM) {
 		check_upstream(r);
-	else if (r->route.kind == ROUTE_QUERY_MODEL)
+	} else if (r->route.kind == ROUTE_QUERY_MODEL) {
 		check_query_model(r);
+	} else if (r->route.kind == ROUTE_MULTIPART_MODEL) {
+		const char *err = NULL;
+
+		if ((r->mp = mp_new(header(r, "Content-Type"), "model", &err)) == NULL)
+			reply_error(r, 400, "invalid_request", "%s", err);
+	}
 	if (r->pending != NULL)
 		return;
 	if (r->route.kind != ROUTE_API) {
 		const char *cl = header(r, "Content-Length");
 		long long   n;
 
-		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 &&
-		    n > (long long)r->cfg->limits.max_json_body_bytes) {
+		int         limit = r->route.kind == ROUTE_MULTIPART_MODEL
+		                ? r->cfg->limits.max_multipart_body_bytes : r->cfg->limits.max_json_body_bytes;
+
+		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 && n > (long long)limit) {
 			metrics_refusal("size");
-			reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
-			    r->cfg->limits.max_json_body_bytes);
+			reply_error(r, 413, "body_too_large", "request body is larger than %d bytes", limit);
 		}
 	}
 }
@@ -949,6 +1111,36 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		return queue_pending(r);
 	if (r->phase != PH_BODY) /* resumed with nothing to say: wait on */
 		return MHD_YES;
+	if (*upload_size > 0 && r->route.kind == ROUTE_MULTIPART_MODEL) {
+		const char *err = NULL;
+
+		if (!r->body_too_large && r->body_total + *upload_size >
+		    (uint64_t)r->cfg->limits.max_multipart_body_bytes) {
+			r->body_too_large = true;
+			buf_free(&r->body);
+		}
+		if (r->body_too_large) {
+			r->drained += *upload_size;
+			if (r->drained > HTTP_413_DRAIN) {
+				dispatch_multipart(r);
+				*upload_size = 0;
+				return queue_pending(r);
+			}
+		} else if (r->mp_error == NULL) {
+			if (mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
+				r->mp_error = err;
+			else if (spool_append(r, upload_data, *upload_size) == -1) {
+				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
+				    strerror(errno));
+				r->mp_error = "cannot store the upload";
+				r->spool_fd = r->spool_fd == -1 ? -2 : r->spool_fd;
+			} else {
+				r->body_total += *upload_size;
+			}
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
 	if (*upload_size > 0) {
 		if (r->route.kind != ROUTE_API && !r->body_too_large &&
 		    buf_append(&r->body, upload_data, *upload_size,
@@ -974,6 +1166,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		dispatch_model(r);
 	else if (r->route.kind == ROUTE_UPSTREAM || r->route.kind == ROUTE_QUERY_MODEL)
 		dispatch_upstream(r);
+	else if (r->route.kind == ROUTE_MULTIPART_MODEL)
+		dispatch_multipart(r);
 	else
 		dispatch_api(r);
 	return r->pending ? queue_pending(r) : MHD_YES;
@@ -989,6 +1183,7 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->uri = xstrdup(uri);
 	r->cfg = cfg_ref(H.cfg);
 	r->watch_fd = -1;
+	r->spool_fd = -1;
 	r->t_start = loop_now_ms();
 	return r;
 }
@@ -1036,6 +1231,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	buf_free(&r->body);
 	buf_free(&r->out);
 	buf_free(&r->scan);
+	mp_free(r->mp);
+	if (r->spool_fd >= 0)
+		close(r->spool_fd);
 	strv_free(r->up_headers);
 	cJSON_free(r->up_body);
 	free(r->model_name);

@@ -38,6 +38,16 @@ static const struct {
 	{ "/props", "props" },
 };
 
+/* POST multipart routes whose "model" form field names the model. */
+static const struct {
+	const char *path;
+	const char *endpoint;
+} multipart_routes[] = {
+	{ "/v1/audio/transcriptions", "transcriptions" },
+	{ "/v1/audio/translations", "translations" },
+	{ "/v1/images/edits", "image_edits" },
+};
+
 struct route
 router_match(const char *method, const char *path, bool *method_ok)
 {
@@ -48,6 +58,14 @@ router_match(const char *method, const char *path, bool *method_ok)
 		r.kind = ROUTE_UPSTREAM;
 		r.endpoint = "upstream";
 		return r;
+	}
+	for (size_t i = 0; i < MM_ARRAY_LEN(multipart_routes); i++) {
+		if (strcmp(path, multipart_routes[i].path) == 0) {
+			r.kind = ROUTE_MULTIPART_MODEL;
+			r.endpoint = multipart_routes[i].endpoint;
+			*method_ok = strcmp(method, "POST") == 0;
+			return r;
+		}
 	}
 	for (size_t i = 0; i < MM_ARRAY_LEN(query_routes); i++) {
 		if (strcmp(path, query_routes[i].path) == 0) {

@@ -452,8 +452,10 @@ pump_once(void)
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
 		if (w->state != MODEL_STOPPED || w->hold_until > S.fx.now_ms())
 			continue;
+		/* FIFO across models: a victim first serves its own requests that are older. */
 		for (size_t i = 0; i < S.n; i++)
-			if (is_running(S.models[i]) && evicts(w, S.models[i]))
+			if (is_running(S.models[i]) && evicts(w, S.models[i]) &&
+			    (S.models[i]->head == NULL || S.models[i]->head->seq > w->head->seq))
 				S.models[i]->evict_wanted = true;
 	}
 	/* 2. Grants. */

@@ -22,6 +22,8 @@ struct up_xfer {
 	bool                       head_sent;
 	bool                       header_overflow;
 	uint64_t                   header_timer;
+	size_t                   (*read)(void *arg, char *buf, size_t n);
+	void                      *read_arg;
 	char                       errbuf[CURL_ERROR_SIZE];
 };
 
@@ -131,6 +133,14 @@ on_body(char *p, size_t size, size_t nmemb, void *arg)
 	return took == 0 && n > 0 ? CURL_WRITEFUNC_PAUSE : took;
 }
 
+static size_t
+on_read(char *buf, size_t size, size_t nmemb, void *arg)
+{
+	struct up_xfer *x = arg;
+
+	return x->read(x->read_arg, buf, size * nmemb);
+}
+
 static void
 on_done(CURL *easy, CURLcode rc, void *arg)
 {
@@ -189,7 +199,7 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 	x->hdrs = curl_slist_append(x->hdrs, "Expect:");
 	if (!has_accept)
 		x->hdrs = curl_slist_append(x->hdrs, "Accept:");
-	if (r->body != NULL && !has_ctype)
+	if ((r->body != NULL || r->read != NULL) && !has_ctype)
 		x->hdrs = curl_slist_append(x->hdrs, "Content-Type:");
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
@@ -211,7 +221,14 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 	} else if (strcmp(r->method, "HEAD") == 0) {
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	} else {
-		if (r->body != NULL) {
+		if (r->read != NULL) {
+			x->read = r->read;
+			x->read_arg = r->read_arg;
+			curl_easy_setopt(e, CURLOPT_POST, 1L);
+			curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+			curl_easy_setopt(e, CURLOPT_READDATA, x);
+			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+		} else if (r->body != NULL) {
 			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
 			curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
 		}

@@ -17,6 +17,7 @@ enum route_kind {
 	ROUTE_JSON_MODEL,   /* POST, JSON body with a "model" field */
 	ROUTE_UPSTREAM,     /* /upstream/<model>/<path>: any method, raw passthrough */
 	ROUTE_QUERY_MODEL,  /* GET, the model in the ?model= query parameter */
+	ROUTE_MULTIPART_MODEL, /* POST multipart/form-data, the model in its "model" field */
 };
 
 struct route {

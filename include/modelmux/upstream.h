@@ -34,6 +34,10 @@ struct up_request {
 	char *const *headers;      /* "Name: value" lines, NULL-terminated */
 	const char  *body;         /* borrowed until done; NULL for none */
 	size_t       body_len;
+	/* Or a body pulled in pieces: read() fills up to n bytes at buf and returns how many;
+	 * body_len is then its total size. */
+	size_t     (*read)(void *arg, char *buf, size_t n);
+	void        *read_arg;
 	long         connect_timeout_s;  /* 0 = none */
 	long         header_timeout_s;   /* time to the response head; 0 = none */
 };
