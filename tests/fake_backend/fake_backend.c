@@ -1193,8 +1193,7 @@ route_find(const char *method, const char *path)
 
 		if (strcmp(rt->path, path) != 0)
 			continue;
-		if (rt->method == NULL ? (strcmp(method, "GET") == 0 ||
-		    strcmp(method, "POST") == 0) : strcmp(rt->method, method) == 0)
+		if (rt->method == NULL || strcmp(rt->method, method) == 0)
 			return rt;
 	}
 	return NULL;

@@ -1,0 +1,284 @@
+// Security gate, request limits: huge Content-Length, endless bodies, huge headers and URLs,
+// deep JSON, slow clients. Every attack is written by hand on a raw socket; none may start a
+// backend or grow the daemon's memory.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const net = require('node:net');
+const h = require('./lib/harness');
+
+const CHAT = '/v1/chat/completions';
+const MB = 1 << 20;
+
+function config(port, limits = '') {
+  return `startPort: ${port}
+limits:
+  maxJsonBodyBytes: 1024
+  headerTimeoutSeconds: 1
+  bodyIdleTimeoutSeconds: 1
+${limits}
+models:
+  m:
+    cmd: ${h.FAKE} --port \${PORT}
+`;
+}
+
+function rssKb(d) {
+  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))[1]);
+}
+
+// A raw connection: everything received, when it closed.
+function connect(d) {
+  const i = d.addr.lastIndexOf(':');
+  const s = net.connect(Number(d.addr.slice(i + 1)), d.addr.slice(0, i));
+  const c = { s, data: '', closed: false, closedAt: 0, error: null, t0: Date.now() };
+  s.on('data', (b) => { c.data += b.toString('latin1'); });
+  s.on('error', (e) => { c.error = e.code; });
+  s.on('close', () => { c.closed = true; c.closedAt = Date.now(); });
+  s.setMaxListeners(0);
+  c.ready = new Promise((resolve) => s.once('connect', resolve));
+  return c;
+}
+
+// The first HTTP response in c.data: { status, headers, body, heads } (heads = status lines seen).
+function response(c) {
+  const end = c.data.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const lines = c.data.slice(0, end).split('\r\n');
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
+  if (!m) return { status: 0, headers: {}, body: '', raw: c.data };
+  const headers = {};
+  for (const l of lines.slice(1)) {
+    const k = l.indexOf(':');
+    headers[l.slice(0, k).trim().toLowerCase()] = l.slice(k + 1).trim();
+  }
+  const len = Number(headers['content-length'] || 0);
+  const body = c.data.slice(end + 4, end + 4 + len);
+  let json = null;
+  try { json = JSON.parse(body); } catch { /* not JSON */ }
+  return { status: Number(m[1]), headers, body, json, text: body, raw: c.data,
+    heads: (c.data.match(/HTTP\/1\.[01] \d{3} /g) || []).length };
+}
+
+function head(method, route, extra = []) {
+  return [`${method} ${route} HTTP/1.1`, 'Host: localhost', ...extra, '', ''].join('\r\n');
+}
+
+function waitAnswer(c, timeout = 2000) {
+  return h.waitFor(() => response(c) || (c.closed ? { status: 0, closed: true, raw: c.data } : null),
+    { timeout, what: 'an answer' });
+}
+
+test('a 10 GB Content-Length is refused with 413 at once, without reading the body', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  for (const extra of [['Content-Length: 10737418240'], ['Content-Length: 1025'],
+    ['Content-Length: 10737418240', 'Transfer-Encoding: chunked']]) {
+    const c = connect(d);
+    await c.ready;
+    c.s.write(head('POST', CHAT, ['Content-Type: application/json', ...extra]));
+    const t0 = Date.now();
+    const r = await waitAnswer(c);
+    assert.ok(Date.now() - t0 < 1000, 'answered before any body byte');
+    h.assertError(r, 413, /larger than 1024 bytes/);
+    assert.equal(r.json.error.code, 'body_too_large');
+    assert.equal(r.heads, 1);
+    c.s.destroy();
+  }
+  await d.waitLog(/status=413 code=body_too_large/);
+  assert.equal(d.logCount(/msg=spawned/), 0);
+  const m = await h.get(`${d.url}/metrics`);
+  assert.match(m.text, /modelmux_gate_refusals_total\{reason="size"\} 3\b/);
+  await d.stop();
+});
+
+const endless = {};
+
+test('an endless chunked body is cut: connection closed, memory bounded, no backend', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const before = rssKb(d);
+  let peak = before;
+  const c = connect(d);
+  await c.ready;
+  c.s.write(head('POST', CHAT, ['Content-Type: application/json', 'Transfer-Encoding: chunked']));
+  const chunk = Buffer.concat([Buffer.from(`${MB.toString(16)}\r\n`), Buffer.alloc(MB, 0x20), Buffer.from('\r\n')]);
+  c.s.write('5\r\n{"mod\r\n');
+  let sent = 0;
+  const deadline = Date.now() + 8000;
+  while (!c.closed && Date.now() < deadline && !response(c)) {
+    if (!c.s.write(chunk)) {
+      await new Promise((resolve) => { c.s.once('drain', resolve); c.s.once('close', resolve); });
+    }
+    sent += MB;
+    if (sent % (16 * MB) === 0) peak = Math.max(peak, rssKb(d));
+  }
+  await h.waitFor(() => c.closed, { timeout: 3000, what: 'the daemon to close the connection' });
+  peak = Math.max(peak, rssKb(d));
+  endless.sent = sent;
+  endless.response = response(c);
+  assert.ok(sent < 512 * MB, `daemon read ${sent / MB} MB before cutting`);
+  assert.ok(peak - before < 64 * 1024, `RSS grew by ${(peak - before) / 1024} MB`);
+  await d.waitLog(/status=413 code=body_too_large/);
+  assert.equal(d.logCount(/msg=spawned/), 0);
+  await d.stop();
+});
+
+test('an endless chunked body: the client is told 413 before the cut', {
+  todo: 'daemon bug: the 413 is queued only after 64 MB are drained and is lost in the close (client sees no answer)',
+}, () => {
+  assert.ok(endless.response, `no HTTP answer received after sending ${endless.sent / MB} MB`);
+  h.assertError(endless.response, 413);
+});
+
+test('a body on a route that takes none (POST /health, no key needed) is not read forever', {
+  todo: 'daemon bug: non-model routes read and drop any body with no size limit (10 GB Content-Length on /health never answered)',
+}, async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const c = connect(d);
+  await c.ready;
+  c.s.write(head('POST', '/health', ['Content-Length: 10737418240']));
+  const stop = Date.now() + 1500;
+  const chunk = Buffer.alloc(MB, 0x61);
+  while (!c.closed && !response(c) && Date.now() < stop) {
+    if (!c.s.write(chunk)) await new Promise((resolve) => { c.s.once('drain', resolve); c.s.once('close', resolve); setTimeout(resolve, 100); });
+  }
+  const r = response(c);
+  c.s.destroy();
+  await d.stop();
+  assert.ok(r, 'no answer to a 10 GB body on /health after 1.5 s of sending');
+  assert.ok(r.status === 413 || r.status === 405 || r.status === 400, `status ${r.status}`);
+});
+
+test('100 kB of headers → 431 and the connection closed; a 20 kB URL → 414', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  for (const extra of [[`X-Big: ${'a'.repeat(100000)}`],
+    Array.from({ length: 3000 }, (_, i) => `X-H${i}: ${'b'.repeat(30)}`)]) {
+    const c = connect(d);
+    await c.ready;
+    c.s.write(head('GET', '/v1/models', extra));
+    const r = await waitAnswer(c);
+    // libmicrohttpd answers this one itself (HTML body); the status and the close are what count.
+    assert.equal(r.status, 431, r.raw && r.raw.slice(0, 200));
+    await h.waitFor(() => c.closed, { timeout: 2000, what: 'close after 431' });
+  }
+  const c = connect(d);
+  await c.ready;
+  c.s.write(head('GET', `/v1/models?q=${'x'.repeat(20000)}`));
+  const r = await waitAnswer(c);
+  h.assertError(r, 414, /longer than 8192 bytes/);
+  assert.equal(r.json.error.code, 'uri_too_long');
+  await h.waitFor(() => c.closed, { timeout: 2000, what: 'close after 414' });
+  const long = await h.post(`${d.url}${CHAT}?${'y'.repeat(9000)}`, { model: 'm', messages: [] });
+  h.assertError(long, 414);
+  await d.waitLog(/status=414 code=uri_too_long/);
+  assert.equal(d.logCount(/msg=spawned/), 0);
+  await d.stop();
+});
+
+test('refusals libmicrohttpd makes itself are well-formed, JSON and logged like ours', {
+  todo: 'daemon bug: MHD-made 400/413/414/431 answers are HTML, not logged as refusals; the 400/413 ones repeat the status line and headers',
+}, async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const problems = [];
+  for (const [what, req, status] of [
+    ['100 kB header', head('GET', '/v1/models', [`X-Big: ${'a'.repeat(100000)}`]), 431],
+    ['Content-Length: -1', head('POST', CHAT, ['Content-Length: -1']), 400],
+    ['Content-Length: 10^23', head('POST', CHAT, ['Content-Length: 99999999999999999999999']), 413],
+    ['100 kB URL', head('GET', `/v1/models?q=${'x'.repeat(100000)}`), 414],
+  ]) {
+    const c = connect(d);
+    await c.ready;
+    c.s.write(req);
+    const r = await waitAnswer(c);
+    await h.waitFor(() => c.closed, { timeout: 2000, what: 'close' }).catch(() => {});
+    c.s.destroy();
+    if (r.status !== status) problems.push(`${what}: status ${r.status}`);
+    if (r.heads !== 1) problems.push(`${what}: ${r.heads} status lines in one answer`);
+    if (!r.json || !r.json.error) problems.push(`${what}: not an OpenAI error body`);
+  }
+  const refusals = d.logCount(/info http req=\S+ status=4\d\d /);
+  await d.stop();
+  assert.deepEqual(problems, []);
+  assert.equal(refusals, 4, 'each refusal logged with its status');
+});
+
+test('two different Content-Length headers are refused with 400 (RFC 9112 §6.3)', {
+  todo: 'daemon bug: "Content-Length: 5" + "Content-Length: 10737418240" is accepted; the daemon waits for a body',
+}, async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const c = connect(d);
+  await c.ready;
+  c.s.write(head('POST', CHAT, ['Content-Type: application/json', 'Content-Length: 5', 'Content-Length: 10737418240']));
+  const r = await waitAnswer(c, 500).catch(() => null);
+  c.s.destroy();
+  await d.stop();
+  assert.ok(r && r.status === 400, `answer: ${r ? r.status : 'none within 0.5 s'}`);
+});
+
+test('JSON nested 1000 levels deep → 400 mentioning nesting, no backend', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port, '  maxJsonBodyBytes: 1048576\n  maxJsonDepth: 64').replace('  maxJsonBodyBytes: 1024\n', '') });
+  const n = 1000;
+  for (const body of [
+    `{"model":"m","x":${'['.repeat(n)}${']'.repeat(n)}}`,
+    `{"x":${'{"a":'.repeat(n)}1${'}'.repeat(n)},"model":"m"}`,
+    `${'['.repeat(n)}${']'.repeat(n)}`,
+    `{"model":"m","x":${'['.repeat(100000)}`, // unterminated, far deeper than any stack
+  ]) {
+    const r = await h.post(`${d.url}${CHAT}`, body);
+    h.assertError(r, 400, /nest/i);
+    assert.equal(r.json.error.type, 'invalid_request_error');
+  }
+  await d.waitLog(/status=400 code=invalid_request msg="request body nests deeper than 64 levels"/);
+  assert.equal(d.logCount(/msg=spawned/), 0);
+  await d.stop();
+});
+
+test('slowloris: half a request head is closed after headerTimeoutSeconds; a stalled body after bodyIdleTimeoutSeconds', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const half = connect(d);
+  const idle = connect(d);
+  const body = connect(d);
+  await Promise.all([half.ready, idle.ready, body.ready]);
+  half.s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Ty');
+  body.s.write(head('POST', CHAT, ['Content-Type: application/json', 'Content-Length: 100']) + '{"model":');
+  const t0 = Date.now();
+  await h.waitFor(() => half.closed && idle.closed && body.closed, { timeout: 3500, what: 'the daemon to close all three' });
+  for (const [name, c] of [['half head', half], ['no bytes', idle], ['stalled body', body]]) {
+    const ms = c.closedAt - t0;
+    assert.ok(ms >= 700 && ms < 3000, `${name} closed after ${ms} ms`);
+    // Nothing was answered that looked like success.
+    assert.doesNotMatch(c.data, /HTTP\/1\.1 2\d\d/);
+  }
+  assert.equal(d.logCount(/msg=spawned/), 0);
+  // The daemon still serves.
+  assert.equal((await h.get(`${d.url}/health`)).status, 200);
+  await d.stop();
+});
+
+test('slowloris: a head trickled one header at a time is still cut after headerTimeoutSeconds', {
+  todo: 'daemon bug: headerTimeoutSeconds is an idle timeout; a head trickled every 300 ms is never cut',
+}, async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const c = connect(d);
+  await c.ready;
+  c.s.write('GET /v1/models HTTP/1.1\r\nHost: localhost\r\n');
+  let i = 0;
+  const timer = setInterval(() => { if (!c.closed) c.s.write(`X-Slow-${i++}: a\r\n`); }, 300);
+  try {
+    await h.waitFor(() => c.closed, { timeout: 2800, what: 'the daemon to cut a trickled head' });
+  } finally {
+    clearInterval(timer);
+    c.s.destroy();
+    await d.stop();
+  }
+  assert.ok(c.closedAt - c.t0 < 2800);
+});
