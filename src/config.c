@@ -1332,10 +1332,9 @@ static void
 top_api_keys_file(struct ld *ld, struct node *v, const char *path, void *obj)
 {
 	char   *file = NULL, *text, *line, *save = NULL, *where;
-	size_t  len = 0;
+	size_t  len = 0, before = ((struct cfg *)obj)->nkeys;
 	int     lineno = 0;
 
-	(void)obj;
 	if (get_str(ld, v, path, &file) == -1 || file == NULL) {
 		if (file == NULL && v->kind == NODE_SCALAR)
 			ld_err(ld, v, path, "expected a file name");
@@ -1378,6 +1377,9 @@ top_api_keys_file(struct ld *ld, struct node *v, const char *path, void *obj)
 			key_add(ld, v, path, tok[0], nt == 2, where);
 		free(where);
 	}
+	/* A key file meant to turn authentication on must not leave everything open. */
+	if (((struct cfg *)obj)->nkeys == before)
+		ld_err(ld, v, path, "%s holds no key", file);
 out:
 	OPENSSL_cleanse(text, len);
 	free(text);

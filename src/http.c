@@ -109,6 +109,48 @@ static struct {
 static void req_resume(struct mm_req *r);
 static void start_upstream(struct mm_req *r);
 
+/* Per connection: a deadline for each request head, whatever pace it trickles in at (MHD's
+ * own timeout only bounds silence). */
+struct conn_ctx {
+	struct MHD_Connection *conn;
+	uint64_t               head_timer;
+};
+
+static void
+on_head_deadline(void *arg)
+{
+	struct conn_ctx                *cc = arg;
+	const union MHD_ConnectionInfo *ci;
+
+	cc->head_timer = 0;
+	ci = MHD_get_connection_info(cc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	log_info("http", "msg=\"request head not complete in time, closing the connection\" timeout_s=%d",
+	    H.cfg->limits.header_timeout_s);
+	metrics_refusal("size");
+	/* MHD notices at its next read and closes the connection itself. */
+	if (ci != NULL)
+		shutdown(ci->connect_fd, SHUT_RDWR);
+	H.need_run = true;
+}
+
+static void
+arm_head_deadline(struct conn_ctx *cc)
+{
+	loop_timer_cancel(cc->head_timer);
+	cc->head_timer = loop_timer_add((uint64_t)H.cfg->limits.header_timeout_s * 1000u,
+	    on_head_deadline, cc);
+}
+
+static struct conn_ctx *
+conn_ctx_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+
 /* --- small helpers --- */
 
 static void
@@ -924,6 +966,33 @@ queue_pending(struct mm_req *r)
 	return ret;
 }
 
+static enum MHD_Result
+count_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	const char **first = cls;
+
+	(void)kind;
+	if (strcasecmp(key, "Content-Length") != 0)
+		return MHD_YES;
+	if (first[0] == NULL) {
+		first[0] = value;
+		return MHD_YES;
+	}
+	if (strcmp(first[0], value ? value : "") != 0)
+		first[1] = value ? value : "";
+	return MHD_YES;
+}
+
+/* Two different Content-Length headers make the body's end ambiguous (RFC 9112 6.3). */
+static bool
+conflicting_lengths(const struct mm_req *r)
+{
+	const char *seen[2] = { NULL, NULL };
+
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_length, seen);
+	return seen[1] != NULL;
+}
+
 /* Which key a route needs: none (/health), a plain one (model routes and the model list), or
  * an admin one (every management route). */
 static enum gate_scope
@@ -1031,10 +1100,15 @@ gate_pass(struct mm_req *r)
 static void
 first_call(struct mm_req *r)
 {
-	const char *rid = header(r, "X-Request-ID");
+	struct conn_ctx *cc = conn_ctx_of(r->conn);
+	const char      *rid = header(r, "X-Request-ID");
 	const char *q = strchr(r->uri, '?');
 	bool        method_ok;
 
+	if (cc != NULL) {
+		loop_timer_cancel(cc->head_timer);
+		cc->head_timer = 0;
+	}
 	if (rid != NULL && valid_request_id(rid))
 		snprintf(r->id, sizeof(r->id), "%s", rid);
 	else
@@ -1047,6 +1121,10 @@ first_call(struct mm_req *r)
 		metrics_refusal("size");
 		reply_error(r, 414, "uri_too_long", "request target is longer than %d bytes",
 		    r->cfg->limits.max_url_bytes);
+		return;
+	}
+	if (conflicting_lengths(r)) {
+		reply_error(r, 400, "invalid_request", "conflicting Content-Length headers");
 		return;
 	}
 	if (!gate_pass(r))
@@ -1073,12 +1151,14 @@ first_call(struct mm_req *r)
 	}
 	if (r->pending != NULL)
 		return;
-	if (r->route.kind != ROUTE_API) {
+	{
 		const char *cl = header(r, "Content-Length");
 		long long   n;
 
 		int         limit = r->route.kind == ROUTE_MULTIPART_MODEL
-		                ? r->cfg->limits.max_multipart_body_bytes : r->cfg->limits.max_json_body_bytes;
+		                ? r->cfg->limits.max_multipart_body_bytes
+		                : r->route.kind == ROUTE_API ? (int)HTTP_API_BODY_MAX
+		                : r->cfg->limits.max_json_body_bytes;
 
 		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 && n > (long long)limit) {
 			metrics_refusal("size");
@@ -1141,6 +1221,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (*upload_size > 0 && r->route.kind == ROUTE_API) {
+		/* Management routes take no body: a little is tolerated and dropped, no more. */
+		r->drained += *upload_size;
+		*upload_size = 0;
+		if (r->drained > HTTP_API_BODY_MAX) {
+			metrics_refusal("size");
+			reply_error(r, 413, "body_too_large", "%s takes no request body", r->path);
+			return queue_pending(r);
+		}
+		return MHD_YES;
+	}
 	if (*upload_size > 0) {
 		if (r->route.kind != ROUTE_API && !r->body_too_large &&
 		    buf_append(&r->body, upload_data, *upload_size,
@@ -1197,10 +1288,11 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	uint64_t       now = loop_now_ms();
 
 	(void)cls;
-	(void)conn;
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
+	if (conn != NULL && conn_ctx_of(conn) != NULL && H.cfg != NULL)
+		arm_head_deadline(conn_ctx_of(conn)); /* the next request on this connection */
 	if (r->watch_fd != -1)
 		loop_fd_del(r->watch_fd);
 	if (r->up != NULL) {
@@ -1248,13 +1340,24 @@ static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
 {
+	struct conn_ctx *cc = *socket_context;
+
 	(void)cls;
-	(void)conn;
-	(void)socket_context;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		H.nconn++;
-	else if (H.nconn > 0)
-		H.nconn--;
+		cc = xcalloc(1, sizeof(*cc));
+		cc->conn = conn;
+		*socket_context = cc;
+		arm_head_deadline(cc);
+	} else {
+		if (H.nconn > 0)
+			H.nconn--;
+		if (cc != NULL) {
+			loop_timer_cancel(cc->head_timer);
+			free(cc);
+			*socket_context = NULL;
+		}
+	}
 	metrics_set_connections(H.nconn);
 }
 
