@@ -1686,9 +1686,16 @@ env_target(char *const *argv, bool *split)
 			*split = true;
 			return 0;
 		}
-		if (strcmp(a, "-u") == 0 || strcmp(a, "-C") == 0 || strcmp(a, "--unset") == 0 ||
-		    strcmp(a, "--chdir") == 0) {
+		if (strcmp(a, "--unset") == 0 || strcmp(a, "--chdir") == 0) {
 			if (argv[++i] == NULL)
+				return 0;
+			continue;
+		}
+		if (a[0] == '-' && a[1] != '-' && a[1] != '\0') {
+			/* A cluster such as -iu NAME: -u and -C take the rest of the word, or the next. */
+			const char *arg = strpbrk(a + 1, "uC");
+
+			if (arg != NULL && arg[1] == '\0' && argv[++i] == NULL)
 				return 0;
 			continue;
 		}
@@ -1699,6 +1706,22 @@ env_target(char *const *argv, bool *split)
 		break;
 	}
 	return argv[i] != NULL ? i : 0;
+}
+
+/* Programs that exec a program named in their arguments (env is looked through exactly). */
+static bool
+is_wrapper(const char *exe)
+{
+	static const char *const wrappers[] = { "nice", "timeout", "setsid", "nohup", "stdbuf",
+		"chrt", "taskset", "ionice", "numactl", "sudo", "doas", "xargs", "flock", "unbuffer",
+		"time", "chroot", "runuser", "su", "setpriv", "prlimit", "unshare", "nsenter",
+		"systemd-run", "sg", "script", "watch", "strace", "ltrace", "valgrind", "gdb" };
+	const char *b = base_name(exe);
+
+	for (size_t i = 0; i < MM_ARRAY_LEN(wrappers); i++)
+		if (strcmp(b, wrappers[i]) == 0)
+			return true;
+	return false;
 }
 
 #define SHELL_REFUSED \
@@ -1733,6 +1756,21 @@ command_check(struct ld *ld, const struct node *n, const char *path, char *const
 	if (allowed != NULL && !listed) {
 		ld_err(ld, n, path, "%s (%s) is not under allowedCommands", argv[0], exe);
 		goto fail;
+	}
+	if (!exact && allowed != NULL && is_wrapper(exe)) {
+		/* Under an allowlist, a program that runs other programs must be listed by name. */
+		ld_err(ld, n, path, "%s runs other programs; list %s itself in allowedCommands to allow it",
+		    argv[0], exe);
+		goto fail;
+	}
+	if (!exact && is_wrapper(exe)) {
+		/* Programs that run another program: any shell word among their arguments counts. */
+		for (size_t i = 1; argv[i] != NULL; i++) {
+			if (is_shell_name(argv[i])) {
+				ld_err(ld, n, path, "%s runs %s: " SHELL_REFUSED, argv[0], argv[i]);
+				goto fail;
+			}
+		}
 	}
 	if (!exact && (strcmp(base_name(exe), "env") == 0 || strcmp(base_name(argv[0]), "env") == 0)) {
 		t = env_target(argv, &split);

@@ -124,8 +124,10 @@ fetch_init(void)
 		fatal("curl_multi_init failed");
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	/* Backends are local: keep a few idle connections per host for reuse. */
+	/* Backends are local: keep idle connections for reuse rather than let the cache shrink
+	 * with the number of transfers in flight (a new connection per request otherwise). */
 	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)FETCH_MAX_IDLE_CONNS);
 	loop_hook_add(on_loop_round, NULL);
 }
 

@@ -16,6 +16,7 @@
 #include "modelmux/notify.h"
 #include "modelmux/sched.h"
 #include "modelmux/supervisor.h"
+#include "modelmux/upstream.h"
 #include "modelmux/util.h"
 
 #define SHUTDOWN_GRACE_MS    30000 /* requests in flight may finish for this long */
@@ -354,6 +355,7 @@ main(int argc, char **argv)
 	reap_remaining();
 	sched_free();
 	metrics_free();
+	up_free_pool();
 	fetch_free();
 	loop_free();
 	cfg_unref(M.cfg);

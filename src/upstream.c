@@ -27,6 +27,35 @@ struct up_xfer {
 	char                       errbuf[CURL_ERROR_SIZE];
 };
 
+/* Idle easy handles kept for reuse: creating one costs a large zeroed allocation. */
+#define UP_POOL_MAX 64
+static CURL  *pool[UP_POOL_MAX];
+static size_t npool;
+
+static CURL *
+easy_get(void)
+{
+	return npool > 0 ? pool[--npool] : curl_easy_init();
+}
+
+static void
+easy_put(CURL *e)
+{
+	if (npool < UP_POOL_MAX) {
+		curl_easy_reset(e);
+		pool[npool++] = e;
+	} else {
+		curl_easy_cleanup(e);
+	}
+}
+
+void
+up_free_pool(void)
+{
+	while (npool > 0)
+		curl_easy_cleanup(pool[--npool]);
+}
+
 static const char *const hop_by_hop[] = {
 	"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
 	"upgrade", "content-length", "proxy-authenticate",
@@ -59,7 +88,7 @@ xfer_free(struct up_xfer *x)
 	headers_clear(x);
 	curl_slist_free_all(x->hdrs);
 	if (x->easy)
-		curl_easy_cleanup(x->easy);
+		easy_put(x->easy);
 	free(x);
 }
 
@@ -180,7 +209,7 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 	struct up_xfer *x = xcalloc(1, sizeof(*x));
 	CURL           *e;
 
-	if ((e = x->easy = curl_easy_init()) == NULL) {
+	if ((e = x->easy = easy_get()) == NULL) {
 		free(x);
 		*err = "cannot create a transfer";
 		return NULL;

@@ -55,7 +55,7 @@ struct cJSON;
 #define CFG_MIN_RATE_TABLE_SIZE      16
 #define CFG_MAX_RATE_TABLE_SIZE      (1 << 22)
 #define CFG_MAX_RATE                 1e6        /* tokens per second */
-#define CFG_DEF_MAX_HEADER_BYTES     65536
+#define CFG_DEF_MAX_HEADER_BYTES     16384
 #define CFG_DEF_MAX_URL_BYTES        8192
 #define CFG_DEF_MAX_JSON_BODY_BYTES  33554432   /* 32 MiB */
 #define CFG_DEF_MAX_MULTIPART_BYTES  1073741824 /* 1 GiB */

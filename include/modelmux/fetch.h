@@ -5,6 +5,8 @@
 
 #include <curl/curl.h>
 
+#define FETCH_MAX_IDLE_CONNS 256 /* idle backend connections kept for reuse */
+
 /* Called once when a transfer ends (success or not). The easy handle is already removed from
  * the multi handle; the callback owns it (usually curl_easy_cleanup). */
 typedef void (*fetch_done_cb)(CURL *easy, CURLcode result, void *arg);

@@ -10,6 +10,8 @@
 
 #include "modelmux/config.h"
 
+#define HTTP_SEND_BLOCK        (16u << 10) /* response bytes MHD asks the stream for at once;
+                                              * with the header limit, each connection's memory */
 #define HTTP_MP_MEMORY         (64u << 10) /* multipart bytes kept in memory before spooling */
 #define HTTP_API_BODY_MAX      (64u << 10) /* body bytes a management route tolerates */
 #define HTTP_413_DRAIN         (64u << 20) /* body bytes read and dropped after a 413 */

@@ -287,9 +287,7 @@ test('one address locked out does not lock out another', async (t) => {
   await d.stop();
 });
 
-test('an apiKeysFile with no keys in it does not silently turn authentication off', {
-  todo: 'daemon bug: an empty (or all-comments) apiKeysFile loads fine and leaves every route open',
-}, async (t) => {
+test('an apiKeysFile with no keys in it does not silently turn authentication off', async (t) => {
   const port = await h.freePorts(2);
   const dir = h.tmpdir();
   const keys = path.join(dir, 'keys');

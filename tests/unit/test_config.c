@@ -102,7 +102,7 @@ test_minimal_defaults(void)
 	ASSERT_TRUE(c->rate.auth_failures.rate == 0.2);
 	ASSERT_INT_EQ(c->rate.auth_failures.burst, 10);
 	ASSERT_INT_EQ(c->rate.table_size, 4096);
-	ASSERT_INT_EQ(c->limits.max_header_bytes, 65536);
+	ASSERT_INT_EQ(c->limits.max_header_bytes, 16384);
 	ASSERT_INT_EQ(c->limits.max_url_bytes, 8192);
 	ASSERT_INT_EQ(c->limits.max_json_body_bytes, 33554432);
 	ASSERT_INT_EQ(c->limits.max_multipart_body_bytes, 1073741824);
