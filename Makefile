@@ -69,13 +69,13 @@ npm-deps:
 	@test -d tests/integration/node_modules/openai || (cd tests/integration && npm install --no-audit --no-fund --silent)
 
 integration: all npm-deps
-	MM_BUILD=$(abspath $(BUILD)) node --test --test-concurrency=2 tests/integration/
+	MM_BUILD=$(abspath $(BUILD)) MM_SANITIZE=$(MM_SANITIZE) node --test --test-concurrency=2 tests/integration/
 
 test: all unit fuzz-replay integration
 
 check:
 	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
-	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' test
+	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' MM_SANITIZE=1 test
 
 valgrind: all
 	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 tests/integration/

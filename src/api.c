@@ -391,6 +391,17 @@ api_handle(struct api_call *c)
 		}
 		return API_DONE;
 	}
+	if (strcmp(path, "/logs") == 0) {
+		if (method_is(method, "GET", out, path)) {
+			struct buf b = { 0 };
+
+			log_history(&b, NULL);
+			out->status = 200;
+			out->ctype = "text/plain; charset=utf-8";
+			out->body = b.data ? b.data : xstrdup("");
+		}
+		return API_DONE;
+	}
 	if (strcmp(path, "/metrics") == 0) {
 		if (method_is(method, "GET", out, path))
 			render_metrics(c->cfg, out);

@@ -72,6 +72,10 @@ struct mm_req {
 	char                 **up_headers;
 	struct sched_ticket    ticket;
 	struct api_call        api;
+	struct log_sub        *sub;         /* /logs/stream, /api/events: the live feed */
+	char                  *sub_model;   /* only lines about this model */
+	bool                   sub_events;  /* SSE framing */
+	unsigned long          missed;      /* lines dropped for a slow reader, not yet told */
 	bool                   api_pending;
 	struct up_xfer        *up;
 	bool                   up_done, up_ok, up_paused;
@@ -293,6 +297,8 @@ on_client_hup(int fd, uint32_t events, void *arg)
 		api_cancel(&r->api);
 		r->api_pending = false;
 	}
+	log_unsubscribe(r->sub);
+	r->sub = NULL;
 	req_resume(r);
 }
 
@@ -929,11 +935,101 @@ on_api_done(struct api_call *c)
 	req_resume(r);
 }
 
+/* A line for a live feed. A reader that falls behind loses the oldest lines (never more than
+ * HTTP_SUB_WINDOW is held) and is told how many before the next one. Must not log. */
+static void
+on_feed_line(void *arg, const char *line, size_t len)
+{
+	struct mm_req *r = arg;
+	const char    *pre = r->sub_events ? "data: " : "", *post = r->sub_events ? "\n\n" : "\n";
+	size_t         need = len + strlen(pre) + strlen(post) + 64;
+	char           marker[96];
+
+	if (r->sub_model != NULL && !log_line_about(line, len, r->sub_model))
+		return;
+	if (need > HTTP_SUB_WINDOW)
+		return;
+	while (r->out.len - r->out_off + need > HTTP_SUB_WINDOW) {
+		const char *nl = memchr(r->out.data + r->out_off, '\n', r->out.len - r->out_off);
+		size_t      to = nl ? (size_t)(nl - r->out.data) + 1 : r->out.len;
+
+		if (r->sub_events && to < r->out.len && r->out.data[to] == '\n')
+			to++;
+		r->out_off = to;
+		r->missed++;
+	}
+	if (r->out_off == r->out.len) {
+		r->out_off = 0;
+		buf_reset(&r->out);
+	}
+	if (r->missed > 0) {
+		if (r->sub_events)
+			snprintf(marker, sizeof(marker), "data: {\"type\":\"missed\",\"count\":%lu}\n\n", r->missed);
+		else
+			snprintf(marker, sizeof(marker), "-- %lu lines missed --\n", r->missed);
+		if (buf_append(&r->out, marker, strlen(marker), SIZE_MAX / 2) == 0)
+			r->missed = 0;
+	}
+	if (buf_append(&r->out, pre, strlen(pre), SIZE_MAX / 2) == -1 ||
+	    buf_append(&r->out, line, len, SIZE_MAX / 2) == -1 ||
+	    buf_append(&r->out, post, strlen(post), SIZE_MAX / 2) == -1)
+		return;
+	req_resume(r);
+}
+
+/* GET /logs/stream[/<model>] and /api/events: history (or a snapshot), then live, until the
+ * client leaves. */
+static bool
+start_feed(struct mm_req *r)
+{
+	static const char logs[] = "/logs/stream";
+	bool              events = strcmp(r->path, "/api/events") == 0;
+	struct MHD_Response *resp;
+
+	if (!events && strncmp(r->path, logs, sizeof(logs) - 1) != 0)
+		return false;
+	if (!events && r->path[sizeof(logs) - 1] != '\0' &&
+	    (r->path[sizeof(logs) - 1] != '/' || r->path[sizeof(logs)] == '\0'))
+		return false;
+	if (strcmp(r->method, "GET") != 0) {
+		reply_error(r, 405, "method_not_allowed", "%s: use GET", r->path);
+		return true;
+	}
+	r->sub_events = events;
+	if (!events && r->path[sizeof(logs) - 1] == '/')
+		r->sub_model = xstrdup(r->path + sizeof(logs));
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_SEND_BLOCK, read_body, r, NULL);
+	MHD_add_response_header(resp, "Content-Type", events ? "text/event-stream" : "text/plain; charset=utf-8");
+	MHD_add_response_header(resp, "Cache-Control", "no-cache");
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	set_reply(r, 200, resp);
+	r->phase = PH_STREAM;
+	r->sub = log_subscribe(events ? LOG_CH_EVENTS : LOG_CH_LINES, on_feed_line, r);
+	if (events) {
+		sched_publish_states(); /* every subscriber sees a snapshot; harmless for the others */
+	} else if (r->query == NULL || strstr(r->query, "no-history") == NULL) {
+		struct buf hist = { 0 };
+
+		log_history(&hist, r->sub_model);
+		/* Only the newest HTTP_SUB_WINDOW of history, whole lines. */
+		size_t from = hist.len > HTTP_SUB_WINDOW / 2 ? hist.len - HTTP_SUB_WINDOW / 2 : 0;
+		const char *nl = from ? memchr(hist.data + from, '\n', hist.len - from) : NULL;
+
+		from = nl ? (size_t)(nl - hist.data) + 1 : from;
+		if (hist.len > from && buf_append(&r->out, hist.data + from, hist.len - from, SIZE_MAX / 2) == -1)
+			buf_reset(&r->out);
+		buf_free(&hist);
+	}
+	return true;
+}
+
 static void
 dispatch_api(struct mm_req *r)
 {
 	char q[300];
 
+	if (start_feed(r))
+		return;
 	r->api.cfg = r->cfg;
 	r->api.method = r->method;
 	r->api.path = r->path;
@@ -1303,6 +1399,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	sched_release(&r->ticket);
 	if (r->api_pending)
 		api_cancel(&r->api);
+	log_unsubscribe(r->sub);
+	free(r->sub_model);
 	free(r->api.reply.body);
 	if (r->method != NULL)
 		metrics_request(r->model ? r->model->id : NULL, r->route.endpoint, r->status,

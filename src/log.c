@@ -8,6 +8,151 @@
 #include "modelmux/util.h"
 
 static enum log_level log_level = LOG_INFO;
+
+struct log_sub {
+	struct log_sub  *next;
+	enum log_channel ch;
+	log_sub_cb       cb;
+	void            *arg;
+	bool             dead;
+};
+
+static struct {
+	char           *ring;       /* LOG_RING_BYTES circular, holding whole lines */
+	size_t          head, used; /* next write position, bytes held */
+	struct log_sub *subs;
+	int             publishing; /* nesting depth: unsubscribe while delivering is deferred */
+} R;
+
+static void
+ring_put(const char *p, size_t n)
+{
+	if (n > LOG_RING_BYTES)
+		return;
+	if (R.ring == NULL)
+		R.ring = xmalloc(LOG_RING_BYTES);
+	/* Make room by dropping whole lines from the oldest end. */
+	while (R.used + n > LOG_RING_BYTES) {
+		size_t tail = (R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES, k = 0;
+
+		while (k < R.used && R.ring[(tail + k) % LOG_RING_BYTES] != '\n')
+			k++;
+		R.used -= MM_MIN(k + 1, R.used);
+	}
+	for (size_t i = 0; i < n; i++)
+		R.ring[(R.head + i) % LOG_RING_BYTES] = p[i];
+	R.head = (R.head + n) % LOG_RING_BYTES;
+	R.used += n;
+}
+
+static void
+publish(enum log_channel ch, const char *line, size_t len)
+{
+	R.publishing++;
+	for (struct log_sub *s = R.subs; s; s = s->next)
+		if (s->ch == ch && !s->dead)
+			s->cb(s->arg, line, len);
+	if (--R.publishing == 0) {
+		for (struct log_sub **ps = &R.subs; *ps;) {
+			struct log_sub *s = *ps;
+
+			if (s->dead) {
+				*ps = s->next;
+				free(s);
+			} else {
+				ps = &s->next;
+			}
+		}
+	}
+}
+
+struct log_sub *
+log_subscribe(enum log_channel ch, log_sub_cb cb, void *arg)
+{
+	struct log_sub *s = xcalloc(1, sizeof(*s));
+
+	s->ch = ch;
+	s->cb = cb;
+	s->arg = arg;
+	s->next = R.subs;
+	R.subs = s;
+	return s;
+}
+
+void
+log_unsubscribe(struct log_sub *s)
+{
+	if (s == NULL)
+		return;
+	s->dead = true;
+	if (R.publishing > 0)
+		return; /* freed when the delivery in progress ends */
+	for (struct log_sub **ps = &R.subs; *ps; ps = &(*ps)->next) {
+		if (*ps == s) {
+			*ps = s->next;
+			free(s);
+			return;
+		}
+	}
+}
+
+void
+log_event(const char *json)
+{
+	publish(LOG_CH_EVENTS, json, strlen(json));
+}
+
+bool
+log_line_about(const char *line, size_t len, const char *model)
+{
+	size_t ml = strlen(model);
+
+	for (const char *p = line; (p = memmem(p, len - (size_t)(p - line), "model=", 6)) != NULL; p += 6) {
+		const char *v = p + 6;
+		size_t      left = len - (size_t)(v - line);
+
+		if (left >= ml && memcmp(v, model, ml) == 0 && (left == ml || v[ml] == ' '))
+			return true;
+		if (left >= ml + 2 && v[0] == '"' && memcmp(v + 1, model, ml) == 0 && v[ml + 1] == '"')
+			return true;
+	}
+	return false;
+}
+
+void
+log_history(struct buf *out, const char *model)
+{
+	size_t start = (R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES, i = 0;
+	char   line[4096];
+
+	while (i < R.used) {
+		size_t k = 0;
+
+		while (i + k < R.used && R.ring[(start + i + k) % LOG_RING_BYTES] != '\n')
+			k++;
+		if (k < sizeof(line)) {
+			for (size_t j = 0; j < k; j++)
+				line[j] = R.ring[(start + i + j) % LOG_RING_BYTES];
+			if (model == NULL || log_line_about(line, k, model))
+				if (buf_append(out, line, k, SIZE_MAX / 2) == -1 || buf_append(out, "\n", 1, SIZE_MAX / 2) == -1)
+					return;
+		}
+		i += k + 1;
+	}
+}
+
+void
+log_free(void)
+{
+	while (R.subs) {
+		struct log_sub *s = R.subs;
+
+		R.subs = s->next;
+		free(s);
+	}
+	free(R.ring);
+	memset(&R, 0, sizeof(R));
+}
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
 void
@@ -64,6 +209,9 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 			line[i] = ' ';
 	line[n++] = '\n';
 	fwrite(line, 1, (size_t)n, stderr);
+	ring_put(line, (size_t)n);
+	if (R.subs != NULL)
+		publish(LOG_CH_LINES, line, (size_t)n - 1);
 }
 
 const char *

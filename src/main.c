@@ -360,5 +360,6 @@ main(int argc, char **argv)
 	loop_free();
 	cfg_unref(M.cfg);
 	log_info("main", "msg=exited");
+	log_free();
 	return 0;
 }

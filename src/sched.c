@@ -11,6 +11,8 @@
  */
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
@@ -240,6 +242,32 @@ sched_ticket_proxy(const struct sched_ticket *t)
 	return t->model->cfg->proxy;
 }
 
+/* A state change, for /api/events subscribers. */
+static void
+publish_state(const struct sched_model *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	char  *json;
+
+	cJSON_AddStringToObject(o, "type", "modelStatus");
+	cJSON_AddStringToObject(o, "model", m->cfg->id);
+	cJSON_AddStringToObject(o, "state", sched_state_name(m->state));
+	if (m->last_error[0])
+		cJSON_AddStringToObject(o, "last_error", m->last_error);
+	if ((json = cJSON_PrintUnformatted(o)) != NULL)
+		log_event(json);
+	cJSON_free(json);
+	cJSON_Delete(o);
+}
+
+void
+sched_publish_states(void)
+{
+	for (size_t i = 0; i < S.n; i++)
+		if (!S.models[i]->retired)
+			publish_state(S.models[i]);
+}
+
 static void
 set_state(struct sched_model *m, enum model_state s)
 {
@@ -248,6 +276,7 @@ set_state(struct sched_model *m, enum model_state s)
 	log_info("sched", "model=%s state=%s from=%s", m->cfg->id, sched_state_name(s),
 	    sched_state_name(m->state));
 	m->state = s;
+	publish_state(m);
 }
 
 /* --- queue --- */

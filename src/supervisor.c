@@ -468,7 +468,10 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 		*err = xasprintf("command not found: %s", spec->argv[0]);
 		goto out;
 	}
-	if (pipe2(op, O_CLOEXEC | O_NONBLOCK) == -1 || pipe2(ep, O_CLOEXEC | O_NONBLOCK) == -1) {
+	/* Only our ends are non-blocking: a child writing to a full pipe must wait, not lose
+	 * its output (or fail on EAGAIN). */
+	if (pipe2(op, O_CLOEXEC) == -1 || pipe2(ep, O_CLOEXEC) == -1 || set_nonblock(op[0]) == -1 ||
+	    set_nonblock(ep[0]) == -1) {
 		*err = xasprintf("cannot create pipes: %s", strerror(errno));
 		goto out;
 	}

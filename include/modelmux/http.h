@@ -14,6 +14,7 @@
                                               * with the header limit, each connection's memory */
 #define HTTP_MP_MEMORY         (64u << 10) /* multipart bytes kept in memory before spooling */
 #define HTTP_API_BODY_MAX      (64u << 10) /* body bytes a management route tolerates */
+#define HTTP_SUB_WINDOW        (256u << 10) /* bytes a live log/event reader may lag behind */
 #define HTTP_413_DRAIN         (64u << 20) /* body bytes read and dropped after a 413 */
 #define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
                                               * upstream transfer is paused */

@@ -2,7 +2,10 @@
 #ifndef MODELMUX_LOG_H
 #define MODELMUX_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+struct buf;
 
 enum log_level {
 	LOG_DEBUG = 0,
@@ -27,6 +30,30 @@ void log_emit(enum log_level lvl, const char *mod, const char *req, const char *
 const char *log_q(char *buf, size_t n, const char *s);
 /* Same for a byte range that need not be NUL-terminated. */
 const char *log_qn(char *buf, size_t n, const char *s, size_t len);
+
+#define LOG_RING_BYTES (1u << 20) /* recent log lines kept for /logs */
+
+/* Live feeds: the log lines, and state-change events (one JSON object per line). */
+enum log_channel {
+	LOG_CH_LINES = 0,
+	LOG_CH_EVENTS,
+};
+
+struct log_sub;
+/* Called for every new line on the channel (without its '\n'); must not log. */
+typedef void (*log_sub_cb)(void *arg, const char *line, size_t len);
+
+/* Subscribes to a channel until log_unsubscribe. Returns the subscription (owned by log). */
+struct log_sub *log_subscribe(enum log_channel ch, log_sub_cb cb, void *arg);
+void log_unsubscribe(struct log_sub *s);
+/* Publishes one event line (JSON) to LOG_CH_EVENTS subscribers. */
+void log_event(const char *json);
+/* Appends the recent lines (oldest first) to out; with `model`, only lines about it. */
+void log_history(struct buf *out, const char *model);
+/* Is this line about `model` (it carries model=<model>)? */
+bool log_line_about(const char *line, size_t len, const char *model);
+/* Frees the ring and subscriptions (at exit). */
+void log_free(void);
 
 #define log_debug(mod, ...) log_emit(LOG_DEBUG, mod, NULL, __VA_ARGS__)
 #define log_info(mod, ...)  log_emit(LOG_INFO, mod, NULL, __VA_ARGS__)

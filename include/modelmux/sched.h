@@ -114,6 +114,9 @@ void sched_preload(void);
  * once nothing runs any more. */
 void sched_shutdown(uint64_t grace_ms, void (*done)(void));
 
+/* Publishes every model's state as an event (a new /api/events subscriber's snapshot). */
+void sched_publish_states(void);
+
 /* Reports from the process layer (called by the real effects, or by tests). */
 void sched_on_ready(struct sched_model *m);
 void sched_on_start_failed(struct sched_model *m, int status, const char *reason);

@@ -25,7 +25,7 @@ models:
 }
 
 function rssKb(d) {
-  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))[1]);
+  return h.rssKb(d.proc.pid);
 }
 
 // A raw connection: everything received, when it closed.

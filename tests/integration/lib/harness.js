@@ -15,6 +15,9 @@ const BUILD = process.env.MM_BUILD || path.resolve(__dirname, '../../../build');
 const MODELMUX = path.join(BUILD, 'modelmux');
 const FAKE = path.join(BUILD, 'mm-fake-backend');
 const VALGRIND = process.env.MM_VALGRIND === '1';
+// Under ASan freed memory sits in quarantine, so RSS says little: memory bounds are checked
+// on the plain build only.
+const SANITIZED = process.env.MM_SANITIZE === '1' || VALGRIND;
 const SLOW = VALGRIND ? 10 : 1; // deadlines stretch under valgrind
 
 function sleep(ms) {
@@ -253,6 +256,11 @@ function assertError(r, status, messageRe) {
   if (messageRe) assert.match(r.json.error.message, messageRe);
 }
 
+// A live process's resident set, in kB.
+function rssKb(pid) {
+  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+}
+
 function isAlive(pid) {
   try {
     process.kill(pid, 0);
@@ -264,6 +272,6 @@ function isAlive(pid) {
 }
 
 module.exports = {
-  BUILD, MODELMUX, FAKE, SLOW, VALGRIND, sleep, waitFor, freePorts, startDaemon, post, get,
-  curl, assertError, tmpdir, isAlive, execFileSync,
+  BUILD, MODELMUX, FAKE, SLOW, VALGRIND, SANITIZED, sleep, waitFor, freePorts, startDaemon, post, get,
+  curl, assertError, tmpdir, isAlive, rssKb, execFileSync,
 };

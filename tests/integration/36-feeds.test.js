@@ -1,0 +1,90 @@
+// Logs and events over HTTP: /logs, /logs/stream[/<model>], /api/events; slow readers stay bounded.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const h = require('./lib/harness');
+
+const CHAT = '/v1/chat/completions';
+
+function config(port, extra = '') {
+  return `startPort: ${port}\nmodels:\n  a:\n    cmd: ${h.FAKE} --port \${PORT} --model a ${extra}\n` +
+    `  b:\n    cmd: ${h.FAKE} --port \${PORT} --model b\n`;
+}
+
+// Reads a streaming response incrementally; returns { text(), stop() }.
+async function follow(url) {
+  const ctl = new AbortController();
+  const res = await fetch(url, { signal: ctl.signal });
+  let text = '';
+  const done = (async () => {
+    const dec = new TextDecoder();
+    try {
+      for await (const chunk of res.body) text += dec.decode(chunk, { stream: true });
+    } catch { /* aborted */ }
+  })();
+  return { res, text: () => text, stop: async () => { ctl.abort(); await done; } };
+}
+
+test('/logs has recent history; /logs/stream/<model> follows one model live', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'a', messages: [] })).status, 200);
+  const logs = await h.get(`${d.url}/logs`);
+  assert.equal(logs.status, 200);
+  assert.match(logs.headers.get('content-type'), /text\/plain/);
+  assert.match(logs.text, /sched model=a state=ready/);
+  assert.match(logs.text, /backend model=a pid=\d+ stream=stderr line="fake: POST \/v1\/chat\/completions"/);
+
+  const f = await follow(`${d.url}/logs/stream/b?no-history`);
+  assert.equal(f.res.status, 200);
+  assert.equal(f.res.headers.get('x-accel-buffering'), 'no');
+  assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'b', messages: [] })).status, 200);
+  await h.waitFor(() => /sched model=b state=ready/.test(f.text()), { what: 'b in the stream' });
+  await h.waitFor(() => /model="b"/.test(f.text()), { what: "b's access line" });
+  assert.doesNotMatch(f.text(), /model=a /, 'only lines about b');
+  assert.doesNotMatch(f.text(), /msg=ready version/, 'no history with ?no-history');
+  await f.stop();
+  await d.stop();
+});
+
+test('/api/events: a snapshot of every model, then each state change', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  const f = await follow(`${d.url}/api/events`);
+  assert.match(f.res.headers.get('content-type'), /text\/event-stream/);
+  await h.waitFor(() => /"model":"b","state":"stopped"/.test(f.text()), { what: 'snapshot' });
+  assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'a', messages: [] })).status, 200);
+  await h.waitFor(() => /"model":"a","state":"ready"/.test(f.text()), { what: 'a ready event' });
+  const events = f.text().split('\n\n').filter(Boolean).map((e) => JSON.parse(e.replace(/^data: /, '')));
+  const states = events.filter((e) => e.model === 'a').map((e) => e.state);
+  assert.deepEqual(states, ['stopped', 'starting', 'ready']);
+  assert.ok(events.every((e) => e.type === 'modelStatus'));
+  await f.stop();
+  await d.stop();
+});
+
+test('a log reader that never reads does not grow the daemon, and learns what it missed', async (t) => {
+  const port = await h.freePorts(2);
+  // The backend prints 150 000 lines at start: about 15 MB through the daemon's log.
+  const d = await h.startDaemon(t, { config: config(port, '--stderr-lines 150000') });
+  const [host, p] = d.addr.split(':');
+  const sock = net.connect(Number(p), host);
+  await new Promise((resolve) => sock.once('connect', resolve));
+  sock.write(`GET /logs/stream?no-history HTTP/1.1\r\nHost: x\r\n\r\n`);
+  sock.pause(); // never read
+  const before = h.rssKb(d.proc.pid);
+  assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'a', messages: [] })).status, 200);
+  // (a plain substring test: the daemon's stderr is many megabytes by now)
+  await h.waitFor(() => d.stderr.includes('fake: loading layer 149999"'),
+    { timeout: 60000, interval: 200, what: 'the last backend line' });
+  const after = h.rssKb(d.proc.pid);
+  if (!h.SANITIZED) assert.ok(after - before < 16 * 1024, `RSS grew ${after - before} kB`);
+  // Now read: the stream says how many lines it dropped.
+  let got = '';
+  sock.on('data', (b) => { got += b.toString(); });
+  sock.resume();
+  await h.waitFor(() => /-- \d+ lines missed --/.test(got), { timeout: 10000, what: 'the missed marker' });
+  sock.destroy();
+  await d.stop();
+});
