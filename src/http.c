@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -80,6 +81,11 @@ struct mm_req {
 	struct up_xfer        *up;
 	bool                   up_done, up_ok, up_paused;
 	bool                   sse;         /* the response is text/event-stream */
+	bool                   wants_stream; /* the JSON body asked for "stream": true */
+	bool                   loading;     /* sendLoadingState: our SSE head went out already */
+	bool                   discard_up;  /* the backend's body has no place in the stream */
+	uint64_t               loading_timer;
+	uint64_t               loading_since;
 	char                   tail2[2];    /* the last two body bytes from the backend */
 	struct buf             scan;        /* usage scanning: the SSE line in progress, or the
 	                                     * last HTTP_USAGE_TAIL bytes of a JSON body */
@@ -113,6 +119,7 @@ static struct {
 
 static void req_resume(struct mm_req *r);
 static void start_upstream(struct mm_req *r);
+static void stream_error_event(struct mm_req *r, const char *reason);
 
 /* Per connection: a deadline for each request head, whatever pace it trickles in at (MHD's
  * own timeout only bounds silence). */
@@ -299,6 +306,8 @@ on_client_hup(int fd, uint32_t events, void *arg)
 	}
 	log_unsubscribe(r->sub);
 	r->sub = NULL;
+	loop_timer_cancel(r->loading_timer);
+	r->loading_timer = 0;
 	req_resume(r);
 }
 
@@ -372,6 +381,17 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	bool                 sse = false;
 
 	r->t_first_byte = loop_now_ms();
+	if (r->loading) {
+		/* Our head went out long ago: the backend's stream continues ours. */
+		if (status != 200) {
+			char why[64];
+
+			snprintf(why, sizeof(why), "the backend answered %d", status);
+			stream_error_event(r, why);
+			r->discard_up = true;
+		}
+		return;
+	}
 	resp = MHD_create_response_from_callback(content_length >= 0 ? (uint64_t)content_length
 	                                                            : MHD_SIZE_UNKNOWN,
 	    HTTP_SEND_BLOCK, read_body, r, NULL);
@@ -449,6 +469,8 @@ on_up_body(void *arg, const char *p, size_t n)
 	struct mm_req *r = arg;
 	size_t         held = r->out.len - r->out_off;
 
+	if (r->discard_up)
+		return n;
 	if (held > 0 && held + n > HTTP_STREAM_WINDOW) {
 		r->up_paused = true;
 		return 0;
@@ -478,22 +500,30 @@ on_up_body(void *arg, const char *p, size_t n)
 	return n;
 }
 
-/* An event stream cut by the backend gets an error event a client can show (the status line
- * went out long ago); the stream still ends in error so it never looks complete. */
+/* Ends an event stream whose status line already went out with an error event a client can
+ * show; the stream still ends in error so it never looks complete. */
 static void
-stream_error_event(struct mm_req *r, const char *reason)
+stream_error(struct mm_req *r, const char *code, const char *msg)
 {
-	char *msg = xasprintf("model %s: the backend stopped in the middle of the response (%s)",
-	    r->model->id, reason ? reason : "connection closed");
-	char *json = api_error_json(502, "backend_stream_error", msg);
+	char *json = api_error_json(502, code, msg);
 	/* Start on an event boundary whatever the backend's last bytes were. */
-	const char *sep = r->tail2[1] != '\n' ? "\n\n" : r->tail2[0] != '\n' ? "\n" : "";
+	const char *sep = r->tail2[1] != '\n' && r->tail2[1] != '\0' ? "\n\n"
+	                : r->tail2[0] != '\n' && r->tail2[1] != '\0' ? "\n" : "";
 	char *ev = xasprintf("%sdata: %s\n\n", sep, json);
 
 	if (buf_append(&r->out, ev, strlen(ev), SIZE_MAX / 2) == -1)
 		log_warn("http", "req=%s msg=\"no memory for the stream's error event\"", r->id);
 	free(ev);
 	free(json);
+}
+
+static void
+stream_error_event(struct mm_req *r, const char *reason)
+{
+	char *msg = xasprintf("model %s: the backend stopped in the middle of the response (%s)",
+	    r->model->id, reason ? reason : "connection closed");
+
+	stream_error(r, "backend_stream_error", msg);
 	free(msg);
 }
 
@@ -695,12 +725,79 @@ upstream_headers(struct mm_req *r)
 	return c.v;
 }
 
+/* --- sendLoadingState: progress in reasoning_content while the model loads --- */
+
+static void
+loading_chunk(struct mm_req *r, const char *text)
+{
+	cJSON *o = cJSON_CreateObject(), *ch = cJSON_AddArrayToObject(o, "choices");
+	cJSON *c0 = cJSON_CreateObject(), *delta = cJSON_AddObjectToObject(c0, "delta");
+	char  *json, *ev;
+
+	cJSON_AddStringToObject(o, "id", "chatcmpl-modelmux-loading");
+	cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+	cJSON_AddStringToObject(o, "model", r->model_name);
+	cJSON_AddNumberToObject(c0, "index", 0);
+	cJSON_AddStringToObject(delta, "reasoning_content", text);
+	cJSON_AddNullToObject(c0, "finish_reason");
+	cJSON_AddItemToArray(ch, c0);
+	json = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	ev = xasprintf("data: %s\n\n", json ? json : "{}");
+	cJSON_free(json);
+	if (buf_append(&r->out, ev, strlen(ev), SIZE_MAX / 2) == 0)
+		req_resume(r);
+	free(ev);
+}
+
+static void
+loading_tick(void *arg)
+{
+	struct mm_req *r = arg;
+
+	r->loading_timer = loop_timer_add(HTTP_LOADING_TICK_MS, loading_tick, r);
+	loading_chunk(r, ".");
+}
+
+/* The answer starts now as an event stream; the model's own stream continues it. */
+static void
+start_loading(struct mm_req *r)
+{
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN,
+	    HTTP_SEND_BLOCK, read_body, r, NULL);
+	char                 head[300];
+
+	MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+	MHD_add_response_header(resp, "Cache-Control", "no-cache");
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	set_reply(r, 200, resp);
+	r->phase = PH_STREAM;
+	r->loading = r->sse = true;
+	r->loading_since = loop_now_ms();
+	snprintf(head, sizeof(head), "Loading model %.200s…\n", r->model->id);
+	loading_chunk(r, head);
+	r->loading_timer = loop_timer_add(HTTP_LOADING_TICK_MS, loading_tick, r);
+}
+
 static void
 on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 {
 	struct mm_req *r = arg;
 
 	(void)t;
+	if (r->loading) {
+		loop_timer_cancel(r->loading_timer);
+		r->loading_timer = 0;
+	}
+	if (status != 0 && r->loading) {
+		/* The status line went out with the progress: the failure becomes the last event. */
+		stream_error(r, status == 504 ? "backend_timeout" : "backend_start_failed", msg);
+		r->up_done = true;
+		r->up_ok = false;
+		req_resume(r);
+		return;
+	}
 	if (status != 0) {
 		reply_error(r, status, status == 504 ? "backend_timeout" : status == 503
 		    ? "queue_timeout" : status == 429 ? "queue_full" : "backend_start_failed", "%s", msg);
@@ -708,6 +805,13 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 		return;
 	}
 	r->t_granted = loop_now_ms();
+	if (r->loading) {
+		char done[64];
+
+		snprintf(done, sizeof(done), "Done! (%.2fs)\n",
+		    (double)(r->t_granted - r->loading_since) / 1000.0);
+		loading_chunk(r, done);
+	}
 	start_upstream(r);
 }
 
@@ -735,16 +839,24 @@ start_upstream(struct mm_req *r)
 		ur.read_arg = r;
 	}
 
-	r->phase = PH_WAIT_UPSTREAM;
+	if (!r->loading)
+		r->phase = PH_WAIT_UPSTREAM;
 	r->up = up_start(&ur, &up_cb, r, &err);
 	free(url);
 	if (r->up == NULL) {
 		sched_release(&r->ticket);
+		if (r->loading) {
+			stream_error(r, "backend_unavailable", err);
+			r->up_done = true;
+			req_resume(r);
+			return;
+		}
 		reply_error(r, 502, "backend_unavailable", "model %s: %s", r->model->id, err);
 		req_resume(r);
 		return;
 	}
-	req_suspend(r);
+	if (!r->loading)
+		req_suspend(r);
 }
 
 /* The body is complete: find the model, rewrite, and acquire it. */
@@ -769,6 +881,7 @@ dispatch_model(struct mm_req *r)
 		return;
 	}
 	r->model_name = xstrdup(name);
+	r->wants_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
 		reply_error(r, 404, "model_not_found", "model %.256s not found", r->model_name);
 		cJSON_Delete(doc);
@@ -786,6 +899,17 @@ dispatch_model(struct mm_req *r)
 	acquire_model(r);
 }
 
+/* llama-swap's sendLoadingState: only a streaming chat request that has to wait. */
+static bool
+wants_loading_state(const struct mm_req *r)
+{
+	int on = r->model->send_loading_state;
+
+	if (on < 0)
+		on = r->cfg->send_loading_state;
+	return on && r->wants_stream && strcmp(r->path, "/v1/chat/completions") == 0;
+}
+
 /* Asks the scheduler for r->model, then goes upstream now or once it is ready. */
 static void
 acquire_model(struct mm_req *r)
@@ -800,6 +924,10 @@ acquire_model(struct mm_req *r)
 		start_upstream(r);
 		break;
 	case 0:
+		if (wants_loading_state(r)) {
+			start_loading(r);
+			break;
+		}
 		r->phase = PH_WAIT_MODEL;
 		req_suspend(r);
 		break;
@@ -1400,6 +1528,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r->api_pending)
 		api_cancel(&r->api);
 	log_unsubscribe(r->sub);
+	loop_timer_cancel(r->loading_timer);
 	free(r->sub_model);
 	free(r->api.reply.body);
 	if (r->method != NULL)

@@ -15,6 +15,7 @@
 #define HTTP_MP_MEMORY         (64u << 10) /* multipart bytes kept in memory before spooling */
 #define HTTP_API_BODY_MAX      (64u << 10) /* body bytes a management route tolerates */
 #define HTTP_SUB_WINDOW        (256u << 10) /* bytes a live log/event reader may lag behind */
+#define HTTP_LOADING_TICK_MS   750          /* sendLoadingState progress period */
 #define HTTP_413_DRAIN         (64u << 20) /* body bytes read and dropped after a 413 */
 #define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
                                               * upstream transfer is paused */

@@ -165,3 +165,48 @@ test('/upstream path traversal is refused before any model starts', async (t) =>
   assert.equal(d.logCount(/msg=spawned/), 0, 'no backend started');
   await d.stop();
 });
+
+test('sendLoadingState: a streaming chat that triggers a load sees progress, then the real stream', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\nsendLoadingState: true\nmodels:\n` +
+      `  slow:\n    cmd: ${h.FAKE} --port \${PORT} --health-delay 1600 --chunks 3\n` +
+      `  broken:\n    cmd: ${h.FAKE} --port \${PORT} --exit-at-start 2\n    sendLoadingState: true\n`,
+  });
+  const t0 = Date.now();
+  const res = await fetch(`${d.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'slow', stream: true, messages: [] }),
+  });
+  // The head comes at once, long before the model is ready.
+  assert.ok(Date.now() - t0 < 1000, 'head sent while loading');
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /text\/event-stream/);
+  const text = await res.text();
+  const events = text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
+  const reasoning = events.map((e) => e.choices[0].delta.reasoning_content).filter(Boolean);
+  assert.match(reasoning[0], /Loading model slow/);
+  assert.ok(reasoning.includes('.'), 'progress dots');
+  assert.match(reasoning[reasoning.length - 1], /Done! \(\d+\.\d\ds\)/);
+  const content = events.map((e) => e.choices[0].delta.content).filter(Boolean).join('');
+  assert.equal(content, 'Hello from the');
+  assert.match(text, /data: \[DONE\]/);
+
+  // Not streaming, or already loaded: no progress.
+  const plain = await h.post(`${d.url}/v1/chat/completions`, { model: 'slow', stream: true, messages: [] });
+  assert.doesNotMatch(plain.text, /reasoning_content/);
+
+  // A load that fails ends the stream with an error event.
+  const bad = await fetch(`${d.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'broken', stream: true, messages: [] }),
+  });
+  let btext = '';
+  const dec = new TextDecoder();
+  try {
+    for await (const chunk of bad.body) btext += dec.decode(chunk, { stream: true });
+  } catch { /* the stream ends in error after the event */ }
+  assert.match(btext, /"code":"backend_start_failed"/);
+  assert.match(btext, /failed to load model file/);
+  await d.stop();
+});
