@@ -340,6 +340,21 @@ req_resume(struct mm_req *r)
 	H.need_run = true;
 }
 
+/* Appends to the response window, first dropping what was already sent so the buffer never
+ * grows past the window plus one piece. -1 when memory ran out. */
+static int
+out_append(struct mm_req *r, const char *p, size_t n)
+{
+	if (r->out_off > 0 && r->out_off == r->out.len) {
+		r->out_off = 0;
+		buf_reset(&r->out);
+	} else if (r->out_off > 0 && r->out.len + n + 1 > r->out.cap) {
+		buf_consume(&r->out, r->out_off);
+		r->out_off = 0;
+	}
+	return buf_append(&r->out, p, n, SIZE_MAX / 2);
+}
+
 /* --- upstream callbacks --- */
 
 static ssize_t
@@ -484,14 +499,7 @@ on_up_body(void *arg, const char *p, size_t n)
 		r->tail2[0] = r->tail2[1];
 		r->tail2[1] = p[0];
 	}
-	if (r->out_off > 0 && r->out_off == r->out.len) {
-		r->out_off = 0;
-		buf_reset(&r->out);
-	} else if (r->out_off > 0 && r->out.len + n > r->out.cap) {
-		buf_consume(&r->out, r->out_off);
-		r->out_off = 0;
-	}
-	if (buf_append(&r->out, p, n, SIZE_MAX / 2) == -1) {
+	if (out_append(r, p, n) == -1) {
 		r->up_paused = true;
 		return 0;
 	}
@@ -511,7 +519,7 @@ stream_error(struct mm_req *r, const char *code, const char *msg)
 	                : r->tail2[0] != '\n' && r->tail2[1] != '\0' ? "\n" : "";
 	char *ev = xasprintf("%sdata: %s\n\n", sep, json);
 
-	if (buf_append(&r->out, ev, strlen(ev), SIZE_MAX / 2) == -1)
+	if (out_append(r, ev, strlen(ev)) == -1)
 		log_warn("http", "req=%s msg=\"no memory for the stream's error event\"", r->id);
 	free(ev);
 	free(json);
@@ -746,7 +754,7 @@ loading_chunk(struct mm_req *r, const char *text)
 	cJSON_Delete(o);
 	ev = xasprintf("data: %s\n\n", json ? json : "{}");
 	cJSON_free(json);
-	if (buf_append(&r->out, ev, strlen(ev), SIZE_MAX / 2) == 0)
+	if (out_append(r, ev, strlen(ev)) == 0)
 		req_resume(r);
 	free(ev);
 }
@@ -1086,21 +1094,16 @@ on_feed_line(void *arg, const char *line, size_t len)
 		r->out_off = to;
 		r->missed++;
 	}
-	if (r->out_off == r->out.len) {
-		r->out_off = 0;
-		buf_reset(&r->out);
-	}
 	if (r->missed > 0) {
 		if (r->sub_events)
 			snprintf(marker, sizeof(marker), "data: {\"type\":\"missed\",\"count\":%lu}\n\n", r->missed);
 		else
 			snprintf(marker, sizeof(marker), "-- %lu lines missed --\n", r->missed);
-		if (buf_append(&r->out, marker, strlen(marker), SIZE_MAX / 2) == 0)
+		if (out_append(r, marker, strlen(marker)) == 0)
 			r->missed = 0;
 	}
-	if (buf_append(&r->out, pre, strlen(pre), SIZE_MAX / 2) == -1 ||
-	    buf_append(&r->out, line, len, SIZE_MAX / 2) == -1 ||
-	    buf_append(&r->out, post, strlen(post), SIZE_MAX / 2) == -1)
+	if (out_append(r, pre, strlen(pre)) == -1 || out_append(r, line, len) == -1 ||
+	    out_append(r, post, strlen(post)) == -1)
 		return;
 	req_resume(r);
 }
