@@ -33,6 +33,7 @@ async function waitFor(fn, { timeout = 5000, interval = 20, what = 'condition' }
       last = await fn();
       if (last) return last;
     } catch (e) {
+      if (e.fatal) throw e; // no point waiting on
       last = e;
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
@@ -127,7 +128,11 @@ class Daemon {
       });
     });
     const m = await waitFor(() => {
-      if (this.exit) throw new Error(`modelmux exited at start: ${JSON.stringify(this.exit)}\n${this.stderr}`);
+      if (this.exit) {
+        const e = new Error(`modelmux exited at start: ${JSON.stringify(this.exit)}\n${this.stderr}`);
+        e.fatal = true;
+        throw e;
+      }
       return /msg=ready .*listen=(\S+)/.exec(this.stderr);
     }, { timeout: 10000, what: 'modelmux ready line' });
     this.addr = m[1];
