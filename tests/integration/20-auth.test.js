@@ -5,7 +5,6 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const http = require('node:http');
 const path = require('node:path');
 const h = require('./lib/harness');
 
@@ -13,23 +12,7 @@ const CHAT = '/v1/chat/completions';
 const USER = 'uK3y-7f4e9a1c2b8d0e6f5a4b3c2d1e0f9a8b'; // a plain (user) key
 const ADMIN = 'aDm1n-0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f';
 
-// A raw HTTP request on a fresh connection; headers as given (case kept).
-function request(url, { method = 'GET', headers = {}, body, localAddress } = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent: false, localAddress }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (s) => { text += s; });
-      res.on('end', () => {
-        let json = null;
-        try { json = JSON.parse(text); } catch { /* not JSON */ }
-        resolve({ status: res.statusCode, headers: res.headers, raw: res.rawHeaders, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const request = h.rawRequest;
 
 function chat(d, headers = {}, model = 'm') {
   return request(`${d.url}${CHAT}`, {

@@ -5,7 +5,6 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const http = require('node:http');
 const path = require('node:path');
 const h = require('./lib/harness');
 
@@ -13,22 +12,7 @@ const CHAT = '/v1/chat/completions';
 const APP = 'https://app.example:8443';
 const KEY = 'cors-user-key-3b1f0e';
 
-function request(url, { method = 'GET', headers = {}, body } = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (s) => { text += s; });
-      res.on('end', () => {
-        let json = null;
-        try { json = JSON.parse(text); } catch { /* not JSON */ }
-        resolve({ status: res.statusCode, headers: res.headers, raw: res.rawHeaders, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const request = h.rawRequest;
 
 function chat(d, headers = {}) {
   return request(`${d.url}${CHAT}`, {

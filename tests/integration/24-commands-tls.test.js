@@ -6,7 +6,6 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const https = require('node:https');
 const net = require('node:net');
 const path = require('node:path');
 const h = require('./lib/harness');
@@ -144,22 +143,7 @@ function makeCert(dir, name, alg = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_cu
   return { cert: path.join(dir, `${name}-c.pem`), key: path.join(dir, `${name}-k.pem`) };
 }
 
-function httpsRequest(url, { ca, method = 'GET', body, headers = {} }) {
-  return new Promise((resolve, reject) => {
-    const req = https.request(url, { method, ca, headers, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (s) => { text += s; });
-      res.on('end', () => {
-        let json = null;
-        try { json = JSON.parse(text); } catch { /* not JSON */ }
-        resolve({ status: res.statusCode, headers: res.headers, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const httpsRequest = h.rawRequest;
 
 test('tls.cert/tls.key: chat completion over HTTPS (curl -k and Node https)', async (t) => {
   const dir = h.tmpdir();

@@ -235,6 +235,26 @@ async function get(url, headers = {}) {
   return { status: res.status, headers: res.headers, text, json };
 }
 
+// A request on a fresh connection with the headers exactly as given (case kept): for tests
+// that need what fetch hides or normalises. Also works over https with `ca`.
+function rawRequest(url, { method = 'GET', headers = {}, body, localAddress, ca, agent = false } = {}) {
+  const mod = url.startsWith('https:') ? require('node:https') : require('node:http');
+  return new Promise((resolve, reject) => {
+    const req = mod.request(url, { method, headers, agent, localAddress, ca }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (s) => { text += s; });
+      res.on('end', () => {
+        let json = null;
+        try { json = JSON.parse(text); } catch { /* not JSON */ }
+        resolve({ status: res.statusCode, headers: res.headers, raw: res.rawHeaders, text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 // Runs curl and returns { code, stdout, stderr }.
 function curl(args, { timeout = 30000 } = {}) {
   return new Promise((resolve) => {
@@ -278,5 +298,6 @@ function isAlive(pid) {
 
 module.exports = {
   BUILD, MODELMUX, FAKE, SLOW, VALGRIND, SANITIZED, sleep, waitFor, freePorts, startDaemon, post, get,
+  rawRequest,
   curl, assertError, tmpdir, isAlive, rssKb, execFileSync,
 };
