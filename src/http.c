@@ -165,21 +165,30 @@ conn_ctx_of(struct MHD_Connection *conn)
 
 /* --- small helpers --- */
 
+/* Request and trace ids: unique, not secret. A xorshift generator seeded once from the
+ * kernel saves a getrandom call per id. */
+static uint64_t
+next_rand(void)
+{
+	static uint64_t st;
+
+	if (st == 0 && (getrandom(&st, sizeof(st), 0) != (ssize_t)sizeof(st) || st == 0))
+		st = loop_now_ms() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+	st ^= st << 13;
+	st ^= st >> 7;
+	st ^= st << 17;
+	return st * 0x2545f4914f6cdd1dull;
+}
+
 static void
 gen_id(char *out, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
-	unsigned char     rnd[8];
+	uint64_t          v = next_rand();
 
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-		uint64_t t = loop_now_ms() ^ (uint64_t)getpid() << 32;
-
-		memcpy(rnd, &t, sizeof(rnd));
-	}
-	for (size_t i = 0; i < sizeof(rnd) && 2 * i + 2 < n; i++) {
-		out[2 * i] = hex[rnd[i] >> 4];
-		out[2 * i + 1] = hex[rnd[i] & 15];
-		out[2 * i + 2] = '\0';
+	for (size_t i = 0; i < 16 && i + 1 < n; i++) {
+		out[i] = hex[(v >> (60 - 4 * i)) & 15];
+		out[i + 1] = '\0';
 	}
 }
 

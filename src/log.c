@@ -1,13 +1,59 @@
 /* log: one event per line on stderr. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "modelmux/log.h"
 #include "modelmux/util.h"
 
 static enum log_level log_level = LOG_INFO;
+
+/* Lines are gathered and written once per loop round (log_flush), not one write each. */
+static struct {
+	char   data[LOG_BATCH_BYTES];
+	size_t len;
+	bool   batching;
+} B;
+
+void
+log_set_batching(bool on)
+{
+	log_flush();
+	B.batching = on;
+}
+
+void
+log_flush(void)
+{
+	size_t off = 0;
+
+	while (off < B.len) {
+		ssize_t w = write(STDERR_FILENO, B.data + off, B.len - off);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break; /* stderr gone or full: drop rather than block the loop forever */
+		off += (size_t)w;
+	}
+	B.len = 0;
+}
+
+static void
+log_write(const char *p, size_t n)
+{
+	if (!B.batching) {
+		fwrite(p, 1, n, stderr);
+		return;
+	}
+	if (B.len + n > sizeof(B.data))
+		log_flush();
+	memcpy(B.data + B.len, p, n);
+	B.len += n;
+}
 
 struct log_sub {
 	struct log_sub  *next;
@@ -144,6 +190,8 @@ log_history(struct buf *out, const char *model)
 void
 log_free(void)
 {
+	log_flush();
+	B.batching = false;
 	while (R.subs) {
 		struct log_sub *s = R.subs;
 
@@ -208,7 +256,7 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 		if (line[i] == '\n' || line[i] == '\r')
 			line[i] = ' ';
 	line[n++] = '\n';
-	fwrite(line, 1, (size_t)n, stderr);
+	log_write(line, (size_t)n);
 	ring_put(line, (size_t)n);
 	if (R.subs != NULL)
 		publish(LOG_CH_LINES, line, (size_t)n - 1);

@@ -39,6 +39,13 @@ static struct {
 	struct stat watched;
 } M;
 
+static void
+on_loop_round(void *arg)
+{
+	(void)arg;
+	log_flush();
+}
+
 static bool
 str_same(const char *a, const char *b)
 {
@@ -326,6 +333,9 @@ main(int argc, char **argv)
 		cfg_unref(cfg);
 		return 1;
 	}
+	/* One write per loop round for all the lines it logged (the last hook of a round). */
+	log_set_batching(true);
+	loop_hook_add(on_loop_round, NULL);
 	if (!http_bound_loopback() && cfg->nkeys == 0)
 		log_warn("main", "msg=\"listening beyond loopback without apiKeys: anyone who can reach "
 		    "%s can use every model and management route\"", http_bound());
@@ -346,6 +356,7 @@ main(int argc, char **argv)
 	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)
 		M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
 	sched_preload();
+	log_flush(); /* the ready line must not wait for the first loop round */
 	loop_run();
 
 	loop_timer_cancel(M.backstop);

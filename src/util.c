@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "modelmux/log.h"
 #include "modelmux/util.h"
 
 void
@@ -15,6 +16,7 @@ fatal(const char *fmt, ...)
 {
 	va_list ap;
 
+	log_flush();
 	fputs("modelmux: fatal: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

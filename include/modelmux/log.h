@@ -32,6 +32,12 @@ const char *log_q(char *buf, size_t n, const char *s);
 const char *log_qn(char *buf, size_t n, const char *s, size_t len);
 
 #define LOG_RING_BYTES (1u << 20) /* recent log lines kept for /logs */
+#define LOG_BATCH_BYTES (64u << 10) /* lines gathered before one write to stderr */
+
+/* With batching on, lines are written by log_flush (once per loop round) or when the batch
+ * fills; off (the default) writes each line at once. */
+void log_set_batching(bool on);
+void log_flush(void);
 
 /* Live feeds: the log lines, and state-change events (one JSON object per line). */
 enum log_channel {
