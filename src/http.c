@@ -904,15 +904,14 @@ dispatch_model(struct mm_req *r)
 		cJSON_Delete(doc);
 		return;
 	}
-	if (router_rewrite_json(doc, r->model)) {
-		r->up_body = cJSON_PrintUnformatted(doc);
-		r->up_body_len = r->up_body ? strlen(r->up_body) : 0;
-	}
-	cJSON_Delete(doc);
-	if (r->up_body == NULL && r->up_body_len == 0 && r->model->use_model_name) {
+	/* A rewritten body is serialised once; its length is the new Content-Length. */
+	if (router_rewrite_json(doc, r->model) && (r->up_body = cJSON_PrintUnformatted(doc)) == NULL) {
+		cJSON_Delete(doc);
 		reply_error(r, 500, "internal_error", "cannot rewrite the request body");
 		return;
 	}
+	r->up_body_len = r->up_body ? strlen(r->up_body) : 0;
+	cJSON_Delete(doc);
 	acquire_model(r);
 }
 
