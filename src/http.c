@@ -1634,6 +1634,8 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 static void
 mhd_run(void)
 {
+	/* What was logged about a request reaches stderr before its answer reaches the client. */
+	log_flush();
 	H.need_run = false;
 	if (H.d != NULL)
 		MHD_run(H.d);

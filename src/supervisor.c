@@ -45,6 +45,7 @@ struct sup_proc {
 	uint64_t         health_deadline_ms;
 	uint64_t         stall_ms;
 	uint64_t         last_progress_ms; /* last output line or health answer */
+	uint64_t         last_probe_ms;    /* when the last health probe started */
 	uint64_t         poll_timer;
 	uint64_t         kill_timer;
 	CURL            *probe;
@@ -133,11 +134,13 @@ emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
 	p->last_progress_ms = loop_now_ms();
 	log_info("backend", "model=%s pid=%d stream=%s line=%s", p->name, (int)p->pid, o->label,
 	    log_qn(q, sizeof(q), line, len));
-	/* Servers log when they become ready: probe now rather than at the next tick. */
+	/* Servers log when they become ready: probe now rather than at the next tick — but not
+	 * more often than SUP_PROBE_MIN_GAP_MS, or a server that logs each probe would feed a
+	 * storm of them. */
 	if (p->phase == PHASE_STARTING && p->health_url != NULL) {
-		if (p->probe == NULL)
+		if (p->probe == NULL && loop_now_ms() - p->last_probe_ms >= SUP_PROBE_MIN_GAP_MS)
 			probe_start(p);
-		else
+		else if (p->probe != NULL)
 			p->probe_soon = true;
 	}
 }
@@ -279,8 +282,14 @@ probe_done(CURL *easy, CURLcode rc, void *arg)
 		return;
 	}
 	if (p->probe_soon) {
+		uint64_t since = loop_now_ms() - p->last_probe_ms;
+
 		p->probe_soon = false;
-		probe_start(p);
+		if (since >= SUP_PROBE_MIN_GAP_MS) {
+			probe_start(p);
+		} else if (p->poll_timer == 0) {
+			p->poll_timer = loop_timer_add(SUP_PROBE_MIN_GAP_MS - since, poll_tick, p);
+		}
 		return;
 	}
 	schedule_poll(p);
@@ -313,6 +322,7 @@ probe_start(struct sup_proc *p)
 		return;
 	}
 	p->probe = e;
+	p->last_probe_ms = now;
 }
 
 static void

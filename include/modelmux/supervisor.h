@@ -11,6 +11,7 @@
 
 #define SUP_HEALTH_INTERVAL_MS 50     /* health poll period while starting */
 #define SUP_PROBE_TIMEOUT_MS   1000   /* one health probe */
+#define SUP_PROBE_MIN_GAP_MS   10     /* between probes an output line triggers */
 #define SUP_LINE_MAX           4096   /* longer output lines are cut */
 #define SUP_TAIL_LINES         64     /* output lines kept per process */
 #define SUP_TAIL_BYTES         16384  /* and at most this many bytes of them */
