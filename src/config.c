@@ -88,6 +88,7 @@ enum field_kind {
 	F_BOOL,
 	F_STR,
 	F_FN,
+	F_SUB,     /* a map decoded with its own table, into the same object */
 	F_LATER,   /* handled by the caller */
 	F_UNSUP,   /* llama-swap key modelmux does not implement */
 };
@@ -99,16 +100,18 @@ struct field {
 	long long       min, max;
 	field_fn       *fn;
 	bool            required;
+	const struct field *sub;
 };
 
-#define FLD_INT(k, st, m, lo, hi) { k, F_INT, offsetof(st, m), lo, hi, NULL, false }
-#define FLD_BOOL(k, st, m)        { k, F_BOOL, offsetof(st, m), 0, 0, NULL, false }
-#define FLD_STR(k, st, m)         { k, F_STR, offsetof(st, m), 0, 0, NULL, false }
-#define FLD_FN(k, f)              { k, F_FN, 0, 0, 0, f, false }
-#define FLD_REQ(k, f)             { k, F_FN, 0, 0, 0, f, true }
-#define FLD_LATER(k)              { k, F_LATER, 0, 0, 0, NULL, false }
-#define FLD_UNSUP(k)              { k, F_UNSUP, 0, 0, 0, NULL, false }
-#define FLD_END                   { NULL, F_LATER, 0, 0, 0, NULL, false }
+#define FLD_INT(k, st, m, lo, hi) { k, F_INT, offsetof(st, m), lo, hi, NULL, false, NULL }
+#define FLD_BOOL(k, st, m)        { k, F_BOOL, offsetof(st, m), 0, 0, NULL, false, NULL }
+#define FLD_STR(k, st, m)         { k, F_STR, offsetof(st, m), 0, 0, NULL, false, NULL }
+#define FLD_FN(k, f)              { k, F_FN, 0, 0, 0, f, false, NULL }
+#define FLD_REQ(k, f)             { k, F_FN, 0, 0, 0, f, true, NULL }
+#define FLD_SUB(k, tab)           { k, F_SUB, 0, 0, 0, NULL, false, tab }
+#define FLD_LATER(k)              { k, F_LATER, 0, 0, 0, NULL, false, NULL }
+#define FLD_UNSUP(k)              { k, F_UNSUP, 0, 0, 0, NULL, false, NULL }
+#define FLD_END                   { NULL, F_LATER, 0, 0, 0, NULL, false, NULL }
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -1151,6 +1154,8 @@ decode_fields(struct ld *ld, struct node *m, const char *path, const struct fiel
 			get_str(ld, v, kp, (char **)(void *)((char *)obj + f->off));
 		else if (f->kind == F_FN)
 			f->fn(ld, v, kp, obj);
+		else if (f->kind == F_SUB)
+			decode_fields(ld, v, kp, f->sub, obj);
 		free(kp);
 	}
 required:
@@ -1551,12 +1556,6 @@ static const struct field rate_fields[] = {
 	FLD_END,
 };
 
-static void
-top_rate(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, rate_fields, obj);
-}
-
 static const struct field limits_fields[] = {
 	FLD_INT("maxHeaderBytes", struct cfg, limits.max_header_bytes, 1024, 1 << 20),
 	FLD_INT("maxUrlBytes", struct cfg, limits.max_url_bytes, 256, 1 << 20),
@@ -1567,12 +1566,6 @@ static const struct field limits_fields[] = {
 	FLD_INT("bodyIdleTimeoutSeconds", struct cfg, limits.body_idle_timeout_s, 1, 86400),
 	FLD_END,
 };
-
-static void
-top_limits(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, limits_fields, obj);
-}
 
 /* allowedCommands: each entry resolved (realpath), a directory keeping its trailing '/'. */
 static void
@@ -2130,24 +2123,6 @@ static const struct field compat_fields[] = {
 	FLD_END,
 };
 
-static void
-model_filters(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, filters_fields, obj);
-}
-
-static void
-model_timeouts(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, timeouts_fields, obj);
-}
-
-static void
-model_compat(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, compat_fields, obj);
-}
-
 static const struct field model_fields[] = {
 	FLD_REQ("cmd", model_start),
 	FLD_FN("cmdStop", model_stop),
@@ -2167,9 +2142,9 @@ static const struct field model_fields[] = {
 	FLD_LATER("macros"),
 	FLD_FN("metadata", model_metadata),
 	FLD_FN("sendLoadingState", model_loading),
-	FLD_FN("filters", model_filters),
-	FLD_FN("timeouts", model_timeouts),
-	FLD_FN("compat", model_compat),
+	FLD_SUB("filters", filters_fields),
+	FLD_SUB("timeouts", timeouts_fields),
+	FLD_SUB("compat", compat_fields),
 	FLD_UNSUP("capabilities"),
 	FLD_END,
 };
@@ -2522,14 +2497,8 @@ static const struct field startup_fields[] = {
 	FLD_END,
 };
 
-static void
-hooks_startup(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, startup_fields, obj);
-}
-
 static const struct field hooks_fields[] = {
-	FLD_FN("on_startup", hooks_startup),
+	FLD_SUB("on_startup", startup_fields),
 	FLD_END,
 };
 
@@ -2573,12 +2542,6 @@ static const struct field queue_fields[] = {
 	FLD_END,
 };
 
-static void
-top_queue(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, queue_fields, obj);
-}
-
 static const struct field crash_fields[] = {
 	FLD_INT("maxCrashes", struct cfg, crash.max_crashes, 0, 1000),
 	FLD_INT("windowSeconds", struct cfg, crash.window_s, 1, 86400),
@@ -2586,15 +2549,9 @@ static const struct field crash_fields[] = {
 	FLD_END,
 };
 
-static void
-top_crash(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, crash_fields, obj);
-}
-
 static const struct field top_fields[] = {
-	FLD_FN("queue", top_queue),
-	FLD_FN("crashBackoff", top_crash),
+	FLD_SUB("queue", queue_fields),
+	FLD_SUB("crashBackoff", crash_fields),
 	FLD_INT("loadStallTimeout", struct cfg, load_stall_timeout_s, 0, INT_MAX),
 	FLD_LATER("models"),
 	FLD_LATER("groups"),
@@ -2610,8 +2567,8 @@ static const struct field top_fields[] = {
 	FLD_FN("apiKeys", top_api_keys),
 	FLD_FN("apiKeysFile", top_api_keys_file),
 	FLD_FN("cors", top_cors),
-	FLD_FN("rateLimit", top_rate),
-	FLD_FN("limits", top_limits),
+	FLD_SUB("rateLimit", rate_fields),
+	FLD_SUB("limits", limits_fields),
 	FLD_FN("allowedCommands", top_allowed),
 	FLD_FN("tls", top_tls),
 	FLD_FN("listen", top_listen),

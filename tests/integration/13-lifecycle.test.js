@@ -4,7 +4,6 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const http = require('node:http');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const h = require('./lib/harness');
@@ -23,27 +22,7 @@ function spawns(d, model = 'm') {
   return [...d.stderr.matchAll(new RegExp(`sup model=${model} pid=(\\d+) msg=spawned`, 'g'))].map((x) => Number(x[1]));
 }
 
-// Streams to the end, whatever the end is.
-function streamRaw(url, body) {
-  return new Promise((resolve) => {
-    const data = JSON.stringify(body);
-    let text = '';
-    let status = 0;
-    const req = http.request(url, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
-    }, (res) => {
-      status = res.statusCode;
-      res.setEncoding('utf8');
-      res.on('data', (s) => { text += s; });
-      res.on('end', () => resolve({ status, text, how: 'end' }));
-      res.on('error', () => resolve({ status, text, how: 'error' }));
-      res.on('close', () => resolve({ status, text, how: 'close' }));
-    });
-    req.on('error', (e) => resolve({ status, text, how: `error ${e.code}` }));
-    req.end(data);
-  });
-}
+const streamRaw = h.streamRaw;
 
 test('a crash mid-stream stops the model; the next request restarts it', async (t) => {
   const port = await h.freePorts(1);

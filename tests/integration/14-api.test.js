@@ -3,7 +3,6 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
 const h = require('./lib/harness');
 
 const CHAT = '/v1/chat/completions';
@@ -20,25 +19,7 @@ async function request(d, method, route) {
   return { status: res.status, headers: res.headers, text, json };
 }
 
-function streamRaw(url, body) {
-  return new Promise((resolve) => {
-    const data = JSON.stringify(body);
-    let text = '';
-    let status = 0;
-    const req = http.request(url, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
-    }, (res) => {
-      status = res.statusCode;
-      res.setEncoding('utf8');
-      res.on('data', (s) => { text += s; });
-      res.on('end', () => resolve({ status, text, how: 'end', at: Date.now() }));
-      res.on('error', () => resolve({ status, text, how: 'error', at: Date.now() }));
-    });
-    req.on('error', (e) => resolve({ status, text, how: `error ${e.code}`, at: Date.now() }));
-    req.end(data);
-  });
-}
+const streamRaw = h.streamRaw;
 
 test('POST /api/models/load/<m> answers 200 once the model is ready', async (t) => {
   const port = await h.freePorts(2);

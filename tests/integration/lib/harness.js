@@ -255,6 +255,31 @@ function rawRequest(url, { method = 'GET', headers = {}, body, localAddress, ca,
   });
 }
 
+// POSTs JSON and reads the answer to its end, whatever the end is: resolves (never rejects)
+// with { status, text, how: 'end' | 'error' | 'close' | 'error <code>', at }.
+function streamRaw(url, body) {
+  const http = require('node:http');
+  return new Promise((resolve) => {
+    const data = JSON.stringify(body);
+    let text = '';
+    let status = 0;
+    const done = (how) => resolve({ status, text, how, at: Date.now() });
+    const req = http.request(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
+    }, (res) => {
+      status = res.statusCode;
+      res.setEncoding('utf8');
+      res.on('data', (s) => { text += s; });
+      res.on('end', () => done('end'));
+      res.on('error', () => done('error'));
+      res.on('close', () => done('close'));
+    });
+    req.on('error', (e) => done(`error ${e.code}`));
+    req.end(data);
+  });
+}
+
 // Runs curl and returns { code, stdout, stderr }.
 function curl(args, { timeout = 30000 } = {}) {
   return new Promise((resolve) => {
@@ -298,6 +323,6 @@ function isAlive(pid) {
 
 module.exports = {
   BUILD, MODELMUX, FAKE, SLOW, VALGRIND, SANITIZED, sleep, waitFor, freePorts, startDaemon, post, get,
-  rawRequest,
+  rawRequest, streamRaw,
   curl, assertError, tmpdir, isAlive, rssKb, execFileSync,
 };
