@@ -1170,6 +1170,21 @@ required:
 
 /* ---- security: keys, CORS, rate limits, limits, commands, TLS ----------------------------- */
 
+static void
+top_log_format(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	struct cfg *c = obj;
+	char       *f = NULL;
+
+	if (get_str(ld, v, path, &f) == -1 || f == NULL)
+		return;
+	if (strcmp(f, "json") == 0)
+		c->log_json = true;
+	else if (strcmp(f, "text") != 0)
+		ld_err(ld, v, path, "expected text or json");
+	free(f);
+}
+
 static const char *
 check_api_key(const char *s)
 {
@@ -2559,6 +2574,7 @@ static const struct field top_fields[] = {
 	FLD_LATER("macros"),
 	FLD_INT("healthCheckTimeout", struct cfg, health_check_timeout_s, 1, INT_MAX),
 	FLD_FN("logLevel", top_log_level),
+	FLD_FN("logFormat", top_log_format),
 	FLD_INT("startPort", struct cfg, start_port, 1, 65535),
 	FLD_INT("globalTTL", struct cfg, global_ttl_s, 0, INT_MAX),
 	FLD_INT("unloadTimeout", struct cfg, unload_timeout_s, 0, INT_MAX),

@@ -10,6 +10,145 @@
 #include "modelmux/util.h"
 
 static enum log_level log_level = LOG_INFO;
+static enum log_format log_format = LOG_FORMAT_TEXT;
+
+void
+log_set_format(enum log_format f)
+{
+	log_format = f;
+}
+
+/* Appends to a bounded output; the caller leaves room for the closing bytes. */
+struct jout {
+	char  *p;
+	size_t n, o;
+};
+
+static void
+jput(struct jout *j, const char *s, size_t len)
+{
+	size_t k = MM_MIN(len, j->n > j->o + 3 ? j->n - j->o - 3 : 0);
+
+	memcpy(j->p + j->o, s, k);
+	j->o += k;
+}
+
+static void
+jchar(struct jout *j, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char              e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+	if (c == '"' || c == '\\') {
+		char q[2] = { '\\', (char)c };
+
+		jput(j, q, 2);
+	} else if (c < 0x20) {
+		jput(j, e, 6);
+	} else {
+		jput(j, (const char *)&c, 1);
+	}
+}
+
+/* A JSON string from raw bytes, or from a log_q()-quoted value when `quoted`. */
+static void
+jstr(struct jout *j, const char *s, size_t len, bool quoted)
+{
+	jput(j, "\"", 1);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (quoted && c == '\\' && i + 1 < len) {
+			char nx = s[++i];
+
+			if (nx == 'n')
+				c = '\n';
+			else if (nx == 't')
+				c = '\t';
+			else if (nx == 'x' && i + 2 < len) {
+				unsigned v = 0;
+
+				for (int k = 1; k <= 2; k++) {
+					char h = s[i + (size_t)k];
+
+					v = v * 16 + (unsigned)(h >= 'a' ? h - 'a' + 10 : h >= 'A' ? h - 'A' + 10 : h - '0');
+				}
+				i += 2;
+				c = (unsigned char)v;
+			} else {
+				c = (unsigned char)nx;
+			}
+		}
+		jchar(j, c);
+	}
+	jput(j, "\"", 1);
+}
+
+size_t
+log_text_to_json(const char *line, size_t len, char *out, size_t n)
+{
+	static const char *const names[] = { "time", "level", "module" };
+	struct jout j = { out, n, 0 };
+	const char *p = line, *end = line + len;
+
+	if (n < 4) {
+		if (n)
+			out[0] = '\0';
+		return 0;
+	}
+	jput(&j, "{", 1);
+	for (size_t f = 0; f < MM_ARRAY_LEN(names) && p < end; f++) {
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		size_t      k = sp ? (size_t)(sp - p) : (size_t)(end - p);
+
+		if (f > 0)
+			jput(&j, ",", 1);
+		jstr(&j, names[f], strlen(names[f]), false);
+		jput(&j, ":", 1);
+		jstr(&j, p, k, false);
+		p += k + (sp ? 1 : 0);
+	}
+	while (p < end) {
+		const char *k0 = p, *eq;
+		size_t      kl;
+
+		while (p < end && *p == ' ')
+			p++;
+		k0 = p;
+		while (p < end && *p != '=' && *p != ' ')
+			p++;
+		if (p >= end || *p != '=') {
+			/* Not key=value: the rest is the message. */
+			jput(&j, ",\"text\":", 8);
+			jstr(&j, k0, (size_t)(end - k0), false);
+			break;
+		}
+		eq = p;
+		kl = (size_t)(eq - k0);
+		p++;
+		jput(&j, ",", 1);
+		jstr(&j, k0, kl, false);
+		jput(&j, ":", 1);
+		if (p < end && *p == '"') {
+			const char *v = ++p;
+
+			while (p < end && *p != '"')
+				p += *p == '\\' && p + 1 < end ? 2 : 1;
+			jstr(&j, v, (size_t)(MM_MIN(p, end) - v), true);
+			if (p < end)
+				p++;
+		} else {
+			const char *v = p;
+
+			while (p < end && *p != ' ')
+				p++;
+			jstr(&j, v, (size_t)(p - v), false);
+		}
+	}
+	out[j.o++] = '}';
+	out[j.o] = '\0';
+	return j.o;
+}
 
 /* Lines are gathered and written once per loop round (log_flush), not one write each. */
 static struct {
@@ -256,7 +395,15 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 		if (line[i] == '\n' || line[i] == '\r')
 			line[i] = ' ';
 	line[n++] = '\n';
-	log_write(line, (size_t)n);
+	if (log_format == LOG_FORMAT_JSON) {
+		char   js[sizeof(line) * 2];
+		size_t jl = log_text_to_json(line, (size_t)n - 1, js, sizeof(js) - 1);
+
+		js[jl++] = '\n';
+		log_write(js, jl);
+	} else {
+		log_write(line, (size_t)n);
+	}
 	ring_put(line, (size_t)n);
 	if (R.subs != NULL)
 		publish(LOG_CH_LINES, line, (size_t)n - 1);

@@ -104,6 +104,7 @@ reload(const char *why)
 		if (log_parse_level(next->log_level, &lvl) == 0)
 			log_set_level(lvl);
 	}
+	log_set_format(next->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
 	register_metrics(next);
 	sched_reload(next);
 	http_set_config(next);
@@ -312,6 +313,7 @@ main(int argc, char **argv)
 	}
 	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
 		log_set_level(lvl);
+	log_set_format(cfg->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
 	if (listen_addr == NULL)
 		listen_addr = cfg->listen;
 

@@ -128,6 +128,7 @@ struct cfg {
 	char  *path;
 	char  *listen;                  /* "host:port", "[v6]:port" or ":port"; default CFG_DEF_LISTEN */
 	char  *log_level;               /* as written, NULL if unset */
+	bool   log_json;                /* logFormat: json (default text) */
 	int    health_check_timeout_s;  /* default 120; >= 1 (llama-swap clamps to >= 15; we don't) */
 	int    start_port;              /* default 5800, >= 1 */
 	int    global_ttl_s;            /* default 0 (never), >= 0 */

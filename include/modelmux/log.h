@@ -14,6 +14,18 @@ enum log_level {
 	LOG_ERROR,
 };
 
+enum log_format {
+	LOG_FORMAT_TEXT = 0, /* time level module key=value … */
+	LOG_FORMAT_JSON,     /* one JSON object per line, the same fields */
+};
+
+/* How lines are written to stderr (/logs and the live feeds stay text). */
+void log_set_format(enum log_format f);
+/* Rewrites one text line (without its '\n') as a JSON object: time, level, module, then each
+ * key=value (quoted values unescaped). Returns the length written to out (NUL-terminated,
+ * truncated to fit n). */
+size_t log_text_to_json(const char *line, size_t len, char *out, size_t n);
+
 /* Sets the lowest level written. */
 void log_set_level(enum log_level lvl);
 enum log_level log_get_level(void);

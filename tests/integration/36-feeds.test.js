@@ -88,3 +88,20 @@ test('a log reader that never reads does not grow the daemon, and learns what it
   sock.destroy();
   await d.stop();
 });
+
+test('logFormat: json writes one JSON object per line with the same fields', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: `logFormat: json\n${config(port)}` });
+  const r = await h.post(`${d.url}${CHAT}`, { model: 'a', messages: [] }, { 'X-Request-ID': 'json-1' });
+  assert.equal(r.status, 200);
+  await h.waitFor(() => d.stderr.includes('"module":"access"'), { what: 'the access line' });
+  await d.stop();
+  const lines = d.stderr.trim().split('\n').filter((l) => l.startsWith('{'));
+  const objs = lines.map((l) => JSON.parse(l));
+  assert.ok(objs.some((o) => o.module === 'main' && o.msg === 'ready' && /^127\.0\.0\.1:/.test(o.listen)));
+  const access = objs.find((o) => o.module === 'access');
+  assert.equal(access.req, 'json-1');
+  assert.equal(access.status, '200');
+  assert.equal(access.path, '/v1/chat/completions');
+  assert.ok(objs.some((o) => o.module === 'backend' && o.model === 'a' && /fake: POST/.test(o.line)));
+});

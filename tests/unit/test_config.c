@@ -634,6 +634,8 @@ test_value_errors(void)
 	    "cfg.yaml:1:1: globalTTL: must be >= 0");
 	EXPECT_ERR("logLevel: loud\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
 	    "cfg.yaml:1:1: logLevel: unknown level \"loud\" (debug, info, warn or error)");
+	EXPECT_ERR("logFormat: xml\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: logFormat: expected text or json");
 	EXPECT_ERR("sendLoadingState: maybe\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",
 	    "cfg.yaml:1:1: sendLoadingState: expected a boolean (true or false)");
 	EXPECT_ERR("apiKeys: [\"\", \"a b\"]\nmodels:\n  m: {cmd: r, proxy: \"http://h:1\"}\n",

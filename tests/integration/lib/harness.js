@@ -133,7 +133,9 @@ class Daemon {
         e.fatal = true;
         throw e;
       }
-      return /msg=ready .*listen=(\S+)/.exec(this.stderr);
+      // The ready line, as text or (logFormat: json) as JSON.
+      return /msg=ready .*listen=(\S+)/.exec(this.stderr) ||
+        /"msg":"ready".*"listen":"([^"]+)"/.exec(this.stderr);
     }, { timeout: 10000, what: 'modelmux ready line' });
     this.addr = m[1];
     this.url = `http://${this.addr}`;
