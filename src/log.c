@@ -109,7 +109,7 @@ log_text_to_json(const char *line, size_t len, char *out, size_t n)
 		p += k + (sp ? 1 : 0);
 	}
 	while (p < end) {
-		const char *k0 = p, *eq;
+		const char *k0, *eq;
 		size_t      kl;
 
 		while (p < end && *p == ' ')
