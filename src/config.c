@@ -2152,6 +2152,7 @@ static const struct field model_fields[] = {
 	FLD_INT("loadStallTimeout", struct cfg_model, load_stall_timeout_s, -1, INT_MAX),
 	FLD_BOOL("unlisted", struct cfg_model, unlisted),
 	FLD_STR("useModelName", struct cfg_model, use_model_name),
+	FLD_STR("upstreamApiKey", struct cfg_model, upstream_api_key),
 	FLD_STR("name", struct cfg_model, name),
 	FLD_STR("description", struct cfg_model, description),
 	FLD_LATER("macros"),
@@ -2620,6 +2621,9 @@ model_free(struct cfg_model *m)
 	free(m->name);
 	free(m->description);
 	free(m->use_model_name);
+	if (m->upstream_api_key != NULL)
+		OPENSSL_cleanse(m->upstream_api_key, strlen(m->upstream_api_key));
+	free(m->upstream_api_key);
 	strv_free(m->strip_params);
 	cJSON_Delete(m->set_params);
 	cJSON_Delete(m->metadata);

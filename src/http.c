@@ -729,6 +729,15 @@ upstream_headers(struct mm_req *r)
 
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
 	hdr_push(&c, "X-Request-ID", r->id);
+	/* The client's credentials were dropped; the backend may have its own. */
+	if (r->model->upstream_api_key != NULL) {
+		char *bearer = xasprintf("Bearer %s", r->model->upstream_api_key);
+
+		hdr_push(&c, "Authorization", bearer);
+		hdr_push(&c, "X-API-Key", r->model->upstream_api_key);
+		OPENSSL_cleanse(bearer, strlen(bearer));
+		free(bearer);
+	}
 	/* Keep a valid incoming trace context, or start one. */
 	if (tp != NULL && valid_traceparent(tp)) {
 		hdr_push(&c, "traceparent", tp);

@@ -92,6 +92,8 @@ struct cfg_model {
 	char  *name;            /* may be NULL */
 	char  *description;     /* may be NULL */
 	char  *use_model_name;  /* may be NULL */
+	char  *upstream_api_key; /* upstreamApiKey (ours): sent to the backend as Bearer and
+	                          * X-API-Key in place of the client's; may be NULL */
 	bool   unlisted;
 	int    ttl_s;           /* -1 = use globalTTL, 0 = never, > 0 idle seconds */
 	int    unload_timeout_s;        /* 0 = use the global value */

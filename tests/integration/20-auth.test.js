@@ -289,3 +289,20 @@ test('an apiKeysFile with no keys in it does not silently turn authentication of
   await d.stop();
   assert.equal(r.status, 401, `an operator who configured a key file got an open proxy: GET /running → ${r.status}`);
 });
+
+test('a model\'s own upstreamApiKey replaces the client\'s credentials at the backend', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\napiKeys: ["${USER}"]\nmodels:\n` +
+      `  m:\n    cmd: ${h.FAKE} --port \${PORT}\n    upstreamApiKey: backend-s3cret\n`,
+  });
+  const r = await h.post(`${d.url}${CHAT}`, { model: 'm', messages: [] },
+    { Authorization: `Bearer ${USER}`, Cookie: 'session=abc' });
+  assert.equal(r.status, 200, r.text);
+  const seen = r.json.echo.headers;
+  assert.equal(seen.authorization, 'Bearer backend-s3cret');
+  assert.equal(seen['x-api-key'], 'backend-s3cret');
+  assert.equal(seen.cookie, undefined);
+  assert.ok(!d.stderr.includes('backend-s3cret'), 'the backend key is not logged');
+  await d.stop();
+});
