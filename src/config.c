@@ -109,6 +109,7 @@ struct field {
 #define FLD_FN(k, f)              { k, F_FN, 0, 0, 0, f, false, NULL }
 #define FLD_REQ(k, f)             { k, F_FN, 0, 0, 0, f, true, NULL }
 #define FLD_SUB(k, tab)           { k, F_SUB, 0, 0, 0, NULL, false, tab }
+#define FLD_SUB_AT(k, st, m, tab) { k, F_SUB, offsetof(st, m), 0, 0, NULL, false, tab }
 #define FLD_LATER(k)              { k, F_LATER, 0, 0, 0, NULL, false, NULL }
 #define FLD_UNSUP(k)              { k, F_UNSUP, 0, 0, 0, NULL, false, NULL }
 #define FLD_END                   { NULL, F_LATER, 0, 0, 0, NULL, false, NULL }
@@ -1155,7 +1156,7 @@ decode_fields(struct ld *ld, struct node *m, const char *path, const struct fiel
 		else if (f->kind == F_FN)
 			f->fn(ld, v, kp, obj);
 		else if (f->kind == F_SUB)
-			decode_fields(ld, v, kp, f->sub, obj);
+			decode_fields(ld, v, kp, f->sub, (char *)obj + f->off);
 		free(kp);
 	}
 required:
@@ -1537,35 +1538,11 @@ static const struct field bucket_fields[] = {
 	FLD_END,
 };
 
-static void
-rate_per_ip(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, bucket_fields, &((struct cfg *)obj)->rate.per_ip);
-}
-
-static void
-rate_per_key(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, bucket_fields, &((struct cfg *)obj)->rate.per_key);
-}
-
-static void
-rate_global(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, bucket_fields, &((struct cfg *)obj)->rate.global);
-}
-
-static void
-rate_auth(struct ld *ld, struct node *v, const char *path, void *obj)
-{
-	decode_fields(ld, v, path, bucket_fields, &((struct cfg *)obj)->rate.auth_failures);
-}
-
 static const struct field rate_fields[] = {
-	FLD_FN("perIP", rate_per_ip),
-	FLD_FN("perKey", rate_per_key),
-	FLD_FN("global", rate_global),
-	FLD_FN("authFailures", rate_auth),
+	FLD_SUB_AT("perIP", struct cfg, rate.per_ip, bucket_fields),
+	FLD_SUB_AT("perKey", struct cfg, rate.per_key, bucket_fields),
+	FLD_SUB_AT("global", struct cfg, rate.global, bucket_fields),
+	FLD_SUB_AT("authFailures", struct cfg, rate.auth_failures, bucket_fields),
 	FLD_INT("tableSize", struct cfg, rate.table_size, CFG_MIN_RATE_TABLE_SIZE,
 	    CFG_MAX_RATE_TABLE_SIZE),
 	FLD_END,

@@ -4,7 +4,6 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const http = require('node:http');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const h = require('./lib/harness');
@@ -137,42 +136,13 @@ function withDeadline(p, ms, what) {
   return Promise.race([p, to]).finally(() => clearTimeout(timer));
 }
 
-// Streams a chat completion and returns what arrived and how the stream ended.
-function streamUntilEnd(url, body) {
-  return new Promise((resolve) => {
-    const data = JSON.stringify(body);
-    let text = '';
-    let status = null;
-    let finished = false;
-    const done = (how) => {
-      if (!finished) {
-        finished = true;
-        resolve({ status, text, how });
-      }
-    };
-    const req = http.request(url, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
-    }, (res) => {
-      status = res.statusCode;
-      res.setEncoding('utf8');
-      res.on('data', (s) => { text += s; });
-      res.on('end', () => done('end'));
-      res.on('error', (e) => done(`error: ${e.code || e.message}`));
-      res.on('aborted', () => done('aborted'));
-      res.on('close', () => done('close'));
-    });
-    req.on('error', (e) => done(`error: ${e.code || e.message}`));
-    req.end(data);
-  });
-}
 
 test('a backend crashing mid-stream ends the client stream; the daemon keeps serving', async (t) => {
   const port = await h.freePorts(1);
   const d = await h.startDaemon(t, {
     config: oneModel(port, `${h.FAKE} --port \${PORT} --chunks 5 --chunk-delay 50 --crash-after-chunks 2`),
   });
-  const r = await withDeadline(streamUntilEnd(`${d.url}${CHAT}`, { model: 'm', stream: true, messages: [] }),
+  const r = await withDeadline(h.streamRaw(`${d.url}${CHAT}`, { model: 'm', stream: true, messages: [] }),
     10000, 'the truncated stream to end (no hang)');
   assert.equal(r.status, 200);
   const events = r.text.split('\n\n').filter((s) => s.startsWith('data: {'));
