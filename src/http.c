@@ -32,6 +32,7 @@
 #include "modelmux/multipart.h"
 #include "modelmux/router.h"
 #include "modelmux/sched.h"
+#include "modelmux/tunnel.h"
 #include "modelmux/upstream.h"
 #include "modelmux/util.h"
 
@@ -79,6 +80,8 @@ struct mm_req {
 	unsigned long          missed;      /* lines dropped for a slow reader, not yet told */
 	bool                   api_pending;
 	struct up_xfer        *up;
+	bool                   ws;          /* an Upgrade: websocket on /upstream */
+	struct tunnel         *tun;         /* its backend side, until the 101 went out */
 	bool                   up_done, up_ok, up_paused;
 	bool                   sse;         /* the response is text/event-stream */
 	bool                   wants_stream; /* the JSON body asked for "stream": true */
@@ -308,6 +311,8 @@ on_client_hup(int fd, uint32_t events, void *arg)
 		r->up = NULL;
 		log_info("http", "req=%s msg=\"upstream request cancelled\"", r->id);
 	}
+	tunnel_free(r->tun);
+	r->tun = NULL;
 	sched_release(&r->ticket);
 	if (r->api_pending) {
 		api_cancel(&r->api);
@@ -841,6 +846,8 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 	start_upstream(r);
 }
 
+static void start_ws(struct mm_req *r, const char *proxy);
+
 static void
 start_upstream(struct mm_req *r)
 {
@@ -855,8 +862,16 @@ start_upstream(struct mm_req *r)
 		.body_len = r->up_body ? r->up_body_len : r->body.len,
 		.connect_timeout_s = r->model->timeouts.connect_s,
 		.header_timeout_s = r->model->timeouts.response_header_s,
+		.tls_handshake_s = r->model->timeouts.tls_handshake_s,
+		.keepalive_s = r->model->timeouts.keepalive_s,
+		.idle_conn_s = r->model->timeouts.idle_conn_s,
 	};
 
+	if (r->ws) {
+		free(url);
+		start_ws(r, proxy);
+		return;
+	}
 	if (r->route.kind == ROUTE_MULTIPART_MODEL) {
 		r->send_pos = 0;
 		ur.body = NULL;
@@ -883,6 +898,161 @@ start_upstream(struct mm_req *r)
 	}
 	if (!r->loading)
 		req_suspend(r);
+}
+
+/* --- WebSockets on /upstream: the backend's 101 first, then a tunnel both ways --- */
+
+/* An open WebSocket, after the 101: it outlives its request and holds the model. */
+struct ws_pipe {
+	struct tunnel                    *tun;
+	struct MHD_UpgradeResponseHandle *urh;
+	struct sched_ticket               ticket;
+	char                              id[65];
+	char                             *model;
+	uint64_t                          t_open;
+};
+
+/* Is this an upgrade to WebSocket (Connection lists "upgrade", Upgrade names "websocket")? */
+static bool
+is_ws_upgrade(const struct mm_req *r)
+{
+	const char *up = header(r, "Upgrade"), *conn = header(r, "Connection"), *p;
+
+	if (up == NULL || conn == NULL || strcasestr(up, "websocket") == NULL)
+		return false;
+	for (p = conn; (p = strcasestr(p, "upgrade")) != NULL; p += 7) {
+		char after = p[7];
+
+		if ((p == conn || p[-1] == ',' || p[-1] == ' ' || p[-1] == '\t') &&
+		    (after == '\0' || after == ',' || after == ' ' || after == '\t'))
+			return true;
+	}
+	return false;
+}
+
+static void
+on_ws_end(void *arg, unsigned long long to_backend, unsigned long long to_client, const char *why)
+{
+	struct ws_pipe *p = arg;
+	char            qm[300];
+
+	log_emit(LOG_INFO, "http", p->id, "msg=\"websocket closed\" model=%s to_backend=%llu "
+	    "to_client=%llu duration_ms=%llu why=\"%s\"", log_q(qm, sizeof(qm), p->model),
+	    to_backend, to_client, (unsigned long long)(loop_now_ms() - p->t_open), why);
+	tunnel_free(p->tun);
+	sched_release(&p->ticket);
+	MHD_upgrade_action(p->urh, MHD_UPGRADE_ACTION_CLOSE);
+	H.need_run = true;
+	free(p->model);
+	free(p);
+}
+
+/* MHD sent our 101: the client's socket is ours to splice with the backend's. */
+static void
+on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra,
+    size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+	struct mm_req  *r = con_cls;
+	struct ws_pipe *p;
+
+	(void)cls;
+	(void)conn;
+	if (r == NULL || r->tun == NULL) {
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		return;
+	}
+	p = xcalloc(1, sizeof(*p));
+	p->tun = r->tun;
+	p->urh = urh;
+	p->ticket = r->ticket; /* an active ticket moves with the socket */
+	memset(&r->ticket, 0, sizeof(r->ticket));
+	r->tun = NULL;
+	snprintf(p->id, sizeof(p->id), "%s", r->id);
+	p->model = xstrdup(r->model->id);
+	p->t_open = loop_now_ms();
+	if (tunnel_splice(p->tun, sock, extra, extra_len, on_ws_end, p) == -1) {
+		log_error("http", "req=%s msg=\"cannot splice the websocket\"", r->id);
+		tunnel_free(p->tun);
+		sched_release(&p->ticket);
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		free(p->model);
+		free(p);
+		return;
+	}
+	log_emit(LOG_INFO, "http", p->id, "msg=\"websocket open\" model=%s", p->model);
+}
+
+/* Headers of the backend's 101 that go on ours: not hop-by-hop ones (MHD writes Connection),
+ * not CORS (the gate is its only source). */
+static bool
+ws_answer_header(const char *line)
+{
+	static const char *const drop[] = {
+		"connection:", "keep-alive:", "transfer-encoding:", "content-length:", "te:", "trailer:",
+		"proxy-connection:", "access-control-",
+	};
+
+	for (size_t i = 0; i < MM_ARRAY_LEN(drop); i++)
+		if (strncasecmp(line, drop[i], strlen(drop[i])) == 0)
+			return false;
+	return true;
+}
+
+static void
+on_ws_head(void *arg, int status, char *const *headers, const char *err)
+{
+	struct mm_req       *r = arg;
+	struct MHD_Response *resp;
+
+	if (status != 101) {
+		tunnel_free(r->tun);
+		r->tun = NULL;
+		sched_release(&r->ticket);
+		if (err != NULL)
+			reply_error(r, 502, "backend_unavailable", "model %s: %s", r->model->id, err);
+		else
+			reply_error(r, status >= 400 ? status : 502, "upgrade_refused",
+			    "model %s answered %d to the WebSocket upgrade", r->model->id, status);
+		req_resume(r);
+		return;
+	}
+	r->t_first_byte = loop_now_ms();
+	resp = MHD_create_response_for_upgrade(on_upgraded, NULL);
+	for (size_t i = 0; headers[i] != NULL; i++) {
+		char *line = headers[i], *colon = strchr(line, ':');
+
+		if (colon == NULL || !ws_answer_header(line))
+			continue;
+		*colon = '\0';
+		MHD_add_response_header(resp, line, colon + 2);
+		*colon = ':';
+	}
+	set_reply(r, 101, resp);
+	r->phase = PH_REPLY;
+	req_resume(r);
+}
+
+static void
+start_ws(struct mm_req *r, const char *proxy)
+{
+	const char *err = NULL;
+	char       *url = xasprintf("%s%s%s%s", proxy, r->up_path, r->query ? "?" : "",
+	    r->query ? r->query : "");
+	unsigned    head_s = r->model->timeouts.response_header_s > 0
+	                     ? (unsigned)r->model->timeouts.response_header_s : HTTP_WS_HEAD_S;
+
+	r->tun = tunnel_open(url, r->method, r->up_headers, header(r, "Upgrade"),
+	    (unsigned)r->model->timeouts.connect_s, head_s, (unsigned)r->model->timeouts.keepalive_s,
+	    on_ws_head, r, &err);
+	free(url);
+	if (r->tun == NULL) {
+		sched_release(&r->ticket);
+		reply_error(r, 502, "backend_unavailable", "model %s: %s", r->model->id, err);
+		req_resume(r);
+		return;
+	}
+	r->phase = PH_WAIT_UPSTREAM;
+	req_suspend(r);
 }
 
 /* The body is complete: find the model, rewrite, and acquire it. */
@@ -971,6 +1141,20 @@ dispatch_upstream(struct mm_req *r)
 		metrics_refusal("size");
 		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
 		    r->cfg->limits.max_json_body_bytes);
+		return;
+	}
+	if (r->ws && r->model->ignore_websockets) {
+		/* compat.ignoreWebsockets: the socket neither starts the model nor holds it. */
+		const struct sched_model *m = sched_model_get(r->model->id);
+
+		if (m == NULL || sched_model_state(m) != MODEL_READY) {
+			reply_error(r, 409, "model_not_loaded", "model %s is not loaded, and its "
+			    "WebSockets do not load it (compat.ignoreWebsockets)", r->model->id);
+			return;
+		}
+		r->up_headers = upstream_headers(r);
+		r->t_granted = loop_now_ms();
+		start_ws(r, sched_model_cfg(m)->proxy);
 		return;
 	}
 	acquire_model(r);
@@ -1385,6 +1569,7 @@ first_call(struct mm_req *r)
 		return;
 	}
 	if (r->route.kind == ROUTE_UPSTREAM) {
+		r->ws = is_ws_upgrade(r);
 		check_upstream(r);
 	} else if (r->route.kind == ROUTE_QUERY_MODEL) {
 		check_query_model(r);
@@ -1544,6 +1729,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		up_cancel(r->up);
 		log_info("http", "req=%s msg=\"client gone, upstream request cancelled\"", r->id);
 	}
+	tunnel_free(r->tun);
 	sched_release(&r->ticket);
 	if (r->api_pending)
 		api_cancel(&r->api);
@@ -1770,7 +1956,7 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 		return -1;
 	H.cfg = cfg_ref(cfg);
 	H.rates = gate_rates_new(cfg);
-	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
 	    (cfg->tls_cert_pem ? MHD_USE_TLS : 0),
 	    0, NULL, NULL, on_request, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, H.listen_fd,
@@ -1840,6 +2026,8 @@ http_stop_accepting(void)
 	if (MHD_quiesce_daemon(H.d) == H.listen_fd)
 		close(H.listen_fd);
 	H.listen_fd = -1;
+	/* Open WebSockets would hold their models through the whole grace: clients reconnect. */
+	tunnel_end_all();
 }
 
 void

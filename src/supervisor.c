@@ -207,6 +207,7 @@ on_pipe(int fd, uint32_t events, void *arg)
 
 /* --- health --- */
 
+static void become_ready(struct sup_proc *p);
 static void fail_start(struct sup_proc *p, enum sup_event ev, const char *reason);
 
 static size_t
@@ -225,6 +226,11 @@ poll_tick(void *arg)
 	p->poll_timer = 0;
 	if (p->phase != PHASE_STARTING)
 		return;
+	/* checkEndpoint: none — running is ready (llama-swap's meaning). */
+	if (p->health_url == NULL) {
+		become_ready(p);
+		return;
+	}
 	if (p->stall_ms > 0 && loop_now_ms() - p->last_progress_ms >= p->stall_ms) {
 		char *why = xasprintf("no output and no health answer for %llu s (loadStallTimeout)",
 		    (unsigned long long)(p->stall_ms / 1000));
@@ -316,6 +322,9 @@ probe_start(struct sup_proc *p)
 	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
+	/* Requests get connections made with their model's transport settings (keepalive,
+	 * idleConn), never one a probe left in the shared cache. */
+	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 	if (fetch_start(e, probe_done, p) == -1) {
 		curl_easy_cleanup(e);
 		schedule_poll(p);

@@ -27,6 +27,8 @@ struct up_xfer {
 	char                       errbuf[CURL_ERROR_SIZE];
 };
 
+#define UP_MAXAGE_NONE (365L * 24 * 3600) /* idleConn: 0 — kept connections never age out */
+
 /* Idle easy handles kept for reuse: creating one costs a large zeroed allocation. */
 #define UP_POOL_MAX 64
 static CURL  *pool[UP_POOL_MAX];
@@ -243,8 +245,16 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
 	curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	/* curl times TCP and TLS set-up together: an https backend gets both allowances. */
 	if (r->connect_timeout_s > 0)
-		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, r->connect_timeout_s);
+		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, r->connect_timeout_s +
+		    (str_has_prefix_ci(r->url, "https:") ? r->tls_handshake_s : 0));
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, r->keepalive_s > 0 ? 1L : 0L);
+	if (r->keepalive_s > 0) {
+		curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, r->keepalive_s);
+		curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, r->keepalive_s);
+	}
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, r->idle_conn_s > 0 ? r->idle_conn_s : UP_MAXAGE_NONE);
 	if (strcmp(r->method, "GET") == 0) {
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	} else if (strcmp(r->method, "HEAD") == 0) {

@@ -19,6 +19,8 @@
 #define HTTP_413_DRAIN         (64u << 20) /* body bytes read and dropped after a 413 */
 #define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
                                               * upstream transfer is paused */
+#define HTTP_WS_HEAD_S         30           /* wait for a backend's upgrade answer, when
+                                             * timeouts.responseHeader is 0 */
 #define HTTP_CONN_LIMIT        4096
 
 /* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1

@@ -40,6 +40,9 @@ struct up_request {
 	void        *read_arg;
 	long         connect_timeout_s;  /* 0 = none */
 	long         header_timeout_s;   /* time to the response head; 0 = none */
+	long         tls_handshake_s;    /* added to the connect timeout for https; 0 = none */
+	long         keepalive_s;        /* TCP keepalive probe period; 0 = off */
+	long         idle_conn_s;        /* a kept connection idle longer is not reused; 0 = any */
 };
 
 /* Starts an exchange. Returns the transfer, or NULL with a reason in *err (static). */

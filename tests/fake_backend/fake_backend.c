@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1157,6 +1158,225 @@ h_pid(struct req *r, struct MHD_Connection *c)
 	return respond_json(c, MHD_HTTP_OK, o);
 }
 
+/* ---- WebSocket echo (RFC 6455, just enough) ------------------------------ */
+
+#define FAKE_WS_MAX_PAYLOAD (16u << 20)
+#define FAKE_WS_MAX_OPEN    256
+
+/* Open sockets, shut down at exit so their threads end and MHD can stop. */
+static pthread_mutex_t ws_lock = PTHREAD_MUTEX_INITIALIZER;
+static int ws_open[FAKE_WS_MAX_OPEN];
+static size_t ws_nopen;
+
+static bool
+ws_track(int fd, bool add)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&ws_lock);
+	if (add && ws_nopen < FAKE_WS_MAX_OPEN) {
+		ws_open[ws_nopen++] = fd;
+	} else if (add) {
+		ok = false;
+	} else {
+		for (size_t i = 0; i < ws_nopen; i++)
+			if (ws_open[i] == fd)
+				ws_open[i] = ws_open[--ws_nopen];
+	}
+	pthread_mutex_unlock(&ws_lock);
+	return ok;
+}
+
+static void
+ws_shutdown_all(void)
+{
+	pthread_mutex_lock(&ws_lock);
+	for (size_t i = 0; i < ws_nopen; i++)
+		shutdown(ws_open[i], SHUT_RDWR);
+	pthread_mutex_unlock(&ws_lock);
+}
+
+/* Reads from the bytes MHD read past the request head first, then from the socket. */
+struct ws_in {
+	int		 fd;
+	const char	*extra;
+	size_t		 left;
+};
+
+static bool
+ws_read(struct ws_in *w, void *p, size_t n)
+{
+	size_t got = 0;
+
+	if (w->left > 0) {
+		got = n < w->left ? n : w->left;
+		memcpy(p, w->extra, got);
+		w->extra += got;
+		w->left -= got;
+	}
+	while (got < n) {
+		ssize_t k = read(w->fd, (char *)p + got, n - got);
+
+		if (k == -1 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		got += (size_t)k;
+	}
+	return true;
+}
+
+static bool
+write_all(int fd, const void *p, size_t n)
+{
+	for (size_t off = 0; off < n; ) {
+		ssize_t k = send(fd, (const char *)p + off, n - off, MSG_NOSIGNAL);
+
+		if (k == -1 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		off += (size_t)k;
+	}
+	return true;
+}
+
+static bool
+ws_send(int fd, unsigned op, const unsigned char *p, size_t n)
+{
+	unsigned char h[10];
+	size_t hl = 2;
+
+	h[0] = (unsigned char)(0x80 | op);
+	if (n < 126) {
+		h[1] = (unsigned char)n;
+	} else if (n < 65536) {
+		h[1] = 126;
+		h[2] = (unsigned char)(n >> 8);
+		h[3] = (unsigned char)n;
+		hl = 4;
+	} else {
+		h[1] = 127;
+		for (int i = 0; i < 8; i++)
+			h[2 + i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
+		hl = 10;
+	}
+	return write_all(fd, (const char *)h, hl) && (n == 0 || write_all(fd, (const char *)p, n));
+}
+
+/* Echoes every data frame; answers ping with pong and close with close. The text "close-me"
+ * makes the server close first; "bye" makes it drop the connection without a close frame. */
+static void
+ws_echo(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra,
+    size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+	struct ws_in in = { sock, extra, extra_len };
+	int fl = fcntl(sock, F_GETFL);
+	unsigned long frames = 0;
+
+	(void)cls;
+	(void)c;
+	(void)con_cls;
+	if (fl != -1)
+		(void)fcntl(sock, F_SETFL, fl & ~O_NONBLOCK);
+	say("fake: websocket open");
+	if (!ws_track(sock, true)) {
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		return;
+	}
+	for (;;) {
+		unsigned char h[2], ext[8], mask[4], *pl;
+		uint64_t n;
+		unsigned op;
+
+		if (!ws_read(&in, h, 2))
+			break;
+		op = h[0] & 0x0f;
+		n = h[1] & 0x7f;
+		if (n == 126) {
+			if (!ws_read(&in, ext, 2))
+				break;
+			n = (uint64_t)ext[0] << 8 | ext[1];
+		} else if (n == 127) {
+			if (!ws_read(&in, ext, 8))
+				break;
+			n = 0;
+			for (int i = 0; i < 8; i++)
+				n = n << 8 | ext[i];
+		}
+		if (n > FAKE_WS_MAX_PAYLOAD || !(h[1] & 0x80) || !ws_read(&in, mask, 4))
+			break;
+		if ((pl = malloc(n + 1)) == NULL || (n > 0 && !ws_read(&in, pl, n))) {
+			free(pl);
+			break;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			pl[i] ^= mask[i % 4];
+		pl[n] = '\0';
+		frames++;
+		if (op == 8) {
+			ws_send(sock, 8, pl, n);
+			free(pl);
+			say("fake: websocket closed by the client frames=%lu", frames);
+			break;
+		}
+		if (op == 9) {
+			ws_send(sock, 10, pl, n);
+		} else if (op == 1 && n == 8 && memcmp(pl, "close-me", 8) == 0) {
+			static const unsigned char bye[] = { 0x03, 0xe8, 'b', 'y', 'e' };
+
+			ws_send(sock, 8, bye, sizeof(bye));
+		} else if (op == 1 && n == 3 && memcmp(pl, "bye", 3) == 0) {
+			free(pl);
+			say("fake: websocket dropped");
+			break;
+		} else if (op <= 2) {
+			ws_send(sock, op, pl, n);
+		}
+		free(pl);
+	}
+	ws_track(sock, false);
+	MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static enum MHD_Result
+h_ws(struct req *r, struct MHD_Connection *c)
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+	const char *up = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade");
+	const char *proto = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    "Sec-WebSocket-Protocol");
+	unsigned char md[EVP_MAX_MD_SIZE], accept[64];
+	unsigned int mdlen = 0;
+	char cat[256];
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	(void)r;
+	if (key == NULL || up == NULL || strcasecmp(up, "websocket") != 0 ||
+	    strlen(key) > 100)
+		return respond_error(c, MHD_HTTP_BAD_REQUEST, "not a websocket upgrade",
+		    "invalid_request_error");
+	snprintf(cat, sizeof(cat), "%s%s", key, guid);
+	EVP_Digest(cat, strlen(cat), md, &mdlen, EVP_sha1(), NULL);
+	EVP_EncodeBlock(accept, md, (int)mdlen);
+	resp = MHD_create_response_for_upgrade(ws_echo, NULL);
+	MHD_add_response_header(resp, "Upgrade", "websocket");
+	MHD_add_response_header(resp, "Sec-WebSocket-Accept", (const char *)accept);
+	/* A CORS header here must not reach a browser through modelmux. */
+	MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+	if (proto != NULL) {
+		char first[64];
+
+		snprintf(first, sizeof(first), "%.*s", (int)strcspn(proto, ", "), proto);
+		MHD_add_response_header(resp, "Sec-WebSocket-Protocol", first);
+	}
+	ret = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 static const struct route routes[] = {
 	{ "GET",  "/health",			h_health,	BODY_DIGEST },
 	{ "GET",  "/v1/models",			h_models,	BODY_DIGEST },
@@ -1183,6 +1403,7 @@ static const struct route routes[] = {
 	{ NULL,   "/echo",			h_echo,		BODY_DIGEST },
 	{ "GET",  "/env",			h_env,		BODY_DIGEST },
 	{ "GET",  "/pid",			h_pid,		BODY_DIGEST },
+	{ "GET",  "/ws",			h_ws,		BODY_DIGEST },
 };
 
 static const struct route *
@@ -1424,7 +1645,7 @@ start_daemon(void)
 	struct sockaddr_in sin;
 	const struct sockaddr *sa;
 	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD |
-	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
 
 	memset(&sin, 0, sizeof(sin));
 	memset(&sin6, 0, sizeof(sin6));
@@ -1521,6 +1742,7 @@ main(int argc, char **argv)
 		}
 	}
 	atomic_store(&stopping, true);
+	ws_shutdown_all();
 	MHD_stop_daemon(d);
 	if (nwords > 0)
 		free(words[0]);

@@ -279,3 +279,19 @@ hooks:
   assert.match(r.stderr, /hooks\.on_startup\.preload\[1\]: unknown model "nope"/);
   assert.doesNotMatch(r.stdout, /configuration OK/);
 });
+
+test('checkEndpoint: none — the model is ready once spawned, with no health probe', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, { config: `models:
+  m:
+    cmd: ${h.FAKE} --port ${port} --listen-delay 300
+    proxy: http://127.0.0.1:${port}
+    checkEndpoint: none
+    healthCheckTimeout: 5
+` });
+  const r = await h.post(`${d.url}/api/models/load/m`, {});
+  assert.ok(r.status === 200, r.text);
+  await d.waitLog(/model=m pid=\d+ msg=ready ms=\d+/);
+  assert.doesNotMatch(d.stderr, /health check timed out/);
+  await d.stop();
+});
