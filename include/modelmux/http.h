@@ -20,6 +20,7 @@
 #define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
                                               * upstream transfer is paused */
 #define HTTP_CONN_LIMIT        4096
+#define HTTP_FD_WARN_MS        10000        /* at most one "out of file descriptors" per this */
 
 /* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1
  * with *err (caller frees). */
