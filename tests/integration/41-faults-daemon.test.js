@@ -72,7 +72,7 @@ models:
 
 test('SIGKILL of the daemon also ends a backend\'s grandchild that called setsid', {
   todo: 'not reachable from inside: PR_SET_PDEATHSIG reaches direct children only and nobody is left to ' +
-    'kill the rest; the systemd unit\'s cgroup (KillMode=control-group) covers it in production',
+    'kill the rest; the systemd unit\'s cgroup (KillMode=mixed) covers it in production',
 }, async (t) => {
   const port = await h.freePorts(1);
   const d = await h.startDaemon(t, {
