@@ -117,6 +117,10 @@ static struct {
 	bool               loopback;  /* the listener is on a loopback address */
 	size_t             nconn;
 	bool               need_run; /* a connection was resumed: MHD_run must follow */
+	/* MHD ran out of file descriptors and stopped watching the listener until a connection
+	 * closes; it looks again only at its next run, which nothing else may trigger. */
+	bool               accept_paused;
+	uint64_t           fd_warned_ms;
 	struct gate_rates *rates;
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
@@ -1792,6 +1796,10 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		*socket_context = cc;
 		arm_head_deadline(cc);
 	} else {
+		if (H.accept_paused) {
+			H.accept_paused = false;
+			H.need_run = true;
+		}
 		if (H.nconn > 0)
 			H.nconn--;
 		if (cc != NULL) {
@@ -1821,6 +1829,18 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	while (n > 0 && (size_t)n < sizeof(msg) && msg[n - 1] == '\n')
 		msg[--n] = '\0';
+	/* MHD says so only in this text: "Hit process or system resource limit at N connections,
+	 * temporarily suspending accept()". */
+	if (strstr(msg, "resource limit") != NULL) {
+		uint64_t now = loop_now_ms();
+
+		H.accept_paused = true;
+		if (H.fd_warned_ms == 0 || now - H.fd_warned_ms >= HTTP_FD_WARN_MS) {
+			H.fd_warned_ms = now;
+			log_warn("http", "msg=\"out of file descriptors: new connections wait until one "
+			    "closes\" connections=%zu", H.nconn);
+		}
+	}
 	log_debug("mhd", "msg=%s", log_q(q, sizeof(q), msg));
 }
 

@@ -366,6 +366,7 @@ main(int argc, char **argv)
 	loop_timer_cancel(M.watch_timer);
 	http_free();
 	reap_remaining();
+	sup_kill_leftovers();
 	sched_free();
 	metrics_free();
 	up_free_pool();

@@ -1,4 +1,5 @@
 /* supervisor: backend processes — spawn, output capture, health, stop, reap. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -50,6 +51,10 @@ struct sup_proc {
 	uint64_t         kill_timer;
 	CURL            *probe;
 	bool             probe_soon; /* an output line arrived while a probe was in flight */
+	/* Descendants outside the process group (they called setsid or setpgid), seen when the
+	 * stop began: killpg does not reach them. */
+	pid_t            strays[SUP_MAX_STRAYS];
+	size_t           nstrays;
 	/* Last output lines, as a ring of strings. */
 	char            *tail[SUP_TAIL_LINES];
 	size_t           tail_head, tail_n, tail_bytes;
@@ -543,6 +548,130 @@ out:
 
 /* --- stop and reap --- */
 
+struct proc_ent {
+	pid_t pid, ppid, pgid;
+};
+
+/* Every live (not zombie) process from /proc, into *out (caller frees); -1 if /proc cannot be
+ * read. */
+static ssize_t
+proc_scan(struct proc_ent **out)
+{
+	DIR            *d = opendir("/proc");
+	struct dirent  *e;
+	struct proc_ent *v = NULL;
+	size_t          n = 0, cap = 0;
+
+	*out = NULL;
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char        path[64], stat[512], *close_paren, state;
+		long long   pid;
+		int         ppid, pgid, fd;
+		ssize_t     len;
+
+		if (parse_int(e->d_name, 1, INT32_MAX, &pid) == -1)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%lld/stat", pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		len = read(fd, stat, sizeof(stat) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		stat[len] = '\0';
+		/* "pid (comm) state ppid pgrp ...": comm may hold anything, even ')'. */
+		if ((close_paren = strrchr(stat, ')')) == NULL ||
+		    sscanf(close_paren + 1, " %c %d %d", &state, &ppid, &pgid) != 3 || state == 'Z')
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			v = xreallocarray(v, cap, sizeof(*v));
+		}
+		v[n++] = (struct proc_ent){ (pid_t)pid, (pid_t)ppid, (pid_t)pgid };
+	}
+	closedir(d);
+	*out = v;
+	return (ssize_t)n;
+}
+
+static bool
+is_stray(const struct sup_proc *p, pid_t pid)
+{
+	for (size_t i = 0; i < p->nstrays; i++)
+		if (p->strays[i] == pid)
+			return true;
+	return false;
+}
+
+/* Adds p's descendants outside its process group to p->strays (bounded). A process in the
+ * group is reached by killpg; a descendant of a stray is found through it. */
+static void
+collect_strays(struct sup_proc *p)
+{
+	struct proc_ent *v;
+	ssize_t          n = proc_scan(&v);
+	pid_t           *tree;
+	size_t           nt = 1;
+	bool             grew = true;
+
+	if (n <= 0) {
+		free(v);
+		return;
+	}
+	tree = xcalloc((size_t)n + 1, sizeof(*tree));
+	tree[0] = p->pid;
+	/* Grow the tree until a pass adds nothing: parents may come after children in /proc. */
+	while (grew) {
+		grew = false;
+		for (ssize_t i = 0; i < n; i++) {
+			bool parent_in = false, self_in = false;
+
+			for (size_t k = 0; k < nt && !(parent_in && self_in); k++) {
+				parent_in |= tree[k] == v[i].ppid;
+				self_in |= tree[k] == v[i].pid;
+			}
+			if (!parent_in || self_in)
+				continue;
+			tree[nt++] = v[i].pid;
+			grew = true;
+			if (v[i].pgid != p->pid && !is_stray(p, v[i].pid)) {
+				if (p->nstrays == SUP_MAX_STRAYS) {
+					log_warn("sup", "model=%s pid=%d msg=\"too many processes outside the "
+					    "group, not all tracked\"", p->name, (int)p->pid);
+					continue;
+				}
+				p->strays[p->nstrays++] = v[i].pid;
+				log_info("sup", "model=%s pid=%d msg=\"descendant outside the process group\" "
+				    "stray_pid=%d pgid=%d", p->name, (int)p->pid, (int)v[i].pid, (int)v[i].pgid);
+			}
+		}
+	}
+	free(tree);
+	free(v);
+}
+
+/* Signals the recorded strays that are still ours: their parent is the backend, another
+ * stray, or us (the subreaper that adopted them) — a pid reused by a stranger is left alone. */
+static void
+signal_strays(const struct sup_proc *p, int sig)
+{
+	struct proc_ent *v;
+	ssize_t          n;
+	pid_t            self = getpid();
+
+	if (p->nstrays == 0 || (n = proc_scan(&v)) <= 0)
+		return;
+	for (ssize_t i = 0; i < n; i++) {
+		if (!is_stray(p, v[i].pid))
+			continue;
+		if (v[i].ppid == self || v[i].ppid == p->pid || is_stray(p, v[i].ppid))
+			kill(v[i].pid, sig);
+	}
+	free(v);
+}
+
 static void
 kill_now(void *arg)
 {
@@ -551,6 +680,8 @@ kill_now(void *arg)
 	p->kill_timer = 0;
 	log_warn("sup", "model=%s pid=%d msg=\"grace period over, sending SIGKILL\"", p->name,
 	    (int)p->pid);
+	collect_strays(p);
+	signal_strays(p, SIGKILL);
 	if (killpg(p->pid, SIGKILL) == -1)
 		kill(p->pid, SIGKILL);
 }
@@ -602,10 +733,15 @@ sup_stop(struct sup_proc *p, uint64_t grace_ms)
 		p->phase = PHASE_STOPPING;
 		log_info("sup", "model=%s pid=%d msg=stopping grace_ms=%llu", p->name, (int)p->pid,
 		    (unsigned long long)grace_ms);
-		if (grace_ms > 0 && p->stop_argv != NULL)
+		/* Before the backend can exit: once it is gone, its tree can no longer be walked. */
+		collect_strays(p);
+		if (grace_ms > 0 && p->stop_argv != NULL) {
 			run_stop_cmd(p);
-		else if (grace_ms > 0 && killpg(p->pid, SIGTERM) == -1)
-			kill(p->pid, SIGTERM);
+		} else if (grace_ms > 0) {
+			signal_strays(p, SIGTERM);
+			if (killpg(p->pid, SIGTERM) == -1)
+				kill(p->pid, SIGTERM);
+		}
 	}
 	loop_timer_cancel(p->kill_timer);
 	p->kill_timer = 0;
@@ -668,8 +804,10 @@ on_exit_status(struct sup_proc *p, int status)
 	char what[96];
 
 	describe_status(status, what, sizeof(what));
-	/* The leader is gone: whatever it left in its group goes too. */
+	/* The leader is gone: whatever it left in its group goes too, and the descendants that
+	 * left the group before it was stopped (now our children, as subreaper). */
 	killpg(p->pid, SIGKILL);
+	signal_strays(p, SIGKILL);
 	/* Collect the output still in the pipes so the last lines are complete. */
 	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
 		if (p->out[i].fd != -1 && pipe_drain(p, &p->out[i]))
@@ -711,7 +849,43 @@ sup_reap(void)
 void
 sup_kill_all(void)
 {
-	for (struct sup_proc *p = procs; p; p = p->next)
+	for (struct sup_proc *p = procs; p; p = p->next) {
+		collect_strays(p);
+		signal_strays(p, SIGKILL);
 		if (killpg(p->pid, SIGKILL) == -1)
 			kill(p->pid, SIGKILL);
+	}
+}
+
+void
+sup_kill_leftovers(void)
+{
+	pid_t self = getpid();
+
+	for (int round = 0; round < SUP_LEFTOVER_ROUNDS; round++) {
+		struct proc_ent *v;
+		ssize_t          n;
+		size_t           live = 0;
+
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if ((n = proc_scan(&v)) == -1) {
+			log_warn("sup", "msg=\"cannot read /proc to find leftover processes\" err=\"%s\"",
+			    strerror(errno));
+			return;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (v[i].ppid != self)
+				continue;
+			if (round == 0)
+				log_warn("sup", "msg=\"killing a leftover process\" pid=%d", (int)v[i].pid);
+			kill(v[i].pid, SIGKILL);
+			live++;
+		}
+		free(v);
+		if (live == 0)
+			return;
+		usleep(10000);
+	}
+	log_warn("sup", "msg=\"leftover processes did not die\"");
 }

@@ -22,6 +22,7 @@
 #define HTTP_WS_HEAD_S         30           /* wait for a backend's upgrade answer, when
                                              * timeouts.responseHeader is 0 */
 #define HTTP_CONN_LIMIT        4096
+#define HTTP_FD_WARN_MS        10000        /* at most one "out of file descriptors" per this */
 
 /* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1
  * with *err (caller frees). */

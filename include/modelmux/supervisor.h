@@ -15,6 +15,8 @@
 #define SUP_LINE_MAX           4096   /* longer output lines are cut */
 #define SUP_TAIL_LINES         64     /* output lines kept per process */
 #define SUP_TAIL_BYTES         16384  /* and at most this many bytes of them */
+#define SUP_MAX_STRAYS         64     /* descendants outside the group tracked per process */
+#define SUP_LEFTOVER_ROUNDS    100    /* 10 ms rounds of killing leftovers at exit */
 
 struct sup_proc;
 
@@ -61,7 +63,11 @@ pid_t sup_pid(const struct sup_proc *p);
 const char *sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n);
 /* Number of processes not yet reaped. */
 size_t sup_count(void);
-/* Sends SIGKILL to every process group still alive (last resort at exit). */
+/* Sends SIGKILL to every process group still alive, and to their descendants that left the
+ * group (last resort at exit). */
 void sup_kill_all(void);
+/* At exit, once every backend is reaped: kills and reaps the processes still our children —
+ * descendants that outlived their backend and were adopted by us as subreaper. */
+void sup_kill_leftovers(void);
 
 #endif

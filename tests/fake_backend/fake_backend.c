@@ -61,11 +61,15 @@ struct options {
 	const char	*request_log;
 	long long	 stderr_lines;
 	long long	 size_bytes;
+	long long	 exit_while_starting;	/* -1: no */
+	const char	*malformed;		/* NULL, "head" or "chunk" */
+	bool		 fork_grandchild;
 };
 
 static struct options opt = {
 	.port = -1, .host = "127.0.0.1", .model = "demo",
 	.exit_at_start = -1, .crash_after_chunks = -1, .exit_after = -1,
+	.exit_while_starting = -1,
 	.chunks = 5, .reply = "Hello from the modelmux demo backend.",
 	.size_bytes = 1024 * 1024,
 };
@@ -1477,6 +1481,42 @@ req_finish(struct req *r)
 	}
 }
 
+/*
+ * --malformed: bytes that are not HTTP, written straight to the socket
+ * (MHD cannot be made to send them), then the connection is dropped.
+ * "head": a broken status line; "chunk": a good head and first SSE chunk,
+ * then a chunk size that is not hexadecimal.
+ */
+static enum MHD_Result
+answer_malformed(struct MHD_Connection *c)
+{
+	static const char head[] =
+	    "HTTP/1.1 2OO OK\r\nContent-Lngth\x01: ??\r\n\r\nnot http at all";
+	static const char chunk[] =
+	    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n"
+	    "1a\r\ndata: {\"choices\":[]}\n\n\r\n"
+	    "zz-not-a-size\r\ngarbage\r\n";
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c,
+	    MHD_CONNECTION_INFO_CONNECTION_FD);
+	const char *what = strcmp(opt.malformed, "chunk") == 0 ? chunk : head;
+	size_t len = strlen(what), off = 0;
+
+	say("fake: answering malformed HTTP (%s)", opt.malformed);
+	while (ci != NULL && off < len) {
+		ssize_t n = write(ci->connect_fd, what + off, len - off);
+
+		if (n == -1 && (errno == EINTR || errno == EAGAIN)) {
+			nap(1);
+			continue;
+		}
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	return MHD_NO;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -1510,6 +1550,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 	if (strcmp(method, "POST") == 0 && r->route->handler != h_echo &&
 	    opt.delay > 0 && !nap(opt.delay))
 		return MHD_NO;
+	if (opt.malformed != NULL && r->route->handler != h_health)
+		return answer_malformed(c);
 	return r->route->handler(r, c);
 }
 
@@ -1525,7 +1567,8 @@ usage(void)
 	    "  [--crash-after-chunks N] [--exit-after MS] [--chunks N]\n"
 	    "  [--chunk-delay MS] [--delay MS] [--reply TEXT] [--ignore-term]\n"
 	    "  [--start-log FILE] [--request-log FILE] [--stderr-lines N]\n"
-	    "  [--size-bytes N]\n");
+	    "  [--size-bytes N] [--exit-while-starting MS]\n"
+	    "  [--malformed head|chunk] [--fork-setsid-grandchild]\n");
 	exit(2);
 }
 
@@ -1567,6 +1610,9 @@ parse_args(int argc, char **argv)
 		{ "request-log",	required_argument, NULL, 14 },
 		{ "stderr-lines",	required_argument, NULL, 15 },
 		{ "size-bytes",		required_argument, NULL, 16 },
+		{ "exit-while-starting", required_argument, NULL, 17 },
+		{ "malformed",		required_argument, NULL, 18 },
+		{ "fork-setsid-grandchild", no_argument,   NULL, 19 },
 		{ NULL, 0, NULL, 0 }
 	};
 	const long long ms_max = 24LL * 3600 * 1000;
@@ -1604,6 +1650,15 @@ parse_args(int argc, char **argv)
 			break;
 		case 16: opt.size_bytes = parse_num(optarg, name, 0,
 			    INT64_MAX); break;
+		case 17: opt.exit_while_starting = parse_num(optarg, name, 0,
+			    ms_max); break;
+		case 18:
+			if (strcmp(optarg, "head") != 0 &&
+			    strcmp(optarg, "chunk") != 0)
+				usage();
+			opt.malformed = optarg;
+			break;
+		case 19: opt.fork_grandchild = true; break;
 		default: usage();
 		}
 	}
@@ -1636,6 +1691,32 @@ wait_signal(const sigset_t *set, long long ms)
 	int sig = sigtimedwait(set, NULL, &ts);
 
 	return sig == SIGTERM || sig == SIGINT;
+}
+
+/*
+ * --fork-setsid-grandchild: a process that leaves our process group and
+ * session (as daemonising wrappers do) and lives until killed.  It keeps
+ * the signal dispositions set so far (--ignore-term applies to it too).
+ */
+static void
+fork_grandchild(void)
+{
+	pid_t pid = fork();
+
+	if (pid == -1) {
+		say("fake: fork: %s", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0)
+		return;
+	if (setsid() == -1) {
+		say("fake: setsid: %s", strerror(errno));
+		_exit(1);
+	}
+	say("fake: grandchild pid=%ld sid=%ld", (long)getpid(),
+	    (long)getsid(0));
+	for (;;)
+		pause();
 }
 
 static struct MHD_Daemon *
@@ -1685,6 +1766,8 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (opt.ignore_term)
 		signal(SIGTERM, SIG_IGN);
+	if (opt.fork_grandchild)
+		fork_grandchild();
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	if (!opt.ignore_term)
@@ -1730,6 +1813,12 @@ main(int argc, char **argv)
 			ready = true;
 			ready_at = now;
 			say("fake: ready");
+		}
+		if (!ready && opt.exit_while_starting >= 0 &&
+		    now >= start_ms + opt.exit_while_starting) {
+			say("fake: giving up while starting");
+			MHD_stop_daemon(d);
+			exit(4);
 		}
 		if (ready && opt.exit_after >= 0 &&
 		    now >= ready_at + opt.exit_after) {
