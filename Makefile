@@ -77,8 +77,12 @@ check:
 	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
 	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' MM_SANITIZE=1 test
 
-valgrind: all
-	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 tests/integration/
+# A representative scenario under valgrind (any definite leak or memory error fails it):
+# requests, streams, swaps, queues, multipart, WebSockets, reload, shutdown.
+VALGRIND_TESTS ?= 01-chat 02-streaming 04-swap 12-queue 15-surface 17-websocket 35-reload
+valgrind: all npm-deps
+	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 \
+	  $(patsubst %,tests/integration/%.test.js,$(VALGRIND_TESTS))
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
