@@ -96,12 +96,18 @@ struct mm_req {
 	long long              prompt_tokens, completion_tokens;
 	bool                   have_usage;
 	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
+	/* A small answer of known length is sent whole: head and body in one write, once the body
+	 * is all in (it arrives with the head, as a rule). */
+	struct MHD_Response   *whole;
+	char                  *whole_buf;   /* owned by `whole` */
+	size_t                 whole_len, whole_got;
 	int                    status;      /* the status queued */
 	struct buf             out;         /* response window: bytes [out_off, out.len) */
 	size_t                 out_off;
 	bool                   suspended;
 	bool                   client_gone;
 	int                    watch_fd;
+	uint64_t               watch_timer;
 	char                   ip[GATE_MAX_IP_BYTES];
 	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
 	uint64_t               t_start, t_granted, t_first_byte;
@@ -329,18 +335,29 @@ on_client_hup(int fd, uint32_t events, void *arg)
 	req_resume(r);
 }
 
+/* A suspended connection is out of MHD's sight: watch it for a hang-up ourselves — from a
+ * moment on, so that the common exchange, answered within it, costs no watch at all. */
+static void
+watch_client(void *arg)
+{
+	struct mm_req                  *r = arg;
+	const union MHD_ConnectionInfo *ci;
+
+	r->watch_timer = 0;
+	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci != NULL && loop_fd_add(ci->connect_fd, EPOLLRDHUP, on_client_hup, r) == 0)
+		r->watch_fd = ci->connect_fd;
+}
+
 static void
 req_suspend(struct mm_req *r)
 {
-	const union MHD_ConnectionInfo *ci;
-
 	if (r->suspended)
 		return;
 	MHD_suspend_connection(r->conn);
 	r->suspended = true;
-	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (ci != NULL && loop_fd_add(ci->connect_fd, EPOLLRDHUP, on_client_hup, r) == 0)
-		r->watch_fd = ci->connect_fd;
+	if (r->watch_fd == -1 && r->watch_timer == 0)
+		r->watch_timer = loop_timer_add(HTTP_HUP_WATCH_MS, watch_client, r);
 }
 
 static void
@@ -348,6 +365,8 @@ req_resume(struct mm_req *r)
 {
 	if (!r->suspended)
 		return;
+	loop_timer_cancel(r->watch_timer);
+	r->watch_timer = 0;
 	if (r->watch_fd != -1) {
 		loop_fd_del(r->watch_fd);
 		r->watch_fd = -1;
@@ -425,9 +444,17 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 		}
 		return;
 	}
-	resp = MHD_create_response_from_callback(content_length >= 0 ? (uint64_t)content_length
-	                                                            : MHD_SIZE_UNKNOWN,
-	    HTTP_SEND_BLOCK, read_body, r, NULL);
+	if (content_length > 0 && content_length <= (long long)HTTP_WHOLE_MAX &&
+	    strcmp(r->method, "HEAD") != 0) {
+		r->whole_len = (size_t)content_length;
+		r->whole_buf = xmalloc(r->whole_len);
+		resp = r->whole = MHD_create_response_from_buffer_with_free_callback(r->whole_len,
+		    r->whole_buf, free);
+		r->status = status;
+	} else {
+		resp = MHD_create_response_from_callback(content_length >= 0
+		    ? (uint64_t)content_length : MHD_SIZE_UNKNOWN, HTTP_SEND_BLOCK, read_body, r, NULL);
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (strcasecmp(h[i].name, "content-type") == 0 &&
 		    str_has_prefix_ci(h[i].value, "text/event-stream"))
@@ -441,6 +468,8 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	if (sse)
 		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	r->sse = sse && content_length < 0;
+	if (r->whole != NULL)
+		return; /* queued once the body is in: on_up_body */
 	set_reply(r, status, resp);
 	r->phase = PH_STREAM;
 	req_resume(r);
@@ -504,6 +533,24 @@ on_up_body(void *arg, const char *p, size_t n)
 
 	if (r->discard_up)
 		return n;
+	if (r->whole != NULL) {
+		if (n > r->whole_len - r->whole_got)
+			return n; /* past its Content-Length: cannot happen, curl stops there */
+		if (r->route.kind == ROUTE_JSON_MODEL)
+			scan_usage(r, p, n);
+		memcpy(r->whole_buf + r->whole_got, p, n);
+		r->whole_got += n;
+		if (r->whole_got == r->whole_len) {
+			struct MHD_Response *resp = r->whole;
+
+			r->whole = NULL;
+			r->bytes_out = r->whole_len;
+			set_reply(r, r->status, resp);
+			r->phase = PH_REPLY;
+			req_resume(r);
+		}
+		return n;
+	}
 	if (held > 0 && held + n > HTTP_STREAM_WINDOW) {
 		r->up_paused = true;
 		return 0;
@@ -568,6 +615,11 @@ on_up_done(void *arg, bool ok, const char *reason)
 		r->have_usage = true;
 	if (r->have_usage)
 		metrics_tokens(r->model->id, r->prompt_tokens, r->completion_tokens);
+	if (r->whole != NULL) {
+		/* The backend's head came, its whole body did not. */
+		MHD_destroy_response(r->whole);
+		r->whole = NULL;
+	}
 	if (r->phase == PH_WAIT_UPSTREAM) {
 		reply_error(r, 502, "backend_unavailable", "model %s: backend request failed: %s",
 		    r->model->id, reason ? reason : "no response");
@@ -1729,6 +1781,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		arm_head_deadline(conn_ctx_of(conn)); /* the next request on this connection */
 	if (r->watch_fd != -1)
 		loop_fd_del(r->watch_fd);
+	loop_timer_cancel(r->watch_timer);
 	if (r->up != NULL) {
 		up_cancel(r->up);
 		log_info("http", "req=%s msg=\"client gone, upstream request cancelled\"", r->id);
@@ -1758,6 +1811,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
 	if (r->pending)
 		MHD_destroy_response(r->pending);
+	if (r->whole)
+		MHD_destroy_response(r->whole);
 	buf_free(&r->body);
 	buf_free(&r->out);
 	buf_free(&r->scan);

@@ -21,6 +21,10 @@
                                               * upstream transfer is paused */
 #define HTTP_WS_HEAD_S         30           /* wait for a backend's upgrade answer, when
                                              * timeouts.responseHeader is 0 */
+#define HTTP_WHOLE_MAX         (64u << 10) /* a known-length answer up to this is sent in one
+                                              * write, once all in */
+#define HTTP_HUP_WATCH_MS      10           /* a suspended client is watched for hang-ups
+                                              * from this long on */
 #define HTTP_CONN_LIMIT        4096
 #define HTTP_FD_WARN_MS        10000        /* at most one "out of file descriptors" per this */
 
