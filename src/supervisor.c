@@ -208,6 +208,7 @@ on_pipe(int fd, uint32_t events, void *arg)
 /* --- health --- */
 
 static void fail_start(struct sup_proc *p, enum sup_event ev, const char *reason);
+static void become_ready(struct sup_proc *p);
 
 static size_t
 discard_body(char *ptr, size_t size, size_t nmemb, void *arg)
@@ -225,6 +226,10 @@ poll_tick(void *arg)
 	p->poll_timer = 0;
 	if (p->phase != PHASE_STARTING)
 		return;
+	if (p->health_url == NULL) { /* checkEndpoint: none — ready once spawned */
+		become_ready(p);
+		return;
+	}
 	if (p->stall_ms > 0 && loop_now_ms() - p->last_progress_ms >= p->stall_ms) {
 		char *why = xasprintf("no output and no health answer for %llu s (loadStallTimeout)",
 		    (unsigned long long)(p->stall_ms / 1000));
