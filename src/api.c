@@ -127,7 +127,7 @@ list_running(const struct cfg *cfg, struct api_reply *out)
 
 	for (size_t i = 0; i < cfg->nmodels; i++) {
 		const struct cfg_model   *m = &cfg->models[i];
-		const struct sched_model *sm = sched_model_get(m->id);
+		struct sched_model       *sm = sched_model_get(m->id);
 		cJSON                    *o;
 
 		if (sm == NULL || sched_model_state(sm) == MODEL_STOPPED)
@@ -197,7 +197,8 @@ render_metrics(const struct cfg *cfg, struct api_reply *out)
 }
 
 /* GET /api/health: the detailed view. healthy, degraded (a model held back after crashes, a
- * queue over 80 % full, or exposed without keys) or unhealthy (stopping). */
+ * ready model whose backend does not answer, a queue over 80 % full, or exposed without keys)
+ * or unhealthy (stopping). */
 static void
 health_detail(const struct cfg *cfg, struct api_reply *out)
 {
@@ -213,7 +214,7 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 	models = cJSON_CreateArray();
 	for (size_t i = 0; i < cfg->nmodels; i++) {
 		const struct cfg_model   *m = &cfg->models[i];
-		const struct sched_model *sm = sched_model_get(m->id);
+		struct sched_model       *sm = sched_model_get(m->id);
 		cJSON                    *o = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(o, "id", m->id);
@@ -228,6 +229,26 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 			if (sched_model_held(sm)) {
 				degraded = true;
 				cJSON_AddItemToArray(warn, cJSON_CreateString("a model is held back after repeated crashes"));
+			}
+			/* A ready model's backend: the last probe's answer (this request may start the
+			 * next one, bounded per model; the answer shows in a later request). */
+			if (sched_model_state(sm) == MODEL_READY) {
+				bool     reachable;
+				uint64_t age_ms;
+
+				sched_model_probe(sm);
+				if (sched_model_reachable(sm, &reachable, &age_ms)) {
+					cJSON_AddBoolToObject(o, "reachable", reachable);
+					cJSON_AddNumberToObject(o, "probe_age_ms", (double)age_ms);
+					if (!reachable) {
+						char *w = xasprintf("the backend of ready model %s does not answer",
+						    m->id);
+
+						degraded = true;
+						cJSON_AddItemToArray(warn, cJSON_CreateString(w));
+						free(w);
+					}
+				}
 			}
 		}
 		cJSON_AddItemToArray(models, o);

@@ -6,6 +6,7 @@
  * `struct ld` and never stop the walk.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -41,6 +42,7 @@ enum node_kind {
 struct node {
 	enum node_kind kind;
 	int            line, col; /* 1-based; a map value carries its key's position */
+	const char    *file;      /* the file it came from (one of cfg->files) */
 	bool           quoted;    /* scalar is a string: quoted, !!str, or built by interpolation */
 	char          *str;       /* scalar text */
 	struct node  **kids;
@@ -61,6 +63,7 @@ struct mlist {
 /* An id or alias, for the global uniqueness check. */
 struct name_ref {
 	const char *name;
+	const char *file;
 	int         line, col;
 	size_t      model, idx, seq;
 	bool        is_id;
@@ -68,7 +71,7 @@ struct name_ref {
 
 /* Load state. */
 struct ld {
-	const char       *file;
+	const char       *file;      /* the file being parsed; the first one once merged */
 	struct cfg_errs  *errs;
 	struct cfg_errs   warns;
 	size_t            nerr;
@@ -155,12 +158,12 @@ cfg_errs_free(struct cfg_errs *e)
 	e->n = 0;
 }
 
-static void ld_msg(struct ld *, bool, int, int, const char *, const char *, va_list)
-    __attribute__((format(printf, 6, 0)));
+static void ld_msg(struct ld *, bool, const char *, int, int, const char *, const char *, va_list)
+    __attribute__((format(printf, 7, 0)));
 
 static void
-ld_msg(struct ld *ld, bool warn, int line, int col, const char *path, const char *fmt,
-    va_list ap)
+ld_msg(struct ld *ld, bool warn, const char *file, int line, int col, const char *path,
+    const char *fmt, va_list ap)
 {
 	char *reason;
 
@@ -173,25 +176,27 @@ ld_msg(struct ld *ld, bool warn, int line, int col, const char *path, const char
 	if (line < 1)
 		line = col = 1;
 	reason = xvformat(fmt, ap);
-	errs_push(warn ? &ld->warns : ld->errs, xasprintf("%s:%d:%d: %s: %s", ld->file, line, col,
+	errs_push(warn ? &ld->warns : ld->errs, xasprintf("%s:%d:%d: %s: %s",
+	    file != NULL ? file : ld->file, line, col,
 	    path == NULL || *path == '\0' ? "(root)" : path, reason));
 	free(reason);
 }
 
-static void ld_err_at(struct ld *, int, int, const char *, const char *, ...)
-    __attribute__((format(printf, 5, 6)));
+static void ld_err_at(struct ld *, const char *, int, int, const char *, const char *, ...)
+    __attribute__((format(printf, 6, 7)));
 static void ld_err(struct ld *, const struct node *, const char *, const char *, ...)
     __attribute__((format(printf, 4, 5)));
 static void ld_warn(struct ld *, const struct node *, const char *, const char *, ...)
     __attribute__((format(printf, 4, 5)));
 
 static void
-ld_err_at(struct ld *ld, int line, int col, const char *path, const char *fmt, ...)
+ld_err_at(struct ld *ld, const char *file, int line, int col, const char *path, const char *fmt,
+    ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	ld_msg(ld, false, line, col, path, fmt, ap);
+	ld_msg(ld, false, file, line, col, path, fmt, ap);
 	va_end(ap);
 }
 
@@ -201,7 +206,7 @@ ld_err(struct ld *ld, const struct node *n, const char *path, const char *fmt, .
 	va_list ap;
 
 	va_start(ap, fmt);
-	ld_msg(ld, false, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
+	ld_msg(ld, false, n ? n->file : NULL, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
 	va_end(ap);
 }
 
@@ -211,7 +216,7 @@ ld_warn(struct ld *ld, const struct node *n, const char *path, const char *fmt, 
 	va_list ap;
 
 	va_start(ap, fmt);
-	ld_msg(ld, true, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
+	ld_msg(ld, true, n ? n->file : NULL, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
 	va_end(ap);
 }
 
@@ -363,7 +368,7 @@ ps_err(struct pstate *ps, const struct node *n, const char *fmt, ...)
 	char   *path = ps_path(ps);
 
 	va_start(ap, fmt);
-	ld_msg(ps->ld, false, n->line, n->col, path, fmt, ap);
+	ld_msg(ps->ld, false, n->file, n->line, n->col, path, fmt, ap);
 	va_end(ap);
 	free(path);
 }
@@ -418,6 +423,7 @@ ps_attach(struct pstate *ps, struct node *n)
 {
 	struct node *parent;
 
+	n->file = ps->ld->file;
 	if (ps->depth == 0) {
 		if (ps->root == NULL)
 			ps->root = n;
@@ -529,7 +535,7 @@ parse_event(struct pstate *ps, const yaml_event_t *ev, int *ndocs)
 	switch (ev->type) {
 	case YAML_DOCUMENT_START_EVENT:
 		if (++*ndocs > 1) {
-			ld_err_at(ps->ld, line, col, "(root)", "only one YAML document is allowed");
+			ld_err_at(ps->ld, NULL, line, col, "(root)", "only one YAML document is allowed");
 			return -1;
 		}
 		break;
@@ -589,7 +595,7 @@ parse_yaml(struct ld *ld, const char *text, size_t len, bool *failed)
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	while (!done) {
 		if (!yaml_parser_parse(&parser, &ev)) {
-			ld_err_at(ld, (int)parser.problem_mark.line + 1,
+			ld_err_at(ld, NULL, (int)parser.problem_mark.line + 1,
 			    (int)parser.problem_mark.column + 1, "syntax error", "%s%s%s",
 			    parser.problem ? parser.problem : "invalid YAML",
 			    parser.context ? " " : "", parser.context ? parser.context : "");
@@ -1982,7 +1988,7 @@ model_aliases(struct ld *ld, struct node *v, const char *path, void *obj)
 			ld->names = xreallocarray(ld->names, ld->cap_names, sizeof(*ld->names));
 		}
 		r = &ld->names[ld->nnames];
-		*r = (struct name_ref){ m->aliases[k], v->kids[i]->line, v->kids[i]->col,
+		*r = (struct name_ref){ m->aliases[k], v->kids[i]->file, v->kids[i]->line, v->kids[i]->col,
 		    ld->cur_model, i, ld->nnames, false };
 		ld->nnames++;
 		k++;
@@ -2148,6 +2154,7 @@ static void
 model_defaults(struct cfg_model *m, const struct node *key)
 {
 	m->id = xstrdup(key->str);
+	m->file = key->file;
 	m->line = key->line;
 	m->col = key->col;
 	m->aliases = xcalloc(1, sizeof(char *));
@@ -2296,7 +2303,7 @@ aliases_check(struct ld *ld)
 			ld->cap_names = ld->cap_names ? ld->cap_names * 2 : 64;
 			ld->names = xreallocarray(ld->names, ld->cap_names, sizeof(*ld->names));
 		}
-		ld->names[ld->nnames] = (struct name_ref){ c->models[i].id, c->models[i].line,
+		ld->names[ld->nnames] = (struct name_ref){ c->models[i].id, c->models[i].file, c->models[i].line,
 		    c->models[i].col, i, 0, ld->nnames, true };
 		ld->nnames++;
 	}
@@ -2315,10 +2322,10 @@ aliases_check(struct ld *ld)
 			continue; /* an alias equal to its own model's id is harmless */
 		path = xasprintf("models.%s.aliases[%zu]", c->models[r->model].id, r->idx);
 		if (first->is_id)
-			ld_err_at(ld, r->line, r->col, path, "alias \"%s\" is the id of model %s",
+			ld_err_at(ld, r->file, r->line, r->col, path, "alias \"%s\" is the id of model %s",
 			    r->name, c->models[first->model].id);
 		else
-			ld_err_at(ld, r->line, r->col, path, "alias \"%s\" is already used by model %s",
+			ld_err_at(ld, r->file, r->line, r->col, path, "alias \"%s\" is already used by model %s",
 			    r->name, c->models[first->model].id);
 		free(path);
 	}
@@ -2612,6 +2619,7 @@ cfg_free(struct cfg *c)
 	if (c == NULL)
 		return;
 	free(c->path);
+	strv_free(c->files);
 	free(c->listen);
 	free(c->log_level);
 	if (c->keys != NULL)
@@ -2645,6 +2653,7 @@ cfg_new(const char *name)
 
 	c->refs = 1;
 	c->path = xstrdup(name);
+	c->files = xcalloc(1, sizeof(char *));
 	c->listen = xstrdup(CFG_DEF_LISTEN);
 	c->health_check_timeout_s = CFG_DEF_HEALTH_TIMEOUT_S;
 	c->start_port = CFG_DEF_START_PORT;
@@ -2691,7 +2700,7 @@ load_tree(struct ld *ld, struct node *root)
 	struct node *hooks;
 
 	if (root == NULL || node_is_null(root)) {
-		ld_err_at(ld, 1, 1, "models", "missing required key");
+		ld_err_at(ld, NULL, 1, 1, "models", "missing required key");
 		return;
 	}
 	if (root->kind != NODE_MAP) {
@@ -2717,22 +2726,159 @@ load_tree(struct ld *ld, struct node *root)
 	free(globals.v);
 }
 
-struct cfg *
-cfg_load_buf(const char *name, const char *text, size_t len, struct cfg_errs *errs)
+/* ---- merging files (--config-dir) -------------------------------------------------------- */
+
+/* Maps whose keys name things (a model, a group…): a key defined by two files is an error,
+ * not a merge. llama-swap's list. */
+static const char *const identity_maps[] = {
+	"models", "groups", "profiles", "selectors", "peers", "matrix",
+	"routing.router.settings.groups", "routing.router.settings.matrix", NULL,
+};
+
+static bool
+is_identity_map(const char *path)
 {
-	struct ld    ld = { .file = name, .errs = errs, .budget = CFG_MAX_EXPANSION_BYTES };
+	for (const char *const *p = identity_maps; *p != NULL; p++)
+		if (strcmp(*p, path) == 0)
+			return true;
+	return false;
+}
+
+static const char *
+kind_name(const struct node *n)
+{
+	return n->kind == NODE_MAP ? "a map" : n->kind == NODE_SEQ ? "a list" : "a value";
+}
+
+/* Frees a container whose kids were moved elsewhere. */
+static void
+node_free_shell(struct node *n)
+{
+	free(n->kids);
+	free(n->str);
+	free(n);
+}
+
+/* Merges `src` (owned; consumed) into *dstp at `path`. Messages point at src's node and name
+ * dst's place. */
+static void
+merge_node(struct ld *ld, struct node **dstp, struct node *src, const char *path)
+{
+	struct node *dst = *dstp;
+	const char  *p = *path ? path : "(root)";
+
+	if (src == NULL)
+		return;
+	if (dst == NULL || node_is_null(dst)) {
+		node_free(dst);
+		*dstp = src;
+		return;
+	}
+	if (node_is_null(src)) {
+		node_free(src);
+		return;
+	}
+	if (dst->kind != src->kind) {
+		ld_err(ld, src, p, "is %s here but %s in %s:%d:%d", kind_name(src), kind_name(dst),
+		    dst->file, dst->line, dst->col);
+		node_free(src);
+		return;
+	}
+	switch (src->kind) {
+	case NODE_SCALAR:
+		/* The values are not shown: one may be an API key. */
+		if (strcmp(dst->str, src->str) != 0)
+			ld_err(ld, src, p, "conflicts with a different value at %s:%d:%d", dst->file,
+			    dst->line, dst->col);
+		node_free(src);
+		return;
+	case NODE_SEQ:
+		for (size_t i = 0; i < src->nkids; i++)
+			node_add(dst, src->kids[i]);
+		node_free_shell(src);
+		return;
+	case NODE_MAP:
+		break;
+	}
+	for (size_t i = 0; i < map_len(src); i++) {
+		struct node *k = map_key(src, i), *v = map_val(src, i);
+		size_t       j;
+		char        *kp;
+
+		for (j = 0; j < map_len(dst); j++)
+			if (strcmp(map_key(dst, j)->str, k->str) == 0)
+				break;
+		if (j == map_len(dst)) {
+			node_add(dst, k);
+			node_add(dst, v);
+			continue;
+		}
+		kp = path_join(path, k->str);
+		if (is_identity_map(path)) {
+			ld_err(ld, k, kp, "defined again; first defined at %s:%d:%d",
+			    map_key(dst, j)->file, map_key(dst, j)->line, map_key(dst, j)->col);
+			node_free(v);
+		} else {
+			merge_node(ld, &dst->kids[2 * j + 1], v, kp);
+		}
+		free(kp);
+		node_free(k);
+	}
+	node_free_shell(src);
+}
+
+static void
+strv_push(char ***v, char *s)
+{
+	size_t n = strv_len(*v);
+
+	*v = xreallocarray(*v, n + 2, sizeof(**v));
+	(*v)[n] = s;
+	(*v)[n + 1] = NULL;
+}
+
+struct cfg *
+cfg_load_srcs(const struct cfg_src *srcs, size_t n, struct cfg_errs *errs)
+{
+	struct ld    ld = { .errs = errs, .budget = CFG_MAX_EXPANSION_BYTES };
 	struct node *root = NULL;
 	struct cfg  *c = NULL;
-	bool         failed;
+	size_t       total = 0;
+	bool         failed = false;
 
-	if (len > CFG_MAX_FILE_BYTES) {
-		ld_err_at(&ld, 1, 1, "(file)", "larger than %u bytes", CFG_MAX_FILE_BYTES);
+	if (n == 0 || n > CFG_MAX_FILES) {
+		errs_push(errs, xasprintf("%s: %zu configuration files (at least 1, at most %d)",
+		    n ? srcs[0].name : "(none)", n, CFG_MAX_FILES));
 		return NULL;
 	}
-	root = parse_yaml(&ld, text ? text : "", len, &failed);
+	ld.c = cfg_new(srcs[0].name);
+	for (size_t i = 0; i < n; i++) {
+		struct node *tree;
+		bool         bad;
+
+		strv_push(&ld.c->files, xstrdup(srcs[i].name));
+		ld.file = ld.c->files[i];
+		if (srcs[i].len > CFG_MAX_FILE_BYTES) {
+			ld_err_at(&ld, NULL, 1, 1, "(file)", "larger than %u bytes", CFG_MAX_FILE_BYTES);
+			failed = true;
+			continue;
+		}
+		if ((total += srcs[i].len) > CFG_MAX_TOTAL_BYTES) {
+			ld_err_at(&ld, NULL, 1, 1, "(file)", "the configuration files together are larger "
+			    "than %u bytes", CFG_MAX_TOTAL_BYTES);
+			failed = true;
+			break;
+		}
+		tree = parse_yaml(&ld, srcs[i].text ? srcs[i].text : "", srcs[i].len, &bad);
+		if (bad) {
+			failed = true;
+			continue;
+		}
+		merge_node(&ld, &root, tree, "");
+	}
 	if (failed)
 		goto out;
-	ld.c = cfg_new(name);
+	ld.file = ld.c->files[0];
 	load_tree(&ld, root);
 	if (ld.nerr == 0) {
 		c = ld.c;
@@ -2749,17 +2895,24 @@ out:
 }
 
 struct cfg *
-cfg_load(const char *path, struct cfg_errs *errs)
+cfg_load_buf(const char *name, const char *text, size_t len, struct cfg_errs *errs)
 {
-	struct buf  b = { 0 };
-	struct cfg *c = NULL;
-	char        chunk[65536];
-	ssize_t     r;
-	int         fd;
+	const struct cfg_src src = { name, text, len };
+
+	return cfg_load_srcs(&src, 1, errs);
+}
+
+/* Reads a whole config file into `b` (at most CFG_MAX_FILE_BYTES); -1 with one error. */
+static int
+read_config_file(const char *path, struct buf *b, struct cfg_errs *errs)
+{
+	char    chunk[65536];
+	ssize_t r;
+	int     fd, rc = -1;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		errs_push(errs, xasprintf("%s: %s", path, strerror(errno)));
-		return NULL;
+		return -1;
 	}
 	for (;;) {
 		r = read(fd, chunk, sizeof(chunk));
@@ -2771,20 +2924,181 @@ cfg_load(const char *path, struct cfg_errs *errs)
 		}
 		if (r == 0)
 			break;
-		if (buf_append(&b, chunk, (size_t)r, CFG_MAX_FILE_BYTES) == -1) {
+		if (buf_append(b, chunk, (size_t)r, CFG_MAX_FILE_BYTES) == -1) {
 			errs_push(errs, xasprintf("%s:1:1: (file): larger than %u bytes", path,
 			    CFG_MAX_FILE_BYTES));
 			goto out;
 		}
 	}
-	c = cfg_load_buf(path, b.data ? b.data : "", b.len, errs);
+	rc = 0;
 out:
 	close(fd);
-	if (b.data != NULL)
-		OPENSSL_cleanse(b.data, b.len);
 	OPENSSL_cleanse(chunk, sizeof(chunk));
-	buf_free(&b);
+	return rc;
+}
+
+static bool
+is_config_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (name[0] == '.')
+		return false;
+	return (len > 4 && strcmp(name + len - 4, ".yml") == 0) ||
+	    (len > 5 && strcmp(name + len - 5, ".yaml") == 0);
+}
+
+static int
+str_ptr_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **
+cfg_dir_files(const char *dir, struct cfg_errs *errs)
+{
+	DIR           *d;
+	struct dirent *de;
+	char         **names = xcalloc(1, sizeof(*names));
+	size_t         n = 0, dlen = strlen(dir);
+	const char    *sep = dlen > 0 && dir[dlen - 1] == '/' ? "" : "/";
+
+	if ((d = opendir(dir)) == NULL) {
+		errs_push(errs, xasprintf("%s: %s", dir, strerror(errno)));
+		free(names);
+		return NULL;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		char       *p;
+
+		if (!is_config_name(de->d_name))
+			continue;
+		p = xasprintf("%s%s%s", dir, sep, de->d_name);
+		/* Symbolic links are followed; a directory or a file that just went is skipped. */
+		if (stat(p, &st) == -1 || !S_ISREG(st.st_mode)) {
+			free(p);
+			continue;
+		}
+		if (n == CFG_MAX_FILES) {
+			errs_push(errs, xasprintf("%s: more than %d *.yml/*.yaml files", dir,
+			    CFG_MAX_FILES));
+			free(p);
+			strv_free(names);
+			closedir(d);
+			return NULL;
+		}
+		strv_push(&names, p);
+		n++;
+	}
+	closedir(d);
+	qsort(names, n, sizeof(*names), str_ptr_cmp);
+	return names;
+}
+
+struct cfg *
+cfg_load_set(const char *file, const char *dir, struct cfg_errs *errs)
+{
+	char          **paths = xcalloc(1, sizeof(*paths)), **more = NULL;
+	struct buf     *bufs = NULL;
+	struct cfg_src *srcs = NULL;
+	struct cfg     *c = NULL;
+	size_t          n;
+
+	if (file != NULL)
+		strv_push(&paths, xstrdup(file));
+	if (dir != NULL) {
+		if ((more = cfg_dir_files(dir, errs)) == NULL)
+			goto out;
+		for (char **p = more; *p != NULL; p++)
+			strv_push(&paths, xstrdup(*p));
+	}
+	if ((n = strv_len(paths)) == 0) {
+		errs_push(errs, xasprintf("%s: no *.yml or *.yaml files", dir ? dir : "(none)"));
+		goto out;
+	}
+	if (n > CFG_MAX_FILES) {
+		errs_push(errs, xasprintf("%s: more than %d configuration files", dir ? dir : file,
+		    CFG_MAX_FILES));
+		goto out;
+	}
+	bufs = xcalloc(n, sizeof(*bufs));
+	srcs = xcalloc(n, sizeof(*srcs));
+	for (size_t i = 0; i < n; i++) {
+		if (read_config_file(paths[i], &bufs[i], errs) == -1)
+			goto out;
+		srcs[i] = (struct cfg_src){ paths[i], bufs[i].data ? bufs[i].data : "", bufs[i].len };
+	}
+	c = cfg_load_srcs(srcs, n, errs);
+	if (c != NULL && file == NULL) {
+		free(c->path);
+		c->path = xstrdup(dir);
+	}
+out:
+	for (size_t i = 0; bufs != NULL && i < strv_len(paths); i++) {
+		if (bufs[i].data != NULL)
+			OPENSSL_cleanse(bufs[i].data, bufs[i].len);
+		buf_free(&bufs[i]);
+	}
+	free(bufs);
+	free(srcs);
+	strv_free(more);
+	strv_free(paths);
 	return c;
+}
+
+struct cfg *
+cfg_load(const char *path, struct cfg_errs *errs)
+{
+	return cfg_load_set(path, NULL, errs);
+}
+
+static void
+stamp_add(unsigned long long *h, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < len; i++) {
+		*h ^= b[i];
+		*h *= 1099511628211ull; /* FNV-1a */
+	}
+}
+
+static void
+stamp_file(unsigned long long *h, const char *name, const struct stat *st)
+{
+	stamp_add(h, name, strlen(name) + 1);
+	stamp_add(h, &st->st_ino, sizeof(st->st_ino));
+	stamp_add(h, &st->st_size, sizeof(st->st_size));
+	stamp_add(h, &st->st_mtim.tv_sec, sizeof(st->st_mtim.tv_sec));
+	stamp_add(h, &st->st_mtim.tv_nsec, sizeof(st->st_mtim.tv_nsec));
+}
+
+int
+cfg_stamp(const char *file, const char *dir, unsigned long long *out)
+{
+	unsigned long long h = 14695981039346656037ull;
+	struct cfg_errs    errs = { 0 };
+	struct stat        st;
+	char             **files;
+
+	if (file != NULL) {
+		if (stat(file, &st) == -1)
+			return -1;
+		stamp_file(&h, file, &st);
+	}
+	if (dir != NULL) {
+		if ((files = cfg_dir_files(dir, &errs)) == NULL) {
+			cfg_errs_free(&errs);
+			return -1;
+		}
+		for (char **p = files; *p != NULL; p++)
+			if (stat(*p, &st) == 0)
+				stamp_file(&h, *p, &st);
+		strv_free(files);
+	}
+	*out = h;
+	return 0;
 }
 
 struct cfg *

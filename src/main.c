@@ -31,12 +31,13 @@ static struct {
 	uint64_t backstop;
 	uint64_t watchdog_ms;
 	uint64_t watchdog_timer;
-	const char *config_path;
+	const char *config_path; /* -c, NULL when only --config-dir is given */
+	const char *config_dir;  /* --config-dir, or NULL */
 	struct cfg *cfg;
 	unsigned    generation;
 	bool        watch;
 	uint64_t    watch_timer;
-	struct stat watched;
+	unsigned long long watched; /* cfg_stamp of the files last seen */
 } M;
 
 static void
@@ -71,14 +72,20 @@ reload(const char *why)
 	struct cfg_errs errs = { 0 };
 	struct cfg     *next;
 	struct timespec ts;
-	char            msg[96];
+	char            msg[96], qw[64];
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
 	    (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u);
 	notify_send(msg);
-	log_info("main", "msg=\"reloading configuration\" why=%s path=%s", why, M.config_path);
-	if ((next = cfg_load(M.config_path, &errs)) == NULL) {
+	{
+		char qc[600], qd[600];
+
+		log_info("main", "msg=\"reloading configuration\" why=%s path=%s%s%s",
+		    log_q(qw, sizeof(qw), why), M.config_path ? log_q(qc, sizeof(qc), M.config_path) : "-",
+		    M.config_dir ? " dir=" : "", M.config_dir ? log_q(qd, sizeof(qd), M.config_dir) : "");
+	}
+	if ((next = cfg_load_set(M.config_path, M.config_dir, &errs)) == NULL) {
 		for (size_t i = 0; i < errs.n; i++) {
 			char q[1200];
 
@@ -116,20 +123,19 @@ reload(const char *why)
 	notify_send("READY=1\nSTATUS=configuration reloaded");
 }
 
-/* --watch-config: the file is polled every 2 s (mtime, size, inode), as llama-swap does. */
+/* --watch-config: the file and the directory's files are polled every 2 s (names, mtime, size,
+ * inode), as llama-swap does; a file added to or removed from the directory counts. */
 static void
 on_watch(void *arg)
 {
-	struct stat st;
+	unsigned long long stamp;
 
 	(void)arg;
 	M.watch_timer = loop_timer_add(WATCH_INTERVAL_MS, on_watch, NULL);
-	if (stat(M.config_path, &st) == -1)
+	if (cfg_stamp(M.config_path, M.config_dir, &stamp) == -1)
 		return;
-	if (st.st_mtim.tv_sec != M.watched.st_mtim.tv_sec ||
-	    st.st_mtim.tv_nsec != M.watched.st_mtim.tv_nsec || st.st_size != M.watched.st_size ||
-	    st.st_ino != M.watched.st_ino) {
-		M.watched = st;
+	if (stamp != M.watched) {
+		M.watched = stamp;
 		if (M.stopping == 0)
 			reload("file changed");
 	}
@@ -148,15 +154,21 @@ on_watchdog(void *arg)
 static void
 usage(FILE *f)
 {
-	fputs("usage: modelmux [-t] [-c FILE] [-l ADDR]\n"
+	fputs("usage: modelmux [-t] [-c FILE] [--config-dir DIR] [-l ADDR]\n"
 	      "\n"
 	      "A model-swapping reverse proxy for local inference servers.\n"
 	      "\n"
-	      "  -c, --config FILE   configuration file (default: config.yaml)\n"
+	      "  -c, --config FILE   configuration file (default: config.yaml, unless\n"
+	      "                      --config-dir is given)\n"
+	      "      --config-dir DIR\n"
+	      "                      also merge every *.yml and *.yaml file directly in DIR,\n"
+	      "                      in name order, after FILE (models and groups may not\n"
+	      "                      repeat, lists concatenate, maps merge, values must agree)\n"
 	      "  -l, --listen ADDR   listen address, host:port or [v6]:port\n"
 	      "                      (default: the config's listen:, else 127.0.0.1:8080)\n"
 	      "  -t, --test          check the configuration, print each model's argv, and exit\n"
-	      "      --watch-config  reload the configuration when its file changes (as SIGHUP)\n"
+	      "      --watch-config  reload the configuration when a file changes, or one is\n"
+	      "                      added to or removed from DIR (as SIGHUP)\n"
 	      "  -h, --help          show this help\n"
 	      "      --version       show the version\n"
 	      "\n"
@@ -262,9 +274,10 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "watch-config", no_argument, NULL, 'W' },
+		{ "config-dir", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char     *config = "config.yaml", *listen_addr = NULL;
+	const char     *config = NULL, *config_dir = NULL, *listen_addr = NULL;
 	bool            test = false;
 	struct cfg_errs errs = { 0 };
 	struct cfg     *cfg;
@@ -288,6 +301,7 @@ main(int argc, char **argv)
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("modelmux %s\n", MM_VERSION); return 0;
 		case 'W': M.watch = true; break;
+		case 'D': config_dir = optarg; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -297,15 +311,21 @@ main(int argc, char **argv)
 		return 2;
 	}
 
-	if ((cfg = cfg_load(config, &errs)) == NULL) {
+	/* Neither -c nor --config-dir: ./config.yaml, as before --config-dir existed. */
+	if (config == NULL && config_dir == NULL)
+		config = "config.yaml";
+	if ((cfg = cfg_load_set(config, config_dir, &errs)) == NULL) {
 		print_errs(&errs, "");
-		fprintf(stderr, "modelmux: %s: configuration has %zu error%s\n", config, errs.n,
-		    errs.n == 1 ? "" : "s");
+		fprintf(stderr, "modelmux: %s: configuration has %zu error%s\n",
+		    config ? config : config_dir, errs.n, errs.n == 1 ? "" : "s");
 		cfg_errs_free(&errs);
 		return 1;
 	}
 	print_errs(&cfg->warnings, "warning: ");
 	if (test) {
+		if (config_dir != NULL)
+			for (char **f = cfg->files; *f != NULL; f++)
+				printf("file: %s\n", *f);
 		print_argv(cfg);
 		printf("configuration OK\n");
 		cfg_unref(cfg);
@@ -318,6 +338,7 @@ main(int argc, char **argv)
 		listen_addr = cfg->listen;
 
 	M.config_path = config;
+	M.config_dir = config_dir;
 	M.cfg = cfg;
 	M.generation = 1;
 	register_metrics(cfg);
@@ -342,8 +363,14 @@ main(int argc, char **argv)
 		log_warn("main", "msg=\"listening beyond loopback without apiKeys: anyone who can reach "
 		    "%s can use every model and management route\"", http_bound());
 	api_set_listener(http_bound(), !http_bound_loopback() && cfg->nkeys == 0);
-	log_info("main", "msg=ready version=%s listen=%s config=%s models=%zu", MM_VERSION,
-	    http_bound(), config, cfg->nmodels);
+	{
+		char qc[600], qd[600];
+
+		log_info("main", "msg=ready version=%s listen=%s config=%s%s%s files=%zu models=%zu",
+		    MM_VERSION, http_bound(), config ? log_q(qc, sizeof(qc), config) : "-",
+		    config_dir ? " config_dir=" : "", config_dir ? log_q(qd, sizeof(qd), config_dir) : "",
+		    strv_len(cfg->files), cfg->nmodels);
+	}
 	{
 		char status[160];
 
@@ -352,7 +379,8 @@ main(int argc, char **argv)
 		notify_send(status);
 	}
 	if (M.watch) {
-		stat(config, &M.watched);
+		if (cfg_stamp(config, config_dir, &M.watched) == -1)
+			M.watched = 0;
 		M.watch_timer = loop_timer_add(WATCH_INTERVAL_MS, on_watch, NULL);
 	}
 	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)

@@ -111,6 +111,7 @@ real_start(struct sched_model *m, char **err)
 		.argv = c->argv,
 		.env = c->env,
 		.health_url = url,
+		.reach_url = url ? NULL : c->proxy, /* checkEndpoint: none — any answer at all */
 		.health_timeout_ms = (uint64_t)hct * 1000u,
 		.stall_timeout_ms = (uint64_t)(c->load_stall_timeout_s >= 0 ? c->load_stall_timeout_s
 		                                                            : S.cfg->load_stall_timeout_s) * 1000u,
@@ -212,6 +213,20 @@ size_t sched_model_queued(const struct sched_model *m) { return m->queued; }
 unsigned sched_model_starts(const struct sched_model *m) { return m->starts; }
 void sched_model_set_proc(struct sched_model *m, void *proc) { m->proc = proc; }
 void *sched_model_proc(const struct sched_model *m) { return m->proc; }
+
+void
+sched_model_probe(struct sched_model *m)
+{
+	if (m->state == MODEL_READY && m->proc != NULL)
+		sup_probe_reach(m->proc);
+}
+
+bool
+sched_model_reachable(const struct sched_model *m, bool *reachable, uint64_t *age_ms)
+{
+	return m->state == MODEL_READY && m->proc != NULL &&
+	    sup_reachability(m->proc, reachable, age_ms);
+}
 
 const char *
 sched_state_name(enum model_state s)

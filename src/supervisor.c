@@ -34,6 +34,7 @@ struct sup_proc {
 	struct sup_proc *next;
 	char            *name;
 	char            *health_url;
+	char            *reach_url;
 	char           **stop_argv;
 	char            *stop_exe;
 	char           **env;
@@ -55,6 +56,8 @@ struct sup_proc {
 	 * stop began: killpg does not reach them. */
 	pid_t            strays[SUP_MAX_STRAYS];
 	size_t           nstrays;
+	bool             reach_known, reachable; /* last reachability result while running */
+	uint64_t         reach_ms;               /* when it was learnt */
 	/* Last output lines, as a ring of strings. */
 	char            *tail[SUP_TAIL_LINES];
 	size_t           tail_head, tail_n, tail_bytes;
@@ -231,8 +234,7 @@ poll_tick(void *arg)
 	p->poll_timer = 0;
 	if (p->phase != PHASE_STARTING)
 		return;
-	/* checkEndpoint: none — running is ready (llama-swap's meaning). */
-	if (p->health_url == NULL) {
+	if (p->health_url == NULL) { /* checkEndpoint: none — ready once spawned */
 		become_ready(p);
 		return;
 	}
@@ -267,6 +269,10 @@ static void
 become_ready(struct sup_proc *p)
 {
 	p->phase = PHASE_RUNNING;
+	if (p->health_url != NULL) { /* the health check just answered */
+		p->reach_known = p->reachable = true;
+		p->reach_ms = loop_now_ms();
+	}
 	loop_timer_cancel(p->poll_timer);
 	p->poll_timer = 0;
 	log_info("sup", "model=%s pid=%d msg=ready ms=%llu", p->name, (int)p->pid,
@@ -286,6 +292,15 @@ probe_done(CURL *easy, CURLcode rc, void *arg)
 	}
 	curl_easy_cleanup(easy);
 	p->probe = NULL;
+	if (p->phase == PHASE_RUNNING) { /* a reachability probe */
+		if (p->reach_known && p->reachable != (status > 0))
+			log_warn("sup", "model=%s pid=%d msg=\"%s\"", p->name, (int)p->pid,
+			    status > 0 ? "backend answers again" : "backend does not answer");
+		p->reach_known = true;
+		p->reachable = status > 0;
+		p->reach_ms = loop_now_ms();
+		return;
+	}
 	if (p->phase != PHASE_STARTING)
 		return;
 	if (status == 200) {
@@ -337,6 +352,46 @@ probe_start(struct sup_proc *p)
 	}
 	p->probe = e;
 	p->last_probe_ms = now;
+}
+
+void
+sup_probe_reach(struct sup_proc *p)
+{
+	const char *url = p->reach_url ? p->reach_url : p->health_url;
+	uint64_t    now = loop_now_ms();
+	CURL       *e;
+
+	if (p->phase != PHASE_RUNNING || url == NULL || p->probe != NULL ||
+	    now - p->last_probe_ms < SUP_REACH_INTERVAL_MS)
+		return;
+	p->last_probe_ms = now; /* a failure to start one also waits for the next interval */
+	if ((e = curl_easy_init()) == NULL)
+		return;
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)SUP_REACH_TIMEOUT_MS);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
+	/* A connection of its own: the question is whether the backend accepts one now, and the
+	 * requests' cache keeps connections made with their model's settings only. */
+	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	if (fetch_start(e, probe_done, p) == -1) {
+		curl_easy_cleanup(e);
+		return;
+	}
+	p->probe = e;
+}
+
+bool
+sup_reachability(const struct sup_proc *p, bool *reachable, uint64_t *age_ms)
+{
+	if (p->phase != PHASE_RUNNING || !p->reach_known)
+		return false;
+	*reachable = p->reachable;
+	*age_ms = loop_now_ms() - p->reach_ms;
+	return true;
 }
 
 static void
@@ -510,6 +565,7 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 	p = xcalloc(1, sizeof(*p));
 	p->name = xstrdup(spec->name);
 	p->health_url = spec->health_url ? xstrdup(spec->health_url) : NULL;
+	p->reach_url = spec->reach_url ? xstrdup(spec->reach_url) : NULL;
 	p->stop_argv = spec->stop_argv ? strv_dup(spec->stop_argv) : NULL;
 	p->env = spec->env ? strv_dup(spec->env) : NULL;
 	p->stop_exe = spec->stop_exe ? xstrdup(spec->stop_exe) : NULL;
@@ -783,6 +839,7 @@ proc_free(struct sup_proc *p)
 	strv_free(p->env);
 	free(p->stop_exe);
 	free(p->health_url);
+	free(p->reach_url);
 	free(p->name);
 	free(p);
 }

@@ -15,7 +15,9 @@
 struct cJSON;
 
 /* Limits on the config file itself (untrusted enough to bound). */
-#define CFG_MAX_FILE_BYTES   (4u << 20) /* 4 MiB */
+#define CFG_MAX_FILE_BYTES   (4u << 20) /* 4 MiB, each file */
+#define CFG_MAX_FILES        256        /* -c file plus --config-dir files merged into one config */
+#define CFG_MAX_TOTAL_BYTES  (16u << 20) /* 16 MiB, all those files together */
 #define CFG_MAX_DEPTH        32         /* YAML nesting */
 #define CFG_MAX_MODELS       1024
 #define CFG_MAX_MACROS       256
@@ -110,7 +112,8 @@ struct cfg_model {
 	} timeouts;
 	bool   ignore_websockets;       /* compat.ignoreWebsockets */
 	struct cfg_group *group;        /* the model's group (explicit or the implicit one); never NULL */
-	int    line, col;               /* where the model's key is in the file */
+	const char *file;               /* the file the model's key is in (one of cfg->files) */
+	int    line, col;               /* where the model's key is in that file */
 };
 
 /* An API key: only its SHA-256 is kept; the plain text is wiped once hashed. */
@@ -127,7 +130,8 @@ struct cfg_rate {
 
 struct cfg {
 	int    refs;
-	char  *path;
+	char  *path;                    /* the -c file, else the --config-dir directory */
+	char **files;                   /* every file merged, in merge order; NULL-terminated */
 	char  *listen;                  /* "host:port", "[v6]:port" or ":port"; default CFG_DEF_LISTEN */
 	char  *log_level;               /* as written, NULL if unset */
 	bool   log_json;                /* logFormat: json (default text) */
@@ -179,6 +183,37 @@ struct cfg {
 struct cfg *cfg_load(const char *path, struct cfg_errs *errs);
 /* Same from memory; `name` is used in messages in place of the file name. */
 struct cfg *cfg_load_buf(const char *name, const char *text, size_t len, struct cfg_errs *errs);
+
+/* One YAML text to merge: `name` is what messages call it. */
+struct cfg_src {
+	const char *name;
+	const char *text;
+	size_t      len;
+};
+
+/* Parses every source, merges them in order into one tree as llama-swap's -config-dir does,
+ * then loads it as cfg_load_buf. Merge rules: maps merge key by key; sequences concatenate;
+ * null yields to the other side; equal scalars are fine; two different scalars, or a map
+ * against a list, are an error naming both places; a key repeated directly under an identity
+ * map (models, groups, profiles, selectors, peers, matrix,
+ * routing.router.settings.{groups,matrix}) is an error naming both places. Each message names
+ * the file its node came from. 1 ≤ n ≤ CFG_MAX_FILES. Result and errors as cfg_load. */
+struct cfg *cfg_load_srcs(const struct cfg_src *srcs, size_t n, struct cfg_errs *errs);
+
+/* Loads `file` (may be NULL) then, if `dir` is not NULL, every regular *.yml and *.yaml file
+ * directly in `dir` (not hidden ones, not recursively) in bytewise order of name, merged as
+ * cfg_load_srcs. At least one of the two is given. Result and errors as cfg_load. */
+struct cfg *cfg_load_set(const char *file, const char *dir, struct cfg_errs *errs);
+
+/* The config files of `dir` as cfg_load_set picks them: a NULL-terminated vector of paths
+ * ("dir/name") the caller frees with strv_free, or NULL with one error in `errs` (cannot be
+ * read, more than CFG_MAX_FILES). */
+char **cfg_dir_files(const char *dir, struct cfg_errs *errs);
+
+/* A fingerprint of what cfg_load_set(file, dir) would read: name, inode, size and mtime of
+ * `file` and of each file of `dir`. 0 with *out set, or -1 when `file` or `dir` cannot be
+ * looked at just now (a caller polling for changes then waits for the next round). */
+int cfg_stamp(const char *file, const char *dir, unsigned long long *out);
 
 struct cfg *cfg_ref(struct cfg *c);
 /* Drops a reference; frees the snapshot at zero. NULL is a no-op. */

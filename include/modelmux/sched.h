@@ -132,6 +132,12 @@ const char *sched_model_last_error(const struct sched_model *m);
 size_t sched_model_inflight(const struct sched_model *m);
 size_t sched_model_queued(const struct sched_model *m);
 unsigned sched_model_starts(const struct sched_model *m);
+/* Asks for a fresh reachability probe of a ready model's backend (at most one per
+ * SUP_REACH_INTERVAL_MS, never blocking); a no-op in any other state. */
+void sched_model_probe(struct sched_model *m);
+/* Whether a ready model's backend answered its last probe: true with *reachable and the
+ * result's age in ms, false when the model is not ready or nothing is known yet. */
+bool sched_model_reachable(const struct sched_model *m, bool *reachable, uint64_t *age_ms);
 /* Whole-scheduler figures, for health and metrics. */
 size_t sched_queued_total(void);
 bool   sched_is_stopping(void);

@@ -12,6 +12,9 @@
 #define SUP_HEALTH_INTERVAL_MS 50     /* health poll period while starting */
 #define SUP_PROBE_TIMEOUT_MS   1000   /* one health probe */
 #define SUP_PROBE_MIN_GAP_MS   10     /* between probes an output line triggers */
+#define SUP_REACH_INTERVAL_MS  3000   /* at most one reachability probe per process this often */
+#define SUP_REACH_TIMEOUT_MS   2000   /* a running server that has not answered by then is
+                                       * unreachable */
 #define SUP_LINE_MAX           4096   /* longer output lines are cut */
 #define SUP_TAIL_LINES         64     /* output lines kept per process */
 #define SUP_TAIL_BYTES         16384  /* and at most this many bytes of them */
@@ -37,6 +40,9 @@ struct sup_spec {
 	char *const *argv;
 	char *const *env;               /* "K=V" added to (and overriding) the daemon's environment */
 	const char  *health_url;        /* full URL, NULL = ready as soon as spawned */
+	const char  *reach_url;         /* probed once running, on demand, to tell whether the
+	                                 * server still answers (any HTTP status counts);
+	                                 * NULL = health_url; both NULL = never probed */
 	uint64_t     health_timeout_ms; /* give up starting after this long */
 	uint64_t     stall_timeout_ms;  /* ... or after this long with no output and no health
 	                                 * answer of any kind; 0 = no such limit */
@@ -55,6 +61,13 @@ struct sup_proc *sup_start(const struct sup_spec *spec, sup_event_cb cb, void *a
  * SUP_EXITED follows. Calling it again shortens nothing; 0 grace kills at once. */
 void sup_stop(struct sup_proc *p, uint64_t grace_ms);
 
+/* Starts a reachability probe of a running process unless one is in flight or one started
+ * less than SUP_REACH_INTERVAL_MS ago. Never blocks; the result shows in sup_reachability. */
+void sup_probe_reach(struct sup_proc *p);
+/* The last reachability result of a running process: true with *reachable and how old it is
+ * (*age_ms), or false when nothing is known yet (or the process is not running). A health
+ * check that just passed counts as a reachable result. */
+bool sup_reachability(const struct sup_proc *p, bool *reachable, uint64_t *age_ms);
 /* Reaps every exited child; call on SIGCHLD. */
 void sup_reap(void);
 

@@ -92,8 +92,9 @@ test('-h prints usage, exit 0; --version prints the version; a bad option exits 
   for (const flag of ['-h', '--help']) {
     const r = run([flag]);
     assert.equal(r.code, 0);
-    assert.match(r.stdout, /^usage: modelmux \[-t\] \[-c FILE\] \[-l ADDR\]/);
+    assert.match(r.stdout, /^usage: modelmux \[-t\] \[-c FILE\] \[--config-dir DIR\] \[-l ADDR\]/);
     assert.match(r.stdout, /-c, --config FILE/);
+    assert.match(r.stdout, /--config-dir DIR/);
     assert.match(r.stdout, /--version/);
     assert.equal(r.stderr, '');
   }

@@ -1,6 +1,6 @@
 // Health routes: /health (liveness), /health/ready (readiness: 503 once stopping), and the
-// detailed /api/health — healthy, degraded by a crash-loop hold or by listening beyond loopback
-// without apiKeys, and unhealthy during shutdown.
+// detailed /api/health — healthy, degraded by a crash-loop hold, by a ready backend that stops
+// answering or by listening beyond loopback without apiKeys, and unhealthy during shutdown.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -81,6 +81,8 @@ models:
   assert.equal(a.starts, 1);
   assert.equal(a.held_back, false);
   assert.equal(a.last_error, undefined, 'no last_error after a clean start');
+  assert.equal(a.reachable, true, 'the health check that made it ready counts as an answer');
+  assert.equal(typeof a.probe_age_ms, 'number');
   assert.equal(j1.models.find((m) => m.id === 'b').state, 'stopped');
   await h.waitFor(async () => (await h.get(`${d.url}/api/health`)).json.uptime_seconds > j0.uptime_seconds,
     { what: 'uptime to advance' });
@@ -126,6 +128,63 @@ models:
     assert.equal((await h.get(`${d.url}/health`)).status, 200);
     assert.equal((await h.get(`${d.url}/health/ready`)).status, 200);
     h.assertError(await chat(d, 'm'), 503, /held back/);
+    await d.stop();
+  });
+
+test('a ready backend that stops answering makes /api/health degraded, and healthy again once it answers',
+  async (t) => {
+    const port = await h.freePorts(2);
+    const d = await h.startDaemon(t, {
+      config: `startPort: ${port}
+groups:
+  both:
+    swap: false
+    members: [a, b]
+models:
+  a:
+    cmd: ${h.FAKE} --port \${PORT} --model a
+  b:
+    cmd: ${h.FAKE} --port \${PORT} --model b
+    checkEndpoint: none
+`,
+    });
+    assert.equal((await chat(d, 'a')).status, 200);
+    // checkEndpoint: none — nothing known until a probe of the server's base URL answers.
+    await h.waitFor(async () => (await chat(d, 'b')).status === 200, { what: 'b to serve' });
+    const model = (j, id) => j.models.find((x) => x.id === id);
+    await h.waitFor(async () => model((await h.get(`${d.url}/api/health`)).json, 'b').reachable === true,
+      { timeout: 10000, interval: 200, what: 'b to be probed reachable' });
+
+    const pid = Number(/sup model=a pid=(\d+) msg=spawned/.exec(d.stderr)[1]);
+    process.kill(pid, 'SIGSTOP'); // alive, so the supervisor sees no exit, but it cannot answer
+    let stopped = true;
+    t.after(() => { if (stopped) try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } });
+    const t0 = Date.now();
+    let j;
+    await h.waitFor(async () => {
+      const r = await h.get(`${d.url}/api/health`);
+      assert.equal(r.status, 200, r.text);
+      j = r.json;
+      return j.status === 'degraded';
+    }, { timeout: 15000, interval: 200, what: '/api/health to say degraded' });
+    // One probe at most per interval (3 s) plus its 2 s timeout, never the whole request.
+    assert.ok(Date.now() - t0 < 12000, `took ${Date.now() - t0} ms`);
+    assert.equal(model(j, 'a').state, 'ready');
+    assert.equal(model(j, 'a').reachable, false);
+    assert.equal(model(j, 'b').reachable, true);
+    assert.ok(j.warnings.some((w) => /ready model a does not answer/.test(w)), JSON.stringify(j.warnings));
+    await d.waitLog(/warn sup model=a pid=\d+ msg="backend does not answer"/);
+    // /api/health itself never waited on the probe.
+    const t1 = Date.now();
+    assert.equal((await h.get(`${d.url}/api/health`)).status, 200);
+    assert.ok(Date.now() - t1 < 1000, `took ${Date.now() - t1} ms`);
+
+    process.kill(pid, 'SIGCONT');
+    stopped = false;
+    await h.waitFor(async () => (await h.get(`${d.url}/api/health`)).json.status === 'healthy',
+      { timeout: 15000, interval: 200, what: '/api/health to be healthy again' });
+    await d.waitLog(/sup model=a pid=\d+ msg="backend answers again"/);
+    assert.equal((await chat(d, 'a')).status, 200);
     await d.stop();
   });
 

@@ -860,6 +860,290 @@ test_load_file(void)
 }
 
 
+/* ---- several files (--config-dir) -------------------------------------------------------- */
+
+/* Loads the NULL-terminated name/text pairs as one merged config. */
+static struct cfg *
+load_srcs(struct cfg_errs *e, const char *const *pairs)
+{
+	struct cfg_src srcs[8];
+	size_t         n = 0;
+
+	for (; pairs[2 * n] != NULL && n < 8; n++)
+		srcs[n] = (struct cfg_src){ pairs[2 * n], pairs[2 * n + 1], strlen(pairs[2 * n + 1]) };
+	return cfg_load_srcs(srcs, n, e);
+}
+
+/* Every message of a merged load that must fail, as "\nmsg\nmsg\n" (caller frees). */
+static char *
+load_srcs_errs(const char *const *pairs)
+{
+	struct cfg_errs e = { 0 };
+	struct cfg     *c = load_srcs(&e, pairs);
+	struct buf      b = { 0 };
+
+	if (c != NULL) {
+		cfg_unref(c);
+		return xstrdup("(loaded)");
+	}
+	buf_printf(&b, "\n");
+	for (size_t i = 0; i < e.n; i++)
+		buf_printf(&b, "%s\n", e.msgs[i]);
+	cfg_errs_free(&e);
+	return b.data;
+}
+
+#define EXPECT_SRCS_ERR(want, ...) do { \
+	const char *const pairs_[] = { __VA_ARGS__, NULL }; \
+	char *errs_ = load_srcs_errs(pairs_); \
+	ASSERT_CONTAINS(errs_, "\n" want "\n"); \
+	free(errs_); \
+} while (0)
+
+static void
+test_merge_rules(void)
+{
+	const char *const pairs[] = {
+		"base.yaml",
+		"startPort: 7000\n"
+		"listen:\n"
+		"queue:\n  maxPerModel: 3\n"
+		"macros:\n  arg: \"--x\"\n"
+		"models:\n  a:\n    cmd: r ${PORT} ${arg}\n    aliases: [a1]\n"
+		"groups:\n  g1:\n    members: [a]\n"
+		"hooks:\n  on_startup:\n    preload: [a]\n",
+		"d/10-b.yaml",
+		"startPort: 7000\n"
+		"listen: 127.0.0.1:9001\n"
+		"queue:\n  maxTotal: 30\n"
+		"models:\n  b:\n    cmd: r ${PORT} ${arg}\n    env: [A=1]\n"
+		"hooks:\n  on_startup:\n    preload: [b]\n",
+		"d/20-c.yaml",
+		"",
+		"d/30-d.yml",
+		"listen: ~\nqueue: ~\nmodels:\n  c: {cmd: \"r ${PORT}\"}\n",
+		NULL,
+	};
+	struct cfg_errs e = { 0 };
+	struct cfg     *c = load_srcs(&e, pairs);
+
+	for (size_t i = 0; i < e.n; i++)
+		fprintf(stderr, "  %s\n", e.msgs[i]);
+	ASSERT_NOT_NULL(c);
+	if (c == NULL) {
+		cfg_errs_free(&e);
+		return;
+	}
+	ASSERT_STR_EQ(c->path, "base.yaml");
+	ASSERT_INT_EQ(strv_len(c->files), 4);
+	ASSERT_STR_EQ(c->files[1], "d/10-b.yaml");
+	/* Models from every file; ports follow sorted ids across files. */
+	ASSERT_INT_EQ(c->nmodels, 3);
+	ASSERT_STR_EQ(c->models[0].id, "a");
+	ASSERT_STR_EQ(c->models[1].id, "b");
+	ASSERT_STR_EQ(c->models[1].file, "d/10-b.yaml");
+	ASSERT_INT_EQ(c->models[2].port, 7002);
+	/* A global macro of one file reaches models of another. */
+	ASSERT_STR_EQ(c->models[1].argv[2], "--x");
+	/* Equal scalars are fine; null yields to the other side; maps merge key by key. */
+	ASSERT_INT_EQ(c->start_port, 7000);
+	ASSERT_STR_EQ(c->listen, "127.0.0.1:9001");
+	ASSERT_INT_EQ(c->queue.per_model, 3);
+	ASSERT_INT_EQ(c->queue.total, 30);
+	/* Lists concatenate in file order. */
+	ASSERT_INT_EQ(strv_len(c->preload), 2);
+	ASSERT_STR_EQ(c->preload[0], "a");
+	ASSERT_STR_EQ(c->preload[1], "b");
+	ASSERT_STR_EQ(c->models[0].group->name, "g1");
+	cfg_unref(c);
+	cfg_errs_free(&e);
+}
+
+static void
+test_merge_errors(void)
+{
+	/* A model, or a group, defined by two files. */
+	EXPECT_SRCS_ERR("b.yaml:2:3: models.m: defined again; first defined at a.yaml:2:3",
+	    "a.yaml", "models:\n  m: {cmd: \"r ${PORT}\"}\n",
+	    "b.yaml", "models:\n  m: {cmd: \"r ${PORT}\"}\n");
+	EXPECT_SRCS_ERR("b.yaml:3:5: groups.g: defined again; first defined at a.yaml:3:3",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}, n: {cmd: \"r ${PORT}\"}}\ngroups:\n  g: {members: [m]}\n",
+	    "b.yaml", "groups:\n\n    g: {members: [n]}\n");
+	/* Two different values at one path name both places. */
+	EXPECT_SRCS_ERR("b.yaml:1:1: startPort: conflicts with a different value at a.yaml:1:1",
+	    "a.yaml", "startPort: 6000\nmodels: {m: {cmd: \"r ${PORT}\"}}\n",
+	    "b.yaml", "startPort: 6001\n");
+	EXPECT_SRCS_ERR("c.yaml:2:3: queue.maxTotal: conflicts with a different value at b.yaml:3:3",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}}\n",
+	    "b.yaml", "queue:\n  maxPerModel: 2\n  maxTotal: 5\n",
+	    "c.yaml", "queue:\n  maxTotal: 6\n");
+	/* A list against a map, a value against a list. */
+	EXPECT_SRCS_ERR("b.yaml:1:1: hooks: is a list here but a map in a.yaml:2:1",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}}\nhooks: {on_startup: {preload: [m]}}\n",
+	    "b.yaml", "hooks: [m]\n");
+	EXPECT_SRCS_ERR("b.yaml:1:1: apiKeys: is a value here but a list in a.yaml:2:1",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}}\napiKeys: [k1]\n",
+	    "b.yaml", "apiKeys: k2\n");
+	/* A root that is not a map. */
+	EXPECT_SRCS_ERR("b.yaml:1:1: (root): is a list here but a map in a.yaml:1:1",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}}\n",
+	    "b.yaml", "- x\n");
+	/* Errors found after the merge name the file their node came from. */
+	EXPECT_SRCS_ERR("b.yaml:3:5: models.n.bogus: unknown key",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}}\n",
+	    "b.yaml", "models:\n  n:\n    bogus: 1\n    cmd: r ${PORT}\n");
+	EXPECT_SRCS_ERR("b.yaml:2:17: models.n.aliases[0]: alias \"m1\" is already used by model m",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\", aliases: [m1]}}\n",
+	    "b.yaml", "models:\n  n: {aliases: [m1], cmd: \"r ${PORT}\"}\n");
+	EXPECT_SRCS_ERR("b.yaml:3:2: syntax error: did not find expected key while parsing a block mapping",
+	    "a.yaml", "models: {m: {cmd: \"r ${PORT}\"}}\n",
+	    "b.yaml", "models:\n  n: 1\n x: 2\n");
+	/* No models anywhere. */
+	EXPECT_SRCS_ERR("b.yaml:1:1: models: missing required key",
+	    "a.yaml", "", "b.yaml", "startPort: 6000\n");
+}
+
+static void
+test_merge_limits(void)
+{
+	struct cfg_errs e = { 0 };
+	struct cfg_src  srcs[CFG_MAX_FILES + 1];
+	size_t          big = CFG_MAX_FILE_BYTES;
+	char           *text = xmalloc(big + 1);
+
+	/* No file, too many files. */
+	ASSERT_NULL(cfg_load_srcs(srcs, 0, &e));
+	ASSERT_INT_EQ(e.n, 1);
+	cfg_errs_free(&e);
+	for (size_t i = 0; i <= CFG_MAX_FILES; i++)
+		srcs[i] = (struct cfg_src){ "f.yaml", "", 0 };
+	ASSERT_NULL(cfg_load_srcs(srcs, CFG_MAX_FILES + 1, &e));
+	ASSERT_INT_EQ(e.n, 1);
+	ASSERT_CONTAINS(e.n ? e.msgs[0] : NULL, "at most 256");
+	cfg_errs_free(&e);
+	/* One file too large; all of them together too large. */
+	memset(text, '#', big + 1);
+	srcs[0] = (struct cfg_src){ "a.yaml", "startPort: 6000\n", 16 };
+	srcs[1] = (struct cfg_src){ "b.yaml", text, big + 1 };
+	ASSERT_NULL(cfg_load_srcs(srcs, 2, &e));
+	ASSERT_CONTAINS(e.n ? e.msgs[0] : NULL, "b.yaml:1:1: (file): larger than");
+	cfg_errs_free(&e);
+	for (size_t i = 1; i < 6; i++)
+		srcs[i] = (struct cfg_src){ "b.yaml", text, big };
+	ASSERT_NULL(cfg_load_srcs(srcs, 6, &e));
+	ASSERT_INT_EQ(e.n, 1);
+	ASSERT_CONTAINS(e.n ? e.msgs[0] : NULL, "b.yaml:1:1: (file): the configuration files together are larger than");
+	cfg_errs_free(&e);
+	free(text);
+}
+
+static void
+put_file(const char *dir, const char *name, const char *text)
+{
+	char *p = xasprintf("%s/%s", dir, name);
+	FILE *f = fopen(p, "w");
+
+	if (f == NULL)
+		fatal("cannot write %s", p);
+	fputs(text, f);
+	fclose(f);
+	free(p);
+}
+
+static void
+test_config_dir(void)
+{
+	char                dir[] = "/tmp/mm-test-cfgdir-XXXXXX";
+	struct cfg_errs     e = { 0 };
+	struct cfg         *c;
+	char              **files, *sub, *base;
+	unsigned long long  s1 = 0, s2 = 0, s3 = 0;
+
+	ASSERT_NOT_NULL(mkdtemp(dir));
+	/* Empty: an error, unless a -c file is given too. */
+	ASSERT_NULL(cfg_load_set(NULL, dir, &e));
+	ASSERT_CONTAINS(e.n ? e.msgs[0] : NULL, "no *.yml or *.yaml files");
+	cfg_errs_free(&e);
+	put_file(dir, "b.yaml", "models: {b: {cmd: \"r ${PORT}\"}}\n");
+	put_file(dir, "B.yml", "models: {B: {cmd: \"r ${PORT}\"}}\n");
+	put_file(dir, "a.yaml", "startPort: 6100\n");
+	put_file(dir, ".hidden.yaml", "models: {h: {cmd: \"r ${PORT}\"}}\n");
+	put_file(dir, "notes.txt", "not yaml");
+	put_file(dir, "x.yaml.bak", "not yaml");
+	sub = xasprintf("%s/sub.yaml", dir);
+	ASSERT_INT_EQ(mkdir(sub, 0700), 0);
+	/* Only regular .yml and .yaml files, not hidden ones, in bytewise order. */
+	files = cfg_dir_files(dir, &e);
+	ASSERT_NOT_NULL(files);
+	ASSERT_INT_EQ(strv_len(files), 3);
+	if (files != NULL && strv_len(files) == 3) {
+		ASSERT_CONTAINS(files[0], "/B.yml");
+		ASSERT_CONTAINS(files[1], "/a.yaml");
+		ASSERT_CONTAINS(files[2], "/b.yaml");
+	}
+	strv_free(files);
+	c = cfg_load_set(NULL, dir, &e);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_STR_EQ(c->path, dir);
+		ASSERT_INT_EQ(c->nmodels, 2);
+		ASSERT_INT_EQ(c->start_port, 6100);
+	}
+	cfg_unref(c);
+	/* With a -c file: it comes first. */
+	base = xasprintf("%s/base.conf", dir);
+	put_file(dir, "base.conf", "models: {m: {cmd: \"r ${PORT}\"}}\nstartPort: 6100\n");
+	c = cfg_load_set(base, dir, &e);
+	ASSERT_NOT_NULL(c);
+	if (c != NULL) {
+		ASSERT_STR_EQ(c->path, base);
+		ASSERT_STR_EQ(c->files[0], base);
+		ASSERT_INT_EQ(c->nmodels, 3);
+	}
+	cfg_unref(c);
+	/* The stamp sees a file added, changed or removed, and not a non-config file. */
+	ASSERT_INT_EQ(cfg_stamp(base, dir, &s1), 0);
+	put_file(dir, "other.txt", "x");
+	ASSERT_INT_EQ(cfg_stamp(base, dir, &s2), 0);
+	ASSERT_TRUE(s1 == s2);
+	put_file(dir, "c.yaml", "models: {c: {cmd: \"r ${PORT}\"}}\n");
+	ASSERT_INT_EQ(cfg_stamp(base, dir, &s2), 0);
+	ASSERT_TRUE(s1 != s2);
+	put_file(dir, "c.yaml", "models: {c: {cmd: \"r ${PORT}\"}, d: {cmd: \"r ${PORT}\"}}\n");
+	ASSERT_INT_EQ(cfg_stamp(base, dir, &s3), 0);
+	ASSERT_TRUE(s3 != s2);
+	{
+		char *cp = xasprintf("%s/c.yaml", dir);
+
+		unlink(cp);
+		free(cp);
+	}
+	ASSERT_INT_EQ(cfg_stamp(base, dir, &s3), 0);
+	ASSERT_TRUE(s3 == s1);
+	ASSERT_INT_EQ(cfg_stamp("/nonexistent/x.yaml", dir, &s3), -1);
+	ASSERT_INT_EQ(cfg_stamp(NULL, "/nonexistent", &s3), -1);
+	/* A missing directory. */
+	ASSERT_NULL(cfg_load_set(base, "/nonexistent", &e));
+	ASSERT_CONTAINS(e.n ? e.msgs[0] : NULL, "/nonexistent: No such file");
+	cfg_errs_free(&e);
+	{
+		const char *names[] = { "b.yaml", "B.yml", "a.yaml", ".hidden.yaml", "notes.txt",
+		    "x.yaml.bak", "base.conf", "other.txt" };
+
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			char *p = xasprintf("%s/%s", dir, names[i]);
+
+			unlink(p);
+			free(p);
+		}
+	}
+	rmdir(sub);
+	rmdir(dir);
+	free(sub);
+	free(base);
+}
+
+
 /* ---- security keys ----------------------------------------------------------------------- */
 
 /* A directory of stand-in executables put first on PATH, so commands in these tests resolve. */
@@ -1298,6 +1582,10 @@ main(void)
 	test_preload();
 	test_bools();
 	test_load_file();
+	test_merge_rules();
+	test_merge_errors();
+	test_merge_limits();
+	test_config_dir();
 	test_api_keys();
 	test_cors();
 	test_rate_limits();
