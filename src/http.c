@@ -674,7 +674,8 @@ write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Keeps a piece of a multipart body: in memory while small, then in the spool file. */
+/* Keeps a piece of a spooled body (multipart, /upstream): in memory while small, then in the
+ * spool file. */
 static int
 spool_append(struct mm_req *r, const char *p, size_t n)
 {
@@ -695,6 +696,8 @@ src_read(struct mm_req *r, char *buf, size_t n, uint64_t off)
 {
 	if (r->spool_fd == -1) {
 		n = (size_t)MM_MIN((uint64_t)n, r->body_total - off);
+		if (n == 0)
+			return 0;
 		memcpy(buf, r->body.data + off, n);
 		return n;
 	}
@@ -928,7 +931,7 @@ start_upstream(struct mm_req *r)
 		start_ws(r, proxy);
 		return;
 	}
-	if (r->route.kind == ROUTE_MULTIPART_MODEL) {
+	if (r->route.kind == ROUTE_MULTIPART_MODEL || r->route.kind == ROUTE_UPSTREAM) {
 		r->send_pos = 0;
 		ur.body = NULL;
 		ur.body_len = (size_t)mp_send_len(r);
@@ -1111,6 +1114,23 @@ start_ws(struct mm_req *r, const char *proxy)
 	req_suspend(r);
 }
 
+/* The body limit of a request's kind: uploads (multipart, or multipart through /upstream)
+ * have their own, larger one; management routes take next to nothing. */
+static int
+body_limit(const struct mm_req *r)
+{
+	const char *ct;
+
+	if (r->route.kind == ROUTE_MULTIPART_MODEL)
+		return r->cfg->limits.max_multipart_body_bytes;
+	if (r->route.kind == ROUTE_API)
+		return (int)HTTP_API_BODY_MAX;
+	if (r->route.kind == ROUTE_UPSTREAM && (ct = header(r, "Content-Type")) != NULL &&
+	    str_has_prefix_ci(ct, "multipart/"))
+		return r->cfg->limits.max_multipart_body_bytes;
+	return r->cfg->limits.max_json_body_bytes;
+}
+
 /* The body is complete: find the model, rewrite, and acquire it. */
 static void acquire_model(struct mm_req *r);
 
@@ -1196,7 +1216,11 @@ dispatch_upstream(struct mm_req *r)
 	if (r->body_too_large) {
 		metrics_refusal("size");
 		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
-		    r->cfg->limits.max_json_body_bytes);
+		    body_limit(r));
+		return;
+	}
+	if (r->mp_error != NULL) {
+		reply_error(r, 507, "insufficient_storage", "%s", r->mp_error);
 		return;
 	}
 	if (r->ws && r->model->ignore_websockets) {
@@ -1640,11 +1664,7 @@ first_call(struct mm_req *r)
 	{
 		const char *cl = header(r, "Content-Length");
 		long long   n;
-
-		int         limit = r->route.kind == ROUTE_MULTIPART_MODEL
-		                ? r->cfg->limits.max_multipart_body_bytes
-		                : r->route.kind == ROUTE_API ? (int)HTTP_API_BODY_MAX
-		                : r->cfg->limits.max_json_body_bytes;
+		int         limit = body_limit(r);
 
 		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 && n > (long long)limit) {
 			metrics_refusal("size");
@@ -1696,6 +1716,32 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			if (mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
 				r->mp_error = err;
 			else if (spool_append(r, upload_data, *upload_size) == -1) {
+				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
+				    strerror(errno));
+				r->mp_error = "cannot store the upload";
+				r->spool_fd = r->spool_fd == -1 ? -2 : r->spool_fd;
+			} else {
+				r->body_total += *upload_size;
+			}
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_size > 0 && r->route.kind == ROUTE_UPSTREAM) {
+		/* Passed through as it came: spooled (bounded memory), then sent on. */
+		if (!r->body_too_large && r->body_total + *upload_size > (uint64_t)body_limit(r)) {
+			r->body_too_large = true;
+			buf_free(&r->body);
+		}
+		if (r->body_too_large) {
+			r->drained += *upload_size;
+			if (r->drained > HTTP_413_DRAIN) {
+				dispatch_upstream(r);
+				*upload_size = 0;
+				return queue_pending(r);
+			}
+		} else if (r->mp_error == NULL) {
+			if (spool_append(r, upload_data, *upload_size) == -1) {
 				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
 				    strerror(errno));
 				r->mp_error = "cannot store the upload";

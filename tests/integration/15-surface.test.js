@@ -210,3 +210,44 @@ test('sendLoadingState: a streaming chat that triggers a load sees progress, the
   assert.match(btext, /failed to load model file/);
   await d.stop();
 });
+
+test('/upstream bodies pass through byte for byte, spooled: memory stays flat; limits by kind', async (t) => {
+  const port = await h.freePorts(3);
+  const d = await h.startDaemon(t, { config: config(port) + `limits:
+  maxJsonBodyBytes: 1048576
+  maxMultipartBodyBytes: 67108864
+` });
+  // Warm up: the model is running and the connection pools are made.
+  assert.equal((await h.get(`${d.url}/upstream/whisper/echo`)).status, 200);
+  const rss0 = h.rssKb(d.proc.pid);
+
+  const small = crypto.randomBytes(500 * 1024);
+  let r = await fetch(`${d.url}/upstream/whisper/echo`, { method: 'POST', body: small,
+    headers: { 'Content-Type': 'application/octet-stream' } });
+  let j = await r.json();
+  assert.equal(r.status, 200);
+  assert.equal(j.body_sha256, sha256(small));
+
+  // A 24 MB upload (multipart to an upstream endpoint, e.g. whisper-server's /inference).
+  const big = crypto.randomBytes(24 * 1024 * 1024);
+  r = await fetch(`${d.url}/upstream/whisper/echo`, { method: 'POST', body: big,
+    headers: { 'Content-Type': 'multipart/form-data; boundary=zz' } });
+  j = await r.json();
+  assert.equal(r.status, 200);
+  assert.equal(j.body_len, big.length);
+  assert.equal(j.body_sha256, sha256(big));
+  if (!h.SANITIZED) {
+    const grew = h.rssKb(d.proc.pid) - rss0;
+    assert.ok(grew < 8 * 1024, `daemon RSS grew ${grew} kB for a 24 MB upload`);
+  }
+
+  // Past the limit of its kind: 413 (a non-multipart body has the JSON limit).
+  const file = path.join(h.tmpdir(), 'blob.bin');
+  fs.writeFileSync(file, crypto.randomBytes(2 * 1024 * 1024));
+  const c = await h.curl(['-s', '-w', '\n%{http_code}', '-H', 'Content-Type: application/octet-stream',
+    '--data-binary', `@${file}`, `${d.url}/upstream/whisper/echo`]);
+  const lines = c.stdout.trim().split('\n');
+  assert.equal(lines.at(-1), '413');
+  assert.match(JSON.parse(lines[0]).error.message, /1048576/);
+  await d.stop();
+});
