@@ -444,6 +444,10 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 		}
 		return;
 	}
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(h[i].name, "content-type") == 0 &&
+		    str_has_prefix_ci(h[i].value, "text/event-stream"))
+			sse = true;
 	if (content_length > 0 && content_length <= (long long)HTTP_WHOLE_MAX &&
 	    strcmp(r->method, "HEAD") != 0) {
 		r->whole_len = (size_t)content_length;
@@ -452,13 +456,12 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 		    r->whole_buf, free);
 		r->status = status;
 	} else {
+		/* Events are small and held open by the thousand: a small block per stream. */
 		resp = MHD_create_response_from_callback(content_length >= 0
-		    ? (uint64_t)content_length : MHD_SIZE_UNKNOWN, HTTP_SEND_BLOCK, read_body, r, NULL);
+		    ? (uint64_t)content_length : MHD_SIZE_UNKNOWN, sse ? HTTP_SSE_BLOCK : HTTP_SEND_BLOCK,
+		    read_body, r, NULL);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (strcasecmp(h[i].name, "content-type") == 0 &&
-		    str_has_prefix_ci(h[i].value, "text/event-stream"))
-			sse = true;
 		/* The gate is the only source of CORS headers. */
 		if (strcasecmp(h[i].name, "x-request-id") == 0 ||
 		    str_has_prefix_ci(h[i].name, "access-control-"))
@@ -855,7 +858,7 @@ static void
 start_loading(struct mm_req *r)
 {
 	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN,
-	    HTTP_SEND_BLOCK, read_body, r, NULL);
+	    HTTP_SSE_BLOCK, read_body, r, NULL);
 	char                 head[300];
 
 	MHD_add_response_header(resp, "Content-Type", "text/event-stream");
@@ -1410,7 +1413,7 @@ start_feed(struct mm_req *r)
 	r->sub_events = events;
 	if (!events && r->path[sizeof(logs) - 1] == '/')
 		r->sub_model = xstrdup(r->path + sizeof(logs));
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_SEND_BLOCK, read_body, r, NULL);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_SSE_BLOCK, read_body, r, NULL);
 	MHD_add_response_header(resp, "Content-Type", events ? "text/event-stream" : "text/plain; charset=utf-8");
 	MHD_add_response_header(resp, "Cache-Control", "no-cache");
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
@@ -2087,7 +2090,7 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    /* Headers must fit the connection's memory: that is the header limit (431 past it). */
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->limits.max_header_bytes + HTTP_SEND_BLOCK,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->limits.max_header_bytes + HTTP_POOL_SLACK,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.header_timeout_s,
 	    cfg->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cfg->tls_cert_pem,

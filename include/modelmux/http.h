@@ -10,8 +10,11 @@
 
 #include "modelmux/config.h"
 
-#define HTTP_SEND_BLOCK        (16u << 10) /* response bytes MHD asks the stream for at once;
-                                              * with the header limit, each connection's memory */
+#define HTTP_SEND_BLOCK        (16u << 10) /* response bytes MHD asks the stream for at once */
+#define HTTP_SSE_BLOCK         (4u << 10)  /* the same for an event stream: held open by the
+                                              * thousand, its events are small */
+#define HTTP_POOL_SLACK        (4u << 10)  /* connection memory past the header limit: the
+                                              * answer head, MHD bookkeeping */
 #define HTTP_MP_MEMORY         (64u << 10) /* multipart bytes kept in memory before spooling */
 #define HTTP_API_BODY_MAX      (64u << 10) /* body bytes a management route tolerates */
 #define HTTP_SUB_WINDOW        (256u << 10) /* bytes a live log/event reader may lag behind */
