@@ -399,7 +399,9 @@ api_handle(struct api_call *c)
 		if (method_is(method, "GET", out, path)) {
 			out->status = 200;
 			out->ctype = "text/plain";
-			out->body = xstrdup("OK");
+			out->body = xstrdup("OK"); /* llama-swap's answer; the warning rides in a header */
+			if (A.exposed)
+				out->warning = "listening beyond loopback without apiKeys";
 		}
 		return API_DONE;
 	}

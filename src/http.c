@@ -1337,6 +1337,8 @@ api_reply(struct mm_req *r)
 		log_info("http", "req=%s status=%d path=%s", r->id, a->status, r->path);
 	reply_text(r, a->status, a->ctype, a->body, a->allow);
 	a->body = NULL; /* now MHD's */
+	if (a->warning != NULL)
+		MHD_add_response_header(r->pending, "X-Modelmux-Warning", a->warning);
 	if (a->retry_after_s > 0) {
 		char ra[16];
 

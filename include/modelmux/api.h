@@ -14,6 +14,7 @@ struct api_reply {
 	const char *ctype;  /* static */
 	const char *allow;  /* static; for 405 answers, the allowed method */
 	int         retry_after_s; /* > 0: send Retry-After */
+	const char *warning; /* static; sent as X-Modelmux-Warning */
 };
 
 /* One management request. The caller (http) fills cfg, method, path and done, and keeps the

@@ -202,6 +202,10 @@ test('listening on 0.0.0.0 without apiKeys logs the exposure and degrades /api/h
   assert.equal(res.json.status, 'degraded', res.text);
   assert.ok(res.json.warnings.some((w) => EXPOSED.test(w)), `warnings: ${JSON.stringify(res.json.warnings)}`);
   assert.equal(res.json.listen, d.addr);
+  // /health keeps llama-swap's plain OK, and says so in a header.
+  const hl = await fetch(`${url}/health`);
+  assert.equal(await hl.text(), 'OK');
+  assert.match(hl.headers.get('x-modelmux-warning'), EXPOSED);
   await d.stop();
 });
 
@@ -223,6 +227,7 @@ models:
   assert.equal(res.status, 200, res.text);
   assert.equal(res.json.status, 'healthy', res.text);
   assert.deepEqual(res.json.warnings, []);
+  assert.equal((await fetch(`${url}/health`)).headers.get('x-modelmux-warning'), null);
   assert.doesNotMatch(d.stderr, EXPOSED);
   // /health needs no key.
   assert.equal((await h.get(`${url}/health`)).status, 200);
