@@ -11,7 +11,8 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
@@ -57,7 +58,10 @@ struct mm_req {
 	struct cfg            *cfg;
 	struct buf             body;
 	bool                   body_too_large;
+	bool                   refused;     /* answered before the body's end: the rest is dropped */
 	size_t                 drained;     /* body bytes dropped after the limit */
+	uint64_t               body_timer;  /* body idle timeout (408) */
+	uint64_t               body_last;   /* when the last body byte came */
 	/* multipart: scanned as it streams; kept in `body` up to HTTP_MP_MEMORY, past that in an
 	 * unlinked temporary file. Sent on with at most the model value replaced. */
 	struct mp_scan        *mp;
@@ -127,6 +131,8 @@ static struct {
 	 * closes; it looks again only at its next run, which nothing else may trigger. */
 	bool               accept_paused;
 	uint64_t           fd_warned_ms;
+	bool               tls;      /* the daemon speaks TLS: no answer can bypass MHD */
+	int                mhd_refused; /* status of an answer MHD made itself, not yet logged */
 	struct gate_rates *rates;
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
@@ -139,22 +145,63 @@ static void stream_error_event(struct mm_req *r, const char *reason);
 struct conn_ctx {
 	struct MHD_Connection *conn;
 	uint64_t               head_timer;
+	struct mm_req         *req;        /* from the request line (on_uri) to the completion */
+	uint64_t               rx_mark;    /* bytes received when the last request ended */
 };
 
+static bool send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs,
+    const char *id, const char *json);
+static void gen_id(char *out, size_t n);
+static void conn_ip(struct MHD_Connection *conn, char *out, size_t n);
+
+/* Bytes the client sent on this connection so far (0 when unknown). */
+static uint64_t
+rx_bytes(int fd)
+{
+	struct tcp_info ti;
+	socklen_t       sl = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) == -1 ||
+	    sl < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+		return 0;
+	return ti.tcpi_bytes_received;
+}
+
+/* The head did not complete in time. Part of one came: 408 with the JSON error, then close.
+ * Nothing came (an idle keep-alive connection): close quietly, as a client that reuses it
+ * expects. */
 static void
 on_head_deadline(void *arg)
 {
 	struct conn_ctx                *cc = arg;
 	const union MHD_ConnectionInfo *ci;
+	char                            id[65], ip[GATE_MAX_IP_BYTES], msg[96], *json;
+	int                             t = H.cfg->limits.header_timeout_s;
 
 	cc->head_timer = 0;
 	ci = MHD_get_connection_info(cc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-	log_info("http", "msg=\"request head not complete in time, closing the connection\" timeout_s=%d",
-	    H.cfg->limits.header_timeout_s);
-	metrics_refusal("size");
+	if (ci == NULL)
+		return;
+	if (cc->req == NULL && rx_bytes(ci->connect_fd) <= cc->rx_mark) {
+		log_debug("http", "msg=\"idle connection closed\" timeout_s=%d", t);
+	} else {
+		gen_id(id, sizeof(id));
+		conn_ip(cc->conn, ip, sizeof(ip));
+		snprintf(msg, sizeof(msg), "request head not complete in %d s", t);
+		log_emit(LOG_INFO, "http", id, "status=408 code=request_timeout msg=\"%s\" ip=%s%s",
+		    msg, ip, H.tls ? " answer=none" : "");
+		metrics_refusal("timeout");
+		json = api_error_json(408, "request_timeout", msg);
+		send_raw(cc->conn, 408, NULL, id, json);
+		free(json);
+		if (cc->req != NULL) {
+			snprintf(cc->req->id, sizeof(cc->req->id), "%s", id);
+			cc->req->status = 408;
+		}
+	}
 	/* MHD notices at its next read and closes the connection itself. */
-	if (ci != NULL)
-		shutdown(ci->connect_fd, SHUT_RDWR);
+	shutdown(ci->connect_fd, SHUT_RDWR);
 	H.need_run = true;
 }
 
@@ -303,6 +350,85 @@ reply_error(struct mm_req *r, int status, const char *code, const char *fmt, ...
 		snprintf(ra, sizeof(ra), "%d", r->ticket.retry_after_s);
 		MHD_add_response_header(r->pending, "Retry-After", ra);
 	}
+}
+
+static enum MHD_Result
+copy_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	if (strcasecmp(key, "Connection") != 0 && strcasecmp(key, "Content-Length") != 0)
+		buf_printf(cls, "%s: %s\r\n", key, value ? value : "");
+	return MHD_YES;
+}
+
+/* Writes an answer on the client's socket directly, for when MHD cannot send one: in the
+ * middle of a request body (0.9.75 queues a response only before the body or after all of
+ * it), when the head filled the connection's memory and left no room for the answer's head,
+ * or when no request exists yet (the head deadline). Our side is then shut for writing: the
+ * connection ends after the answer. Plain HTTP only: over TLS the bytes belong to the session.
+ * `hdrs` (may be NULL) lends its headers. False when nothing could be written. */
+static bool
+send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs, const char *id,
+    const char *json)
+{
+	const union MHD_ConnectionInfo *ci;
+	const char                     *reason = MHD_get_reason_phrase_for((unsigned)status);
+	struct buf                      b = { 0 };
+	size_t                          off = 0;
+
+	if (H.tls || (ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD)) == NULL)
+		return false;
+	buf_printf(&b, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: %zu\r\n", status,
+	    reason ? reason : "", strlen(json));
+	if (hdrs != NULL)
+		MHD_get_response_headers(hdrs, copy_header, &b);
+	else
+		buf_printf(&b, "Content-Type: application/json\r\nX-Request-ID: %s\r\n", id);
+	buf_printf(&b, "\r\n%s", json);
+	/* The send buffer is empty (MHD writes nothing while it reads a request): a few hundred
+	 * bytes fit at once. */
+	while (off < b.len) {
+		ssize_t w = send(ci->connect_fd, b.data + off, b.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	buf_free(&b);
+	if (off == 0)
+		return false;
+	shutdown(ci->connect_fd, SHUT_WR);
+	return true;
+}
+
+/* Refuses the request at once with an OpenAI-shaped error, logged with the client's address,
+ * and ends it. On a plain connection the answer goes out now (send_raw), and the rest of the
+ * body is read and dropped up to HTTP_413_DRAIN so the client reads it before the close
+ * (closing on a sender loses it). Over TLS it waits in r->pending for the body's end. */
+static void __attribute__((format(printf, 4, 5)))
+refuse_now(struct mm_req *r, int status, const char *code, const char *fmt, ...)
+{
+	char    msg[2048], q[2200];
+	char   *json;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (r->ip[0] == '\0')
+		conn_ip(r->conn, r->ip, sizeof(r->ip));
+	log_emit(LOG_INFO, "http", r->id, "status=%d code=%s msg=%s ip=%s", status, code,
+	    log_q(q, sizeof(q), msg), r->ip);
+	json = api_error_json(status, code, msg);
+	reply_text(r, status, "application/json", xstrdup(json), NULL);
+	r->refused = true;
+	if (send_raw(r->conn, status, r->pending, r->id, json)) {
+		MHD_destroy_response(r->pending);
+		r->pending = NULL;
+	}
+	free(json);
 }
 
 /* --- suspension, and noticing a client that leaves while suspended --- */
@@ -1521,16 +1647,22 @@ route_scope(const struct mm_req *r)
 }
 
 static void
-client_ip(struct mm_req *r)
+conn_ip(struct MHD_Connection *conn, char *out, size_t n)
 {
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn,
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
 	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr          *sa = ci ? ci->client_addr : NULL;
 	socklen_t                       sl = sa && sa->sa_family == AF_INET6
 	                                   ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 
-	if (sa == NULL || getnameinfo(sa, sl, r->ip, sizeof(r->ip), NULL, 0, NI_NUMERICHOST) != 0)
-		snprintf(r->ip, sizeof(r->ip), "unknown");
+	if (sa == NULL || getnameinfo(sa, sl, out, (socklen_t)n, NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(out, n, "unknown");
+}
+
+static void
+client_ip(struct mm_req *r)
+{
+	conn_ip(r->conn, r->ip, sizeof(r->ip));
 }
 
 static void
@@ -1611,6 +1743,34 @@ gate_pass(struct mm_req *r)
 	return true;
 }
 
+/* No body byte for limits.bodyIdleTimeoutSeconds: 408 with the JSON error, then close. */
+static void
+on_body_idle(void *arg)
+{
+	struct mm_req                  *r = arg;
+	const union MHD_ConnectionInfo *ci;
+	uint64_t                        idle = (uint64_t)r->cfg->limits.body_idle_timeout_s * 1000u;
+	uint64_t                        now = loop_now_ms();
+
+	r->body_timer = 0;
+	if (r->phase != PH_BODY && !r->refused)
+		return;
+	if (now - r->body_last < idle) {
+		r->body_timer = loop_timer_add(idle - (now - r->body_last), on_body_idle, r);
+		return;
+	}
+	if (!r->refused) {
+		metrics_refusal("timeout");
+		refuse_now(r, 408, "request_timeout", "no request body byte in %d s",
+		    r->cfg->limits.body_idle_timeout_s);
+	}
+	/* MHD reads the end at its next run and closes the connection. */
+	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci != NULL)
+		shutdown(ci->connect_fd, SHUT_RDWR);
+	H.need_run = true;
+}
+
 static void
 first_call(struct mm_req *r)
 {
@@ -1618,6 +1778,7 @@ first_call(struct mm_req *r)
 	const char      *rid = header(r, "X-Request-ID");
 	const char *q = strchr(r->uri, '?');
 	bool        method_ok;
+	const union MHD_ConnectionInfo *hs;
 
 	if (cc != NULL) {
 		loop_timer_cancel(cc->head_timer);
@@ -1631,10 +1792,20 @@ first_call(struct mm_req *r)
 	r->query = q ? q + 1 : NULL;
 	r->route = router_match(r->method, r->path, &method_ok);
 	r->phase = PH_BODY;
+	/* MHD's memory per connection is larger than these limits, so a head past them reaches us
+	 * (a JSON answer) before it would fill MHD's pool (its own HTML answer). Such a head may
+	 * leave the pool no room for an answer's head: refuse_now writes it on the socket. */
 	if (strlen(r->uri) > (size_t)r->cfg->limits.max_url_bytes) {
 		metrics_refusal("size");
-		reply_error(r, 414, "uri_too_long", "request target is longer than %d bytes",
+		refuse_now(r, 414, "uri_too_long", "request target is longer than %d bytes",
 		    r->cfg->limits.max_url_bytes);
+		return;
+	}
+	hs = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	if (hs != NULL && hs->header_size > (size_t)r->cfg->limits.max_header_bytes) {
+		metrics_refusal("size");
+		refuse_now(r, 431, "headers_too_large", "request head is larger than %d bytes",
+		    r->cfg->limits.max_header_bytes);
 		return;
 	}
 	if (conflicting_lengths(r)) {
@@ -1643,9 +1814,10 @@ first_call(struct mm_req *r)
 	}
 	if (!gate_pass(r))
 		return;
-	/* Past the head: a stalled body is bounded by the body idle timeout. */
+	/* Past the head: a stalled body is bounded by the body idle timeout. Our timer answers it
+	 * with a 408 (on_body_idle); MHD's, a second later, only closes, and stays as a backstop. */
 	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
-	    (unsigned)r->cfg->limits.body_idle_timeout_s);
+	    (unsigned)r->cfg->limits.body_idle_timeout_s + 1u);
 	if (!method_ok) {
 		const char *want = r->route.kind == ROUTE_QUERY_MODEL ? "GET" : "POST";
 
@@ -1668,12 +1840,22 @@ first_call(struct mm_req *r)
 		return;
 	{
 		const char *cl = header(r, "Content-Length");
-		long long   n;
+		long long   n = 0;
 		int         limit = body_limit(r);
 
-		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == 0 && n > (long long)limit) {
+		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == -1)
+			n = 0;
+		if (n > (long long)limit) {
+			/* Before the body: on its own MHD would answer and close at once on a client
+			 * still sending, which often loses the answer (EPIPE in Node). */
 			metrics_refusal("size");
-			reply_error(r, 413, "body_too_large", "request body is larger than %d bytes", limit);
+			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes", limit);
+			return;
+		}
+		if (n > 0 || header(r, "Transfer-Encoding") != NULL) {
+			r->body_last = loop_now_ms();
+			r->body_timer = loop_timer_add((uint64_t)r->cfg->limits.body_idle_timeout_s * 1000u,
+			    on_body_idle, r);
 		}
 	}
 }
@@ -1698,10 +1880,25 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		/* An early answer (413, 405) goes out without reading the body. */
 		return r->pending ? queue_pending(r) : MHD_YES;
 	}
+	if (r->refused) {
+		/* Answered already: the rest of the body is dropped, for a while. MHD takes an answer
+		 * still waiting (TLS) once the body is all in; one sent on the socket ends it. */
+		if (*upload_size == 0)
+			return r->pending ? queue_pending(r) : MHD_NO;
+		r->drained += *upload_size;
+		*upload_size = 0;
+		return r->drained > HTTP_413_DRAIN ? MHD_NO : MHD_YES;
+	}
 	if (r->pending)
 		return queue_pending(r);
 	if (r->phase != PH_BODY) /* resumed with nothing to say: wait on */
 		return MHD_YES;
+	if (*upload_size > 0) {
+		r->body_last = loop_now_ms();
+	} else {
+		loop_timer_cancel(r->body_timer);
+		r->body_timer = 0;
+	}
 	if (*upload_size > 0 && r->route.kind == ROUTE_MULTIPART_MODEL) {
 		const char *err = NULL;
 
@@ -1709,14 +1906,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		    (uint64_t)r->cfg->limits.max_multipart_body_bytes) {
 			r->body_too_large = true;
 			buf_free(&r->body);
-		}
-		if (r->body_too_large) {
-			r->drained += *upload_size;
-			if (r->drained > HTTP_413_DRAIN) {
-				dispatch_multipart(r);
-				*upload_size = 0;
-				return queue_pending(r);
-			}
+			metrics_refusal("size");
+			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
+			    r->cfg->limits.max_multipart_body_bytes);
+			r->drained = *upload_size;
 		} else if (r->mp_error == NULL) {
 			if (mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
 				r->mp_error = err;
@@ -1764,28 +1957,22 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_size = 0;
 		if (r->drained > HTTP_API_BODY_MAX) {
 			metrics_refusal("size");
-			reply_error(r, 413, "body_too_large", "%s takes no request body", r->path);
-			return queue_pending(r);
+			refuse_now(r, 413, "body_too_large", "%s takes no request body", r->path);
+			r->drained = 0;
 		}
 		return MHD_YES;
 	}
 	if (*upload_size > 0) {
-		if (r->route.kind != ROUTE_API && !r->body_too_large &&
-		    buf_append(&r->body, upload_data, *upload_size,
+		/* Past the limit nothing is kept: the 413 goes out at once (refuse_now), the rest is
+		 * read and dropped for a while, and an endless body is cut when that runs out. */
+		if (buf_append(&r->body, upload_data, *upload_size,
 		    (size_t)r->cfg->limits.max_json_body_bytes) == -1) {
 			r->body_too_large = true;
 			buf_free(&r->body);
-		}
-		/* Past the limit nothing is kept. The rest is read and dropped for a while so the
-		 * client can read our 413 (closing on a sender loses it); an endless body is cut
-		 * when that allowance runs out too. */
-		if (r->body_too_large) {
-			r->drained += *upload_size;
-			if (r->drained > HTTP_413_DRAIN) {
-				dispatch_model(r);
-				*upload_size = 0;
-				return queue_pending(r);
-			}
+			metrics_refusal("size");
+			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
+			    r->cfg->limits.max_json_body_bytes);
+			r->drained = *upload_size;
 		}
 		*upload_size = 0;
 		return MHD_YES;
@@ -1804,7 +1991,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-	struct mm_req *r = xcalloc(1, sizeof(*r));
+	struct mm_req   *r = xcalloc(1, sizeof(*r));
+	struct conn_ctx *cc = conn_ctx_of(conn);
 
 	(void)cls;
 	r->conn = conn;
@@ -1813,7 +2001,42 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->watch_fd = -1;
 	r->spool_fd = -1;
 	r->t_start = loop_now_ms();
+	if (cc != NULL)
+		cc->req = r;
 	return r;
+}
+
+/* libmicrohttpd answers some requests itself, with its HTML body, before our handler sees
+ * them or instead of it: a head that does not fit the connection's memory (431, or 414 when
+ * the request line alone does not), a Content-Length it cannot parse (400) or hold (413),
+ * malformed chunked encoding (400). Logs and counts such an answer like one of ours. */
+static void
+log_mhd_refusal(struct MHD_Connection *conn, char *id, size_t idn, int status, const char *path)
+{
+	char        ip[GATE_MAX_IP_BYTES], qp[300];
+	const char *code = status == 431 ? "headers_too_large" : status == 414 ? "uri_too_long"
+	                 : status == 413 ? "body_too_large" : "invalid_request";
+	const char *msg = status == 431 ? "request head too large for the connection's memory"
+	                : status == 414 ? "request line too long for the connection's memory"
+	                : status == 413 ? "Content-Length too large"
+	                : "malformed request head or body framing (Content-Length, chunks)";
+
+	H.mhd_refused = 0;
+	if (id[0] == '\0')
+		gen_id(id, idn);
+	conn_ip(conn, ip, sizeof(ip));
+	log_emit(LOG_INFO, "http", id, "status=%d code=%s msg=\"%s\" ip=%s path=%s by=libmicrohttpd",
+	    status, code, msg, ip, log_q(qp, sizeof(qp), path ? path : "-"));
+	metrics_refusal(status == 413 || status == 414 || status == 431 ? "size" : "malformed");
+}
+
+static int
+mhd_status(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_HTTP_STATUS);
+
+	return ci != NULL ? (int)ci->http_status : 0;
 }
 
 static void
@@ -1828,8 +2051,19 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
-	if (conn != NULL && conn_ctx_of(conn) != NULL && H.cfg != NULL)
-		arm_head_deadline(conn_ctx_of(conn)); /* the next request on this connection */
+	if (conn != NULL && r->status == 0 && (r->status = mhd_status(conn)) >= 400)
+		log_mhd_refusal(conn, r->id, sizeof(r->id), r->status, r->uri);
+	if (conn != NULL && conn_ctx_of(conn) != NULL) {
+		struct conn_ctx                *cc = conn_ctx_of(conn);
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+		    MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		cc->req = NULL;
+		cc->rx_mark = ci != NULL ? rx_bytes(ci->connect_fd) : 0;
+		if (H.cfg != NULL)
+			arm_head_deadline(cc); /* the next request on this connection */
+	}
+	loop_timer_cancel(r->body_timer);
 	if (r->watch_fd != -1)
 		loop_fd_del(r->watch_fd);
 	loop_timer_cancel(r->watch_timer);
@@ -1908,6 +2142,13 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		}
 		if (H.nconn > 0)
 			H.nconn--;
+		/* A request line MHD refused (too long for its memory) never reached on_uri: no
+		 * completion tells of it, only MHD's log line (mhd_log), just before this close. */
+		if (cc != NULL && cc->req == NULL && H.mhd_refused != 0) {
+			char id[65] = "";
+
+			log_mhd_refusal(conn, id, sizeof(id), H.mhd_refused, NULL);
+		}
 		if (cc != NULL) {
 			loop_timer_cancel(cc->head_timer);
 			free(cc);
@@ -1928,8 +2169,9 @@ unescape_none(void *cls, struct MHD_Connection *c, char *s)
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	char msg[512], q[600];
-	int  n;
+	char        msg[512], q[600];
+	const char *p;
+	int         n;
 
 	(void)cls;
 	n = vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -1946,6 +2188,14 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 			log_warn("http", "msg=\"out of file descriptors: new connections wait until one "
 			    "closes\" connections=%zu", H.nconn);
 		}
+	}
+	/* "Error processing request (HTTP response code is N (...)). Closing connection." */
+	if ((p = strstr(msg, "HTTP response code is ")) != NULL) {
+		int st = 0;
+
+		for (p += 22; *p >= '0' && *p <= '9' && st < 1000; p++)
+			st = st * 10 + (*p - '0');
+		H.mhd_refused = st >= 400 && st < 600 ? st : 0;
 	}
 	log_debug("mhd", "msg=%s", log_q(q, sizeof(q), msg));
 }
@@ -2082,6 +2332,7 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 		return -1;
 	H.cfg = cfg_ref(cfg);
 	H.rates = gate_rates_new(cfg);
+	H.tls = cfg->tls_cert_pem != NULL;
 	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
 	    (cfg->tls_cert_pem ? MHD_USE_TLS : 0),
 	    0, NULL, NULL, on_request, NULL,
@@ -2091,10 +2342,14 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    /* Headers must fit the connection's memory: that is the header limit (431 past it). */
+	    /* A connection's memory: a head up to the header limit, with room to spare so that a
+	     * head a little past the limit reaches first_call (our JSON 431) before it fills the
+	     * pool (MHD's own HTML 431, the backstop). MHD zeroes the whole pool after each
+	     * request, so every byte here is resident for each connection: keep it small. */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->limits.max_header_bytes + HTTP_POOL_SLACK,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.header_timeout_s,
+	    /* Our head deadline answers 408 first; MHD's idle timeout is the backstop. */
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.header_timeout_s + 1u,
 	    cfg->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cfg->tls_cert_pem,
 	    MHD_OPTION_HTTPS_MEM_KEY, cfg->tls_key_pem,
 	    MHD_OPTION_END);

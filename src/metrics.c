@@ -22,7 +22,8 @@ struct histo {
 };
 
 static const char *const unload_reasons[] = { "ttl", "swap", "api", "crash", "shutdown" };
-static const char *const refusal_reasons[] = { "auth", "cors", "rate", "size", "path" };
+static const char *const refusal_reasons[] = { "auth", "cors", "rate", "size", "path", "timeout",
+	"malformed" };
 
 struct route_series {
 	char              *route;

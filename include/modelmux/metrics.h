@@ -25,7 +25,7 @@ void metrics_queue_wait(const char *model, double seconds);
 /* One finished request; model may be NULL (no model involved); ttfb < 0 when none. */
 void metrics_request(const char *model, const char *route, int status, double ttfb_seconds);
 void metrics_tokens(const char *model, long long prompt, long long completion);
-/* reason: auth, cors, rate, size, path. */
+/* reason: auth, cors, rate, size, path, timeout (408), malformed (a 400 libmicrohttpd made). */
 void metrics_refusal(const char *reason);
 void metrics_set_connections(size_t n);
 

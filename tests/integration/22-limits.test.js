@@ -125,11 +125,64 @@ test('an endless chunked body is cut: connection closed, memory bounded, no back
   await d.stop();
 });
 
-test('an endless chunked body: the client is told 413 before the cut', {
-  todo: 'daemon bug: the 413 is queued only after 64 MB are drained and is lost in the close (client sees no answer)',
-}, () => {
+test('an endless chunked body: the client is told 413 as soon as it passes the limit', () => {
   assert.ok(endless.response, `no HTTP answer received after sending ${endless.sent / MB} MB`);
-  h.assertError(endless.response, 413);
+  h.assertError(endless.response, 413, /larger than 1024 bytes/);
+  assert.equal(endless.response.headers.connection, 'close');
+  assert.equal(endless.response.heads, 1);
+  assert.ok(endless.sent < 64 * MB, `answered only after ${endless.sent / MB} MB`);
+});
+
+// Sends an endless chunked body with Node's own http client; resolves with what it saw.
+function nodeEndless(d, route, headers = { 'Content-Type': 'application/json' }) {
+  const http = require('node:http');
+  const i = d.addr.lastIndexOf(':');
+  return new Promise((resolve) => {
+    const req = http.request({ host: d.addr.slice(0, i), port: Number(d.addr.slice(i + 1)), method: 'POST',
+      path: route, headers });
+    let sent = 0;
+    let done = false;
+    const finish = (v) => { if (!done) { done = true; resolve({ ...v, sent }); req.destroy(); } };
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (b) => { body += b; });
+      res.on('end', () => finish({ status: res.statusCode, headers: res.headers, body }));
+      res.on('error', (e) => finish({ error: e.code }));
+    });
+    req.on('error', (e) => finish({ error: e.code }));
+    const chunk = Buffer.alloc(MB, 0x20);
+    (function pump() {
+      while (!done && sent < 256 * MB) {
+        sent += MB;
+        if (!req.write(chunk)) { req.once('drain', pump); return; }
+      }
+    }());
+  });
+}
+
+test('an endless or oversized body: curl and Node\'s http client both read the 413', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  for (const route of [CHAT, '/health']) {
+    const r = await nodeEndless(d, route);
+    assert.equal(r.status, 413, `node, ${route}: ${JSON.stringify(r).slice(0, 200)}`);
+    assert.equal(JSON.parse(r.body).error.code, 'body_too_large');
+    assert.ok(r.sent < 64 * MB, `node, ${route}: answered after ${r.sent / MB} MB`);
+  }
+  // curl stops sending when an error answer arrives mid-upload ("HTTP error before end of send").
+  const big = `${fs.mkdtempSync('/tmp/mm-22-')}/body`;
+  fs.writeFileSync(big, Buffer.alloc(48 * MB, 0x20));
+  for (const extra of [['-H', 'Transfer-Encoding: chunked'], []]) {
+    const r = await h.curl(['-H', 'Content-Type: application/json', ...extra, '--data-binary', `@${big}`,
+      '-w', '\n%{http_code}', `${d.url}${CHAT}`]);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.at(-1), '413', `curl ${extra.join(' ')}: ${r.stdout.slice(0, 200)} ${r.stderr}`);
+    assert.equal(JSON.parse(lines[0]).error.code, 'body_too_large');
+  }
+  fs.rmSync(big.replace(/\/body$/, ''), { recursive: true });
+  assert.equal(d.logCount(/status=413 code=body_too_large msg=\S.* ip=127\.0\.0\.1/), 4);
+  assert.equal((await h.get(`${d.url}/health`)).status, 200);
+  await d.stop();
 });
 
 test('a body on a route that takes none (POST /health, no key needed) is not read forever', async (t) => {
@@ -179,32 +232,81 @@ test('100 kB of headers → 431 and the connection closed; a 20 kB URL → 414',
   await d.stop();
 });
 
-test('refusals libmicrohttpd makes itself are well-formed, JSON and logged like ours', {
-  todo: 'daemon bug: MHD-made 400/413/414/431 answers are HTML, not logged as refusals; the 400/413 ones repeat the status line and headers',
-}, async (t) => {
+test('a head past maxHeaderBytes or maxUrlBytes but within MHD\'s memory gets our JSON 431/414, even at the edge', async (t) => {
   const port = await h.freePorts(2);
   const d = await h.startDaemon(t, { config: config(port) });
-  const problems = [];
-  for (const [what, req, status] of [
-    ['100 kB header', head('GET', '/v1/models', [`X-Big: ${'a'.repeat(100000)}`]), 431],
-    ['Content-Length: -1', head('POST', CHAT, ['Content-Length: -1']), 400],
-    ['Content-Length: 10^23', head('POST', CHAT, ['Content-Length: 99999999999999999999999']), 413],
-    ['100 kB URL', head('GET', `/v1/models?q=${'x'.repeat(100000)}`), 414],
+  // Connection memory is maxHeaderBytes + 4 kB (HTTP_POOL_SLACK): a head near 20 kB leaves MHD
+  // no room for an answer's head of its own, so ours goes out on the socket.
+  for (const [what, req, status, code] of [
+    ['18 kB header', head('GET', '/v1/models', [`X-Big: ${'a'.repeat(18000)}`]), 431, 'headers_too_large'],
+    ['19.5 kB header', head('GET', '/v1/models', [`X-Big: ${'a'.repeat(19500)}`]), 431, 'headers_too_large'],
+    ['40 headers of 420 bytes', head('GET', '/v1/models', Array.from({ length: 40 }, (_, i) => `X-H${i}: ${'b'.repeat(420)}`)), 431, 'headers_too_large'],
+    ['19.5 kB URL', head('GET', `/v1/models?q=${'x'.repeat(19500)}`), 414, 'uri_too_long'],
   ]) {
+    const c = connect(d);
+    await c.ready;
+    c.s.write(req);
+    const r = await waitAnswer(c);
+    assert.ok(r.json, `${what}: ${r.raw && r.raw.slice(0, 120)}`);
+    h.assertError(r, status);
+    assert.equal(r.json.error.code, code, what);
+    assert.equal(r.heads, 1, what);
+    assert.equal(r.headers.connection, 'close', what);
+    await h.waitFor(() => c.closed, { timeout: 2000, what: `close after ${what}` });
+  }
+  await d.waitLog(/status=431 code=headers_too_large msg="request head is larger than 16384 bytes" ip=127\.0\.0\.1/);
+  const m = await h.get(`${d.url}/metrics`);
+  assert.match(m.text, /modelmux_gate_refusals_total\{reason="size"\} 4\b/);
+  await d.stop();
+});
+
+const mhdMade = [
+  ['100 kB header', head('GET', '/v1/models', [`X-Big: ${'a'.repeat(100000)}`]), 431],
+  ['Content-Length: -1', head('POST', CHAT, ['Content-Length: -1']), 400],
+  ['Content-Length: 10^23', head('POST', CHAT, ['Content-Length: 99999999999999999999999']), 413],
+  ['100 kB URL', head('GET', `/v1/models?q=${'x'.repeat(100000)}`), 414],
+];
+const mhdSeen = [];
+
+test('refusals libmicrohttpd makes itself have the right status, are logged once with id and address, and counted', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port) });
+  for (const [what, req, status] of mhdMade) {
     const c = connect(d);
     await c.ready;
     c.s.write(req);
     const r = await waitAnswer(c);
     await h.waitFor(() => c.closed, { timeout: 2000, what: 'close' }).catch(() => {});
     c.s.destroy();
-    if (r.status !== status) problems.push(`${what}: status ${r.status}`);
+    mhdSeen.push([what, r]);
+    assert.equal(r.status, status, what);
+  }
+  await d.waitLog(/status=414 code=uri_too_long .* by=libmicrohttpd/);
+  assert.equal(d.logCount(/info http req=\S+ status=4\d\d code=\S+ msg=".*" ip=127\.0\.0\.1 .*by=libmicrohttpd/), 4);
+  for (const [, , status] of mhdMade) {
+    assert.equal(d.logCount(new RegExp(`status=${status} .*by=libmicrohttpd`)), 1, `${status} logged once`);
+  }
+  const m = await h.get(`${d.url}/metrics`);
+  assert.match(m.text, /modelmux_gate_refusals_total\{reason="size"\} 3\b/);
+  assert.match(m.text, /modelmux_gate_refusals_total\{reason="malformed"\} 1\b/);
+  assert.equal((await h.get(`${d.url}/health`)).status, 200);
+  await d.stop();
+});
+
+test('refusals libmicrohttpd makes itself are well-formed and JSON', {
+  todo: 'libmicrohttpd 0.9.75 limit: these answers are made inside MHD before any callback of ours sees the '
+    + 'request (a head larger than the connection memory, a Content-Length it cannot parse or hold), with its '
+    + 'compile-time HTML bodies; for the Content-Length ones its parse_connection_headers queues the error and '
+    + 'then goes on to build the response head a second time (fixed upstream after 0.9.75). Making the 100 kB '
+    + 'head reach us would need a ~128 kB pool, which MHD zeroes after every request: ~+96 MB resident per '
+    + '1000 keep-alive connections.',
+}, () => {
+  const problems = [];
+  for (const [what, r] of mhdSeen) {
     if (r.heads !== 1) problems.push(`${what}: ${r.heads} status lines in one answer`);
     if (!r.json || !r.json.error) problems.push(`${what}: not an OpenAI error body`);
   }
-  const refusals = d.logCount(/info http req=\S+ status=4\d\d /);
-  await d.stop();
   assert.deepEqual(problems, []);
-  assert.equal(refusals, 4, 'each refusal logged with its status');
 });
 
 test('two different Content-Length headers are refused with 400 (RFC 9112 §6.3)', async (t) => {
@@ -238,7 +340,7 @@ test('JSON nested 1000 levels deep → 400 mentioning nesting, no backend', asyn
   await d.stop();
 });
 
-test('slowloris: half a request head is closed after headerTimeoutSeconds; a stalled body after bodyIdleTimeoutSeconds', async (t) => {
+test('slowloris: half a request head gets 408 after headerTimeoutSeconds, a stalled body 408 after bodyIdleTimeoutSeconds, an idle connection a quiet close', async (t) => {
   const port = await h.freePorts(2);
   const d = await h.startDaemon(t, { config: config(port) });
   const half = connect(d);
@@ -255,7 +357,20 @@ test('slowloris: half a request head is closed after headerTimeoutSeconds; a sta
     // Nothing was answered that looked like success.
     assert.doesNotMatch(c.data, /HTTP\/1\.1 2\d\d/);
   }
+  for (const [c, re] of [[half, /request head not complete in 1 s/], [body, /no request body byte in 1 s/]]) {
+    const r = response(c);
+    h.assertError(r, 408, re);
+    assert.equal(r.json.error.code, 'request_timeout');
+    assert.equal(r.headers.connection, 'close');
+    assert.equal(r.heads, 1);
+  }
+  assert.equal(idle.data, '', 'an idle connection is closed without an answer');
+  assert.equal(d.logCount(/info http req=\S+ status=408 code=request_timeout msg="request head not complete in 1 s" ip=127\.0\.0\.1/), 1);
+  assert.equal(d.logCount(/info http req=\S+ status=408 code=request_timeout msg="no request body byte in 1 s" ip=127\.0\.0\.1/), 1);
+  assert.equal(d.logCount(/access .*status=408/), 2);
   assert.equal(d.logCount(/msg=spawned/), 0);
+  const m = await h.get(`${d.url}/metrics`);
+  assert.match(m.text, /modelmux_gate_refusals_total\{reason="timeout"\} 2\b/);
   // The daemon still serves.
   assert.equal((await h.get(`${d.url}/health`)).status, 200);
   await d.stop();
@@ -274,7 +389,9 @@ test('slowloris: a head trickled one header at a time is still cut after headerT
   } finally {
     clearInterval(timer);
     c.s.destroy();
-    await d.stop();
   }
   assert.ok(c.closedAt - c.t0 < 2800);
+  h.assertError(response(c), 408, /request head not complete/);
+  assert.equal((await h.get(`${d.url}/health`)).status, 200);
+  await d.stop();
 });
