@@ -371,3 +371,57 @@ router_usage(const char *text, size_t len, bool tail, long long *prompt, long lo
 	cJSON_Delete(doc);
 	return found;
 }
+
+static void
+usage_sse_line(struct router_usage_scan *s)
+{
+	const char *d = s->keep.data;
+	size_t      n = s->keep.len;
+
+	if (n > 5 && strncmp(d, "data:", 5) == 0 &&
+	    router_usage(d + 5, n - 5, false, &s->prompt, &s->completion))
+		s->found = true;
+}
+
+void
+router_usage_feed(struct router_usage_scan *s, const char *p, size_t n)
+{
+	if (!s->sse) {
+		if (n >= ROUTER_USAGE_TAIL) {
+			buf_reset(&s->keep);
+			p += n - ROUTER_USAGE_TAIL;
+			n = ROUTER_USAGE_TAIL;
+		} else if (s->keep.len + n > ROUTER_USAGE_TAIL) {
+			buf_consume(&s->keep, s->keep.len + n - ROUTER_USAGE_TAIL);
+		}
+		if (buf_append(&s->keep, p, n, ROUTER_USAGE_TAIL) == -1)
+			buf_reset(&s->keep);
+		return;
+	}
+	while (n > 0) {
+		const char *nl = memchr(p, '\n', n);
+		size_t      k = nl ? (size_t)(nl - p) : n;
+
+		if (!s->skip && buf_append(&s->keep, p, k, ROUTER_USAGE_LINE_MAX) == -1) {
+			s->skip = true;
+			buf_reset(&s->keep);
+		}
+		if (nl == NULL)
+			return;
+		if (!s->skip)
+			usage_sse_line(s);
+		s->skip = false;
+		buf_reset(&s->keep);
+		p += k + 1;
+		n -= k + 1;
+	}
+}
+
+bool
+router_usage_end(struct router_usage_scan *s)
+{
+	if (!s->sse && s->keep.len > 0 &&
+	    router_usage(s->keep.data, s->keep.len, true, &s->prompt, &s->completion))
+		s->found = true;
+	return s->found;
+}

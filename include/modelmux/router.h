@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "modelmux/config.h"
+#include "modelmux/util.h"
 
 struct cJSON;
 
@@ -56,5 +57,25 @@ bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
  * tail set — the last bytes of a JSON body, searched for its last "usage" object. Returns
  * true when counts were found. */
 bool router_usage(const char *text, size_t len, bool tail, long long *prompt, long long *completion);
+
+#define ROUTER_USAGE_LINE_MAX (64u << 10) /* longest SSE line scanned for usage */
+#define ROUTER_USAGE_TAIL     (16u << 10) /* end of a JSON body kept to find its usage */
+
+/* Token usage read out of a response as it streams, keeping at most one SSE line or the last
+ * ROUTER_USAGE_TAIL bytes of a JSON body, never the body. Zero-initialise, set `sse`, feed the
+ * body with router_usage_feed, call router_usage_end once, free `keep` with buf_free. */
+struct router_usage_scan {
+	bool       sse;     /* an event stream: every "data:" line is scanned */
+	bool       skip;    /* an SSE line too long to keep: skip to its end */
+	bool       found;   /* prompt and completion hold counts */
+	long long  prompt, completion;
+	struct buf keep;    /* the SSE line in progress, or the tail of a JSON body */
+};
+
+/* Scans the next n bytes of the response body. */
+void router_usage_feed(struct router_usage_scan *s, const char *p, size_t n);
+
+/* After the whole body: looks for usage in a JSON body's tail. Returns s->found. */
+bool router_usage_end(struct router_usage_scan *s);
 
 #endif
