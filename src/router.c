@@ -320,10 +320,24 @@ router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 	return changed;
 }
 
+/* A token count: a number within [0, ROUTER_MAX_TOKEN_COUNT] (a backend's 1e300 or -5 is no
+ * count, and converting it to long long would be undefined). */
+static bool
+token_count(const cJSON *v, long long *n)
+{
+	*n = 0;
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= ROUTER_MAX_TOKEN_COUNT))
+		return false;
+	*n = (long long)v->valuedouble;
+	return true;
+}
+
 static bool
 usage_counts(const cJSON *u, long long *prompt, long long *completion)
 {
 	const cJSON *p, *c;
+	long long    pn, cn;
+	bool         pok, cok;
 
 	if (!cJSON_IsObject(u))
 		return false;
@@ -333,10 +347,12 @@ usage_counts(const cJSON *u, long long *prompt, long long *completion)
 	c = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
 	if (c == NULL)
 		c = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
-	if (!cJSON_IsNumber(p) && !cJSON_IsNumber(c))
+	pok = token_count(p, &pn);
+	cok = token_count(c, &cn);
+	if (!pok && !cok)
 		return false;
-	*prompt = cJSON_IsNumber(p) ? (long long)p->valuedouble : 0;
-	*completion = cJSON_IsNumber(c) ? (long long)c->valuedouble : 0;
+	*prompt = pn;
+	*completion = cn;
 	return true;
 }
 

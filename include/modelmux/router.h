@@ -12,6 +12,7 @@
 struct cJSON;
 
 #define ROUTER_MAX_JSON_DEPTH 64 /* nesting accepted in a request body */
+#define ROUTER_MAX_TOKEN_COUNT 1e15 /* larger (or negative) usage counts are ignored */
 
 enum route_kind {
 	ROUTE_API = 0,      /* not a model route: management or 404, answered by api */
@@ -53,7 +54,8 @@ bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
 
 /* Token counts from a response's "usage" object (OpenAI's prompt_tokens/completion_tokens,
  * or input_tokens/output_tokens; also under "response" or "message" as the Responses and
- * Messages APIs nest it). `text` is one JSON document (an SSE event's data), or — with
+ * Messages APIs nest it; a count that is negative, not a number or above ROUTER_MAX_TOKEN_COUNT
+ * is ignored). `text` is one JSON document (an SSE event's data), or — with
  * tail set — the last bytes of a JSON body, searched for its last "usage" object. Returns
  * true when counts were found. */
 bool router_usage(const char *text, size_t len, bool tail, long long *prompt, long long *completion);

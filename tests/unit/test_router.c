@@ -77,6 +77,25 @@ test_model(void)
 }
 
 static void
+test_usage(void)
+{
+	long long   p = -7, c = -7;
+	const char *ok = "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}";
+	/* found by fuzz_usage: converting 1e300 to long long was undefined */
+	const char *huge = "{\"usage\":{\"prompt_tokens\":1e300,\"completion_tokens\":-1e19}}";
+	const char *half = "{\"usage\":{\"prompt_tokens\":-2,\"completion_tokens\":4}}";
+
+	ASSERT_TRUE(router_usage(ok, strlen(ok), false, &p, &c));
+	ASSERT_INT_EQ(p, 3);
+	ASSERT_INT_EQ(c, 5);
+	ASSERT_FALSE(router_usage(huge, strlen(huge), false, &p, &c));
+	ASSERT_FALSE(router_usage(huge, strlen(huge), true, &p, &c));
+	ASSERT_TRUE(router_usage(half, strlen(half), true, &p, &c));
+	ASSERT_INT_EQ(p, 0);
+	ASSERT_INT_EQ(c, 4);
+}
+
+static void
 test_rewrite(void)
 {
 	char             s1[] = "temperature", s2[] = "a.b", s3[] = "model", s4[] = "missing.path";
@@ -134,5 +153,6 @@ main(void)
 	test_query();
 	test_model();
 	test_rewrite();
+	test_usage();
 	CHECK_DONE();
 }
