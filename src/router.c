@@ -1,4 +1,5 @@
 /* router: endpoint classification, model extraction and JSON body rewrites. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -201,12 +202,65 @@ depth_ok(const char *s, size_t len, int max)
 	return true;
 }
 
+struct key_scratch {
+	const char **v;
+	size_t       cap;
+};
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Finds a key repeated within one object anywhere in the tree (cJSON reads the first, most
+ * backends the last, so the backend would not see the model and rewrites we saw). Returns 1
+ * and sets *dup, 0 when there is none, -1 when out of memory. */
+static int
+repeated_key(const cJSON *node, struct key_scratch *ks, const char **dup)
+{
+	const cJSON *it;
+	size_t       n = 0;
+	int          r;
+
+	if (cJSON_IsObject(node)) {
+		cJSON_ArrayForEach(it, node) {
+			if (n == ks->cap) {
+				size_t       cap = ks->cap ? 2 * ks->cap : 16;
+				const char **v = try_realloc(ks->v, cap * sizeof(*v));
+
+				if (v == NULL)
+					return -1;
+				ks->v = v;
+				ks->cap = cap;
+			}
+			ks->v[n++] = it->string;
+		}
+		if (n > 1)
+			qsort(ks->v, n, sizeof(*ks->v), key_cmp);
+		for (size_t i = 1; i < n; i++) {
+			if (strcmp(ks->v[i - 1], ks->v[i]) == 0) {
+				*dup = ks->v[i];
+				return 1;
+			}
+		}
+	}
+	cJSON_ArrayForEach(it, node) {
+		if ((r = repeated_key(it, ks, dup)) != 0)
+			return r;
+	}
+	return 0;
+}
+
 struct cJSON *
 router_json_model(const char *body, size_t len, int max_depth, const char **model, char *err,
     size_t errlen)
 {
-	cJSON       *doc;
-	const cJSON *m;
+	struct key_scratch ks = { 0 };
+	cJSON             *doc;
+	const cJSON       *m;
+	const char        *dup = NULL;
+	int                r;
 
 	*model = NULL;
 	if (len == 0) {
@@ -225,6 +279,13 @@ router_json_model(const char *body, size_t len, int max_depth, const char **mode
 		snprintf(err, errlen, "request body must be a JSON object");
 		goto fail;
 	}
+	if ((r = repeated_key(doc, &ks, &dup)) != 0) {
+		if (r == 1)
+			snprintf(err, errlen, "request body repeats the key \"%.64s\" in one object", dup);
+		else
+			snprintf(err, errlen, "request body is too large to check");
+		goto fail;
+	}
 	m = cJSON_GetObjectItemCaseSensitive(doc, "model");
 	if (m == NULL) {
 		snprintf(err, errlen, "missing \"model\" field");
@@ -235,8 +296,10 @@ router_json_model(const char *body, size_t len, int max_depth, const char **mode
 		goto fail;
 	}
 	*model = m->valuestring;
+	free(ks.v);
 	return doc;
 fail:
+	free(ks.v);
 	cJSON_Delete(doc);
 	return NULL;
 }

@@ -44,7 +44,8 @@ int router_query_param(const char *query, const char *name, char *out, size_t n)
 
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason
- * in err: not JSON, not an object, too deep, no "model" string. */
+ * in err: not JSON, not an object, too deep, a key repeated within one object (the backend
+ * might read the other one), no "model" string. */
 struct cJSON *router_json_model(const char *body, size_t len, int max_depth, const char **model,
     char *err, size_t errlen);
 

@@ -74,6 +74,16 @@ test_model(void)
 	    &model, err);
 	ASSERT_NOT_NULL(doc);
 	cJSON_Delete(doc);
+
+	/* A repeated key (found by fuzz_json): cJSON reads the first, the backend may read the
+	 * last, past useModelName and the filters. */
+	ASSERT_NULL(extract("{\"model\":\"a\",\"model\":\"b\"}", &model, err));
+	ASSERT_CONTAINS(err, "repeats the key \"model\"");
+	ASSERT_NULL(extract("{\"model\":\"a\",\"x\":[{\"k\":1,\"j\":2,\"k\":3}]}", &model, err));
+	ASSERT_CONTAINS(err, "repeats the key \"k\"");
+	doc = extract("{\"model\":\"a\",\"x\":{\"model\":\"b\"},\"y\":[{\"k\":1},{\"k\":2}]}", &model, err);
+	ASSERT_NOT_NULL(doc);
+	cJSON_Delete(doc);
 }
 
 static void
