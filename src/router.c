@@ -470,10 +470,12 @@ router_usage_feed(struct router_usage_scan *s, const char *p, size_t n)
 			buf_reset(&s->keep);
 			p += n - ROUTER_USAGE_TAIL;
 			n = ROUTER_USAGE_TAIL;
-		} else if (s->keep.len + n > ROUTER_USAGE_TAIL) {
+		} else if (s->keep.len + n > 2 * ROUTER_USAGE_TAIL) {
+			/* Trimmed once per ROUTER_USAGE_TAIL bytes, not per chunk: a body trickling
+			 * in byte by byte must not cost a ROUTER_USAGE_TAIL move for each. */
 			buf_consume(&s->keep, s->keep.len + n - ROUTER_USAGE_TAIL);
 		}
-		if (buf_append(&s->keep, p, n, ROUTER_USAGE_TAIL) == -1)
+		if (buf_append(&s->keep, p, n, 2 * ROUTER_USAGE_TAIL) == -1)
 			buf_reset(&s->keep);
 		return;
 	}
@@ -499,8 +501,10 @@ router_usage_feed(struct router_usage_scan *s, const char *p, size_t n)
 bool
 router_usage_end(struct router_usage_scan *s)
 {
+	size_t off = s->keep.len > ROUTER_USAGE_TAIL ? s->keep.len - ROUTER_USAGE_TAIL : 0;
+
 	if (!s->sse && s->keep.len > 0 &&
-	    router_usage(s->keep.data, s->keep.len, true, &s->prompt, &s->completion))
+	    router_usage(s->keep.data + off, s->keep.len - off, true, &s->prompt, &s->completion))
 		s->found = true;
 	return s->found;
 }

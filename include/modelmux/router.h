@@ -64,15 +64,16 @@ bool router_usage(const char *text, size_t len, bool tail, long long *prompt, lo
 #define ROUTER_USAGE_LINE_MAX (64u << 10) /* longest SSE line scanned for usage */
 #define ROUTER_USAGE_TAIL     (16u << 10) /* end of a JSON body kept to find its usage */
 
-/* Token usage read out of a response as it streams, keeping at most one SSE line or the last
- * ROUTER_USAGE_TAIL bytes of a JSON body, never the body. Zero-initialise, set `sse`, feed the
+/* Token usage read out of a response as it streams, keeping at most one SSE line or the end
+ * of a JSON body (up to 2 * ROUTER_USAGE_TAIL bytes, of which the last ROUTER_USAGE_TAIL are
+ * searched), never the body. Zero-initialise, set `sse`, feed the
  * body with router_usage_feed, call router_usage_end once, free `keep` with buf_free. */
 struct router_usage_scan {
 	bool       sse;     /* an event stream: every "data:" line is scanned */
 	bool       skip;    /* an SSE line too long to keep: skip to its end */
 	bool       found;   /* prompt and completion hold counts */
 	long long  prompt, completion;
-	struct buf keep;    /* the SSE line in progress, or the tail of a JSON body */
+	struct buf keep;    /* the SSE line in progress, or the end of a JSON body */
 };
 
 /* Scans the next n bytes of the response body. */

@@ -103,6 +103,22 @@ test_usage(void)
 	ASSERT_TRUE(router_usage(half, strlen(half), true, &p, &c));
 	ASSERT_INT_EQ(p, 0);
 	ASSERT_INT_EQ(c, 4);
+
+	/* A JSON body trickling in byte by byte: only its end is kept, and searched. */
+	struct router_usage_scan s = { 0 };
+	const char *end = ",\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":12}}";
+
+	router_usage_feed(&s, "{\"x\":\"", 6);
+	for (int i = 0; i < 5 * (int)ROUTER_USAGE_TAIL; i++)
+		router_usage_feed(&s, "a", 1);
+	router_usage_feed(&s, "\"", 1);
+	for (const char *q = end; *q != '\0'; q++)
+		router_usage_feed(&s, q, 1);
+	ASSERT_TRUE(s.keep.len <= 2 * ROUTER_USAGE_TAIL);
+	ASSERT_TRUE(router_usage_end(&s));
+	ASSERT_INT_EQ(s.prompt, 11);
+	ASSERT_INT_EQ(s.completion, 12);
+	buf_free(&s.keep);
 }
 
 static void
