@@ -1,4 +1,4 @@
-# modelmux — see README.md. Targets: all run test check valgrind lint deps clean.
+# modelmux — see README.md. Targets: all run test check valgrind fuzz lint deps clean.
 
 VERSION  := 0.1.0
 BUILD    ?= build
