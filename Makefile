@@ -59,7 +59,8 @@ $(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 # libFuzzer: every harness built by clang with ASan+UBSan, then run FUZZ_SECONDS each. New
 # inputs go to a scratch corpus ($(FUZZ_BUILD)/corpus/<h>), never into fuzz/corpus; crashers to
 # $(FUZZ_BUILD)/crash/<h>/ (add them to fuzz/corpus/<h>/ once fixed). FUZZ_MAXLEN bounds
-# each harness's inputs to what its parser meets (4096 when not listed).
+# each harness's inputs to what its parser meets (4096 when not listed); fuzz/<h>.dict, when
+# there is one, gives libFuzzer the parser's words.
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
@@ -91,7 +92,8 @@ fuzz: $(FUZZ_BIN)
 	  for kv in $(FUZZ_MAXLEN); do [ "$${kv%%=*}" = "$$h" ] && len=$${kv#*=}; done; \
 	  rm -rf $(FUZZ_BUILD)/corpus/$$h; mkdir -p $(FUZZ_BUILD)/corpus/$$h $(FUZZ_BUILD)/crash/$$h; \
 	  echo "== fuzz_$$h ($(FUZZ_SECONDS) s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -timeout=10 -print_final_stats=1 \
+	  dict=""; [ -f fuzz/$$h.dict ] && dict=-dict=fuzz/$$h.dict; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -timeout=10 -print_final_stats=1 $$dict \
 	    -artifact_prefix=$(FUZZ_BUILD)/crash/$$h/ $(FUZZ_BUILD)/corpus/$$h fuzz/corpus/$$h \
 	    </dev/null >$(FUZZ_BUILD)/fuzz_$$h.log 2>&1 || fail="$$fail $$h"; \
 	  n=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_BUILD)/fuzz_$$h.log); \
