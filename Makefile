@@ -1,4 +1,4 @@
-# modelmux — see README.md. Targets: all run test check valgrind lint deps clean.
+# modelmux — see README.md. Targets: all run test check valgrind fuzz lint deps clean.
 
 VERSION  := 0.1.0
 BUILD    ?= build
@@ -24,7 +24,7 @@ DAEMON   := $(BUILD)/modelmux
 FAKE     := $(BUILD)/mm-fake-backend
 CONFIG   ?= config.example.yaml
 
-.PHONY: all run test unit integration fuzz-replay check valgrind lint deps clean npm-deps install
+.PHONY: all run test unit integration fuzz-replay fuzz check valgrind lint deps clean npm-deps install
 
 all: $(DAEMON) $(FAKE)
 
@@ -55,6 +55,52 @@ $(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c $(BUILD)/libmodelmux.a | $(B
 
 $(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@
+
+# libFuzzer: every harness built by clang with ASan+UBSan, then run FUZZ_SECONDS each. New
+# inputs go to a scratch corpus ($(FUZZ_BUILD)/corpus/<h>), never into fuzz/corpus; crashers to
+# $(FUZZ_BUILD)/crash/<h>/ (add them to fuzz/corpus/<h>/ once fixed). FUZZ_MAXLEN bounds
+# each harness's inputs to what its parser meets (4096 when not listed); fuzz/<h>.dict, when
+# there is one, gives libFuzzer the parser's words.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS   = -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude \
+                -DMM_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_OBJ     := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_MAXLEN  := config=16384 split=4096 json=8192 multipart=8192 upath=4096 auth=2048 usage=8192
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(FUZZ_BUILD)/obj
+	@echo "  CC      $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/libmodelmux.a: $(FUZZ_OBJ)
+	@$(AR) rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libmodelmux.a
+	@echo "  LINK    $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libmodelmux.a $(LDLIBS)
+
+$(FUZZ_BUILD)/obj:
+	mkdir -p $@
+
+fuzz: $(FUZZ_BIN)
+	@fail=""; summary=""; \
+	for f in $(FUZZ_BIN); do \
+	  h=$${f##*/fuzz_}; len=4096; \
+	  for kv in $(FUZZ_MAXLEN); do [ "$${kv%%=*}" = "$$h" ] && len=$${kv#*=}; done; \
+	  rm -rf $(FUZZ_BUILD)/corpus/$$h; mkdir -p $(FUZZ_BUILD)/corpus/$$h $(FUZZ_BUILD)/crash/$$h; \
+	  echo "== fuzz_$$h ($(FUZZ_SECONDS) s)"; \
+	  dict=""; [ -f fuzz/$$h.dict ] && dict=-dict=fuzz/$$h.dict; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -timeout=10 -print_final_stats=1 $$dict \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash/$$h/ $(FUZZ_BUILD)/corpus/$$h fuzz/corpus/$$h \
+	    </dev/null >$(FUZZ_BUILD)/fuzz_$$h.log 2>&1 || fail="$$fail $$h"; \
+	  n=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_BUILD)/fuzz_$$h.log); \
+	  summary="$$summary$$(printf '%-10s %12s execs' $$h "$${n:-?}")\n"; \
+	done; \
+	printf "== executions in $(FUZZ_SECONDS) s per harness\n$$summary"; \
+	if [ -n "$$fail" ]; then echo "fuzz: failed:$$fail (see $(FUZZ_BUILD)/fuzz_<h>.log)"; exit 1; fi
 
 run: deps all
 	$(DAEMON) -c $(CONFIG)
@@ -101,7 +147,7 @@ install: $(DAEMON)
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/modelmux/README.md
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 # Benchmark (bench/README.md): direct vs modelmux vs nginx vs HAProxy, in one run.
 .PHONY: bench

@@ -94,11 +94,7 @@ struct mm_req {
 	uint64_t               loading_timer;
 	uint64_t               loading_since;
 	char                   tail2[2];    /* the last two body bytes from the backend */
-	struct buf             scan;        /* usage scanning: the SSE line in progress, or the
-	                                     * last HTTP_USAGE_TAIL bytes of a JSON body */
-	bool                   scan_skip;   /* an SSE line too long to keep: skip to its end */
-	long long              prompt_tokens, completion_tokens;
-	bool                   have_usage;
+	struct router_usage_scan usage;     /* token counts read from the response */
 	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
 	/* A small answer of known length is sent whole: head and body in one write, once the body
 	 * is all in (it arrives with the head, as a rule). */
@@ -596,62 +592,12 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	}
 	if (sse)
 		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-	r->sse = sse && content_length < 0;
+	r->usage.sse = r->sse = sse && content_length < 0;
 	if (r->whole != NULL)
 		return; /* queued once the body is in: on_up_body */
 	set_reply(r, status, resp);
 	r->phase = PH_STREAM;
 	req_resume(r);
-}
-
-#define HTTP_USAGE_LINE_MAX (64u << 10) /* longest SSE line scanned for usage */
-#define HTTP_USAGE_TAIL     (16u << 10) /* end of a JSON body kept to find its usage */
-
-static void
-scan_sse_line(struct mm_req *r)
-{
-	const char *d = r->scan.data;
-	size_t      n = r->scan.len;
-
-	if (n > 5 && strncmp(d, "data:", 5) == 0 &&
-	    router_usage(d + 5, n - 5, false, &r->prompt_tokens, &r->completion_tokens))
-		r->have_usage = true;
-}
-
-/* Reads token usage out of the response as it streams, keeping at most one SSE line or the
- * tail of a JSON body — never the body. */
-static void
-scan_usage(struct mm_req *r, const char *p, size_t n)
-{
-	if (!r->sse) {
-		if (n >= HTTP_USAGE_TAIL) {
-			buf_reset(&r->scan);
-			p += n - HTTP_USAGE_TAIL;
-			n = HTTP_USAGE_TAIL;
-		} else if (r->scan.len + n > HTTP_USAGE_TAIL) {
-			buf_consume(&r->scan, r->scan.len + n - HTTP_USAGE_TAIL);
-		}
-		if (buf_append(&r->scan, p, n, HTTP_USAGE_TAIL) == -1)
-			buf_reset(&r->scan);
-		return;
-	}
-	while (n > 0) {
-		const char *nl = memchr(p, '\n', n);
-		size_t      k = nl ? (size_t)(nl - p) : n;
-
-		if (!r->scan_skip && buf_append(&r->scan, p, k, HTTP_USAGE_LINE_MAX) == -1) {
-			r->scan_skip = true;
-			buf_reset(&r->scan);
-		}
-		if (nl == NULL)
-			return;
-		if (!r->scan_skip)
-			scan_sse_line(r);
-		r->scan_skip = false;
-		buf_reset(&r->scan);
-		p += k + 1;
-		n -= k + 1;
-	}
 }
 
 static size_t
@@ -666,7 +612,7 @@ on_up_body(void *arg, const char *p, size_t n)
 		if (n > r->whole_len - r->whole_got)
 			return n; /* past its Content-Length: cannot happen, curl stops there */
 		if (r->route.kind == ROUTE_JSON_MODEL)
-			scan_usage(r, p, n);
+			router_usage_feed(&r->usage, p, n);
 		memcpy(r->whole_buf + r->whole_got, p, n);
 		r->whole_got += n;
 		if (r->whole_got == r->whole_len) {
@@ -685,7 +631,7 @@ on_up_body(void *arg, const char *p, size_t n)
 		return 0;
 	}
 	if (r->route.kind == ROUTE_JSON_MODEL)
-		scan_usage(r, p, n);
+		router_usage_feed(&r->usage, p, n);
 	if (n >= 2) {
 		r->tail2[0] = p[n - 2];
 		r->tail2[1] = p[n - 1];
@@ -739,11 +685,10 @@ on_up_done(void *arg, bool ok, const char *reason)
 	r->up_done = true;
 	r->up_ok = ok;
 	sched_release(&r->ticket);
-	if (ok && !r->sse && r->scan.len > 0 &&
-	    router_usage(r->scan.data, r->scan.len, true, &r->prompt_tokens, &r->completion_tokens))
-		r->have_usage = true;
-	if (r->have_usage)
-		metrics_tokens(r->model->id, r->prompt_tokens, r->completion_tokens);
+	if (ok)
+		(void)router_usage_end(&r->usage);
+	if (r->usage.found)
+		metrics_tokens(r->model->id, r->usage.prompt, r->usage.completion);
 	if (r->whole != NULL) {
 		/* The backend's head came, its whole body did not. */
 		MHD_destroy_response(r->whole);
@@ -992,7 +937,7 @@ start_loading(struct mm_req *r)
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	set_reply(r, 200, resp);
 	r->phase = PH_STREAM;
-	r->loading = r->sse = true;
+	r->loading = r->usage.sse = r->sse = true;
 	r->loading_since = loop_now_ms();
 	snprintf(head, sizeof(head), "Loading model %.200s…\n", r->model->id);
 	loading_chunk(r, head);
@@ -2090,7 +2035,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	    r->t_granted ? (long long)(r->t_granted - r->t_start) : -1LL,
 	    r->t_first_byte ? (long long)(r->t_first_byte - r->t_start) : -1LL,
 	    (unsigned long long)(now - r->t_start),
-	    r->have_usage ? r->prompt_tokens : -1LL, r->have_usage ? r->completion_tokens : -1LL,
+	    r->usage.found ? r->usage.prompt : -1LL, r->usage.found ? r->usage.completion : -1LL,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
 	    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
 	    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
@@ -2100,7 +2045,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		MHD_destroy_response(r->whole);
 	buf_free(&r->body);
 	buf_free(&r->out);
-	buf_free(&r->scan);
+	buf_free(&r->usage.keep);
 	mp_free(r->mp);
 	if (r->spool_fd >= 0)
 		close(r->spool_fd);
@@ -2166,7 +2111,7 @@ unescape_none(void *cls, struct MHD_Connection *c, char *s)
 	return strlen(s);
 }
 
-static void
+static void __attribute__((format(printf, 2, 0)))
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char        msg[512], q[600];

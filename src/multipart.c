@@ -227,6 +227,10 @@ mp_feed(struct mp_scan *s, const char *p, size_t n, const char **err)
 			if (s->hlen >= 2 && s->hdr[s->hlen - 1] == '\n' &&
 			    (s->hlen == 2 || (s->hlen >= 4 && memcmp(s->hdr + s->hlen - 4, "\r\n\r\n", 4) == 0))) {
 				s->in_field = part_is_field(s);
+				/* A second one would overwrite the first's value while its offsets stay,
+				 * and the backend may read either: one is all a body may have. */
+				if (s->in_field && s->have_value)
+					return fail(s, err, "the model form field appears more than once");
 				s->vlen = 0;
 				s->value_too_long = false;
 				s->part_start = s->pos + 1;

@@ -1,4 +1,5 @@
 /* router: endpoint classification, model extraction and JSON body rewrites. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -201,12 +202,65 @@ depth_ok(const char *s, size_t len, int max)
 	return true;
 }
 
+struct key_scratch {
+	const char **v;
+	size_t       cap;
+};
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Finds a key repeated within one object anywhere in the tree (cJSON reads the first, most
+ * backends the last, so the backend would not see the model and rewrites we saw). Returns 1
+ * and sets *dup, 0 when there is none, -1 when out of memory. */
+static int
+repeated_key(const cJSON *node, struct key_scratch *ks, const char **dup)
+{
+	const cJSON *it;
+	size_t       n = 0;
+	int          r;
+
+	if (cJSON_IsObject(node)) {
+		cJSON_ArrayForEach(it, node) {
+			if (n == ks->cap) {
+				size_t       cap = ks->cap ? 2 * ks->cap : 16;
+				const char **v = try_realloc(ks->v, cap * sizeof(*v));
+
+				if (v == NULL)
+					return -1;
+				ks->v = v;
+				ks->cap = cap;
+			}
+			ks->v[n++] = it->string;
+		}
+		if (n > 1)
+			qsort(ks->v, n, sizeof(*ks->v), key_cmp);
+		for (size_t i = 1; i < n; i++) {
+			if (strcmp(ks->v[i - 1], ks->v[i]) == 0) {
+				*dup = ks->v[i];
+				return 1;
+			}
+		}
+	}
+	cJSON_ArrayForEach(it, node) {
+		if ((r = repeated_key(it, ks, dup)) != 0)
+			return r;
+	}
+	return 0;
+}
+
 struct cJSON *
 router_json_model(const char *body, size_t len, int max_depth, const char **model, char *err,
     size_t errlen)
 {
-	cJSON       *doc;
-	const cJSON *m;
+	struct key_scratch ks = { 0 };
+	cJSON             *doc;
+	const cJSON       *m;
+	const char        *dup = NULL;
+	int                r;
 
 	*model = NULL;
 	if (len == 0) {
@@ -225,6 +279,13 @@ router_json_model(const char *body, size_t len, int max_depth, const char **mode
 		snprintf(err, errlen, "request body must be a JSON object");
 		goto fail;
 	}
+	if ((r = repeated_key(doc, &ks, &dup)) != 0) {
+		if (r == 1)
+			snprintf(err, errlen, "request body repeats the key \"%.64s\" in one object", dup);
+		else
+			snprintf(err, errlen, "request body is too large to check");
+		goto fail;
+	}
 	m = cJSON_GetObjectItemCaseSensitive(doc, "model");
 	if (m == NULL) {
 		snprintf(err, errlen, "missing \"model\" field");
@@ -235,8 +296,10 @@ router_json_model(const char *body, size_t len, int max_depth, const char **mode
 		goto fail;
 	}
 	*model = m->valuestring;
+	free(ks.v);
 	return doc;
 fail:
+	free(ks.v);
 	cJSON_Delete(doc);
 	return NULL;
 }
@@ -320,10 +383,24 @@ router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 	return changed;
 }
 
+/* A token count: a number within [0, ROUTER_MAX_TOKEN_COUNT] (a backend's 1e300 or -5 is no
+ * count, and converting it to long long would be undefined). */
+static bool
+token_count(const cJSON *v, long long *n)
+{
+	*n = 0;
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= ROUTER_MAX_TOKEN_COUNT))
+		return false;
+	*n = (long long)v->valuedouble;
+	return true;
+}
+
 static bool
 usage_counts(const cJSON *u, long long *prompt, long long *completion)
 {
 	const cJSON *p, *c;
+	long long    pn, cn;
+	bool         pok, cok;
 
 	if (!cJSON_IsObject(u))
 		return false;
@@ -333,10 +410,12 @@ usage_counts(const cJSON *u, long long *prompt, long long *completion)
 	c = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
 	if (c == NULL)
 		c = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
-	if (!cJSON_IsNumber(p) && !cJSON_IsNumber(c))
+	pok = token_count(p, &pn);
+	cok = token_count(c, &cn);
+	if (!pok && !cok)
 		return false;
-	*prompt = cJSON_IsNumber(p) ? (long long)p->valuedouble : 0;
-	*completion = cJSON_IsNumber(c) ? (long long)c->valuedouble : 0;
+	*prompt = pn;
+	*completion = cn;
 	return true;
 }
 
@@ -370,4 +449,62 @@ router_usage(const char *text, size_t len, bool tail, long long *prompt, long lo
 		    cJSON_GetObjectItemCaseSensitive(doc, *k), "usage"), prompt, completion);
 	cJSON_Delete(doc);
 	return found;
+}
+
+static void
+usage_sse_line(struct router_usage_scan *s)
+{
+	const char *d = s->keep.data;
+	size_t      n = s->keep.len;
+
+	if (n > 5 && strncmp(d, "data:", 5) == 0 &&
+	    router_usage(d + 5, n - 5, false, &s->prompt, &s->completion))
+		s->found = true;
+}
+
+void
+router_usage_feed(struct router_usage_scan *s, const char *p, size_t n)
+{
+	if (!s->sse) {
+		if (n >= ROUTER_USAGE_TAIL) {
+			buf_reset(&s->keep);
+			p += n - ROUTER_USAGE_TAIL;
+			n = ROUTER_USAGE_TAIL;
+		} else if (s->keep.len + n > 2 * ROUTER_USAGE_TAIL) {
+			/* Trimmed once per ROUTER_USAGE_TAIL bytes, not per chunk: a body trickling
+			 * in byte by byte must not cost a ROUTER_USAGE_TAIL move for each. */
+			buf_consume(&s->keep, s->keep.len + n - ROUTER_USAGE_TAIL);
+		}
+		if (buf_append(&s->keep, p, n, 2 * ROUTER_USAGE_TAIL) == -1)
+			buf_reset(&s->keep);
+		return;
+	}
+	while (n > 0) {
+		const char *nl = memchr(p, '\n', n);
+		size_t      k = nl ? (size_t)(nl - p) : n;
+
+		if (!s->skip && buf_append(&s->keep, p, k, ROUTER_USAGE_LINE_MAX) == -1) {
+			s->skip = true;
+			buf_reset(&s->keep);
+		}
+		if (nl == NULL)
+			return;
+		if (!s->skip)
+			usage_sse_line(s);
+		s->skip = false;
+		buf_reset(&s->keep);
+		p += k + 1;
+		n -= k + 1;
+	}
+}
+
+bool
+router_usage_end(struct router_usage_scan *s)
+{
+	size_t off = s->keep.len > ROUTER_USAGE_TAIL ? s->keep.len - ROUTER_USAGE_TAIL : 0;
+
+	if (!s->sse && s->keep.len > 0 &&
+	    router_usage(s->keep.data + off, s->keep.len - off, true, &s->prompt, &s->completion))
+		s->found = true;
+	return s->found;
 }

@@ -21,8 +21,8 @@ struct mp_scan;
 struct mp_scan *mp_new(const char *ctype, const char *field, const char **err);
 void mp_free(struct mp_scan *s);
 
-/* Feeds the next n bytes of the body. -1 with *err (static) when the body breaks a limit or
- * is malformed; the scan is then over. */
+/* Feeds the next n bytes of the body. -1 with *err (static) when the body breaks a limit, is
+ * malformed or holds the watched field twice; the scan is then over. */
 int mp_feed(struct mp_scan *s, const char *p, size_t n, const char **err);
 
 /* After the whole body: true when it ended properly (closing delimiter seen). */

@@ -7,10 +7,12 @@
 #include <stddef.h>
 
 #include "modelmux/config.h"
+#include "modelmux/util.h"
 
 struct cJSON;
 
 #define ROUTER_MAX_JSON_DEPTH 64 /* nesting accepted in a request body */
+#define ROUTER_MAX_TOKEN_COUNT 1e15 /* larger (or negative) usage counts are ignored */
 
 enum route_kind {
 	ROUTE_API = 0,      /* not a model route: management or 404, answered by api */
@@ -42,7 +44,8 @@ int router_query_param(const char *query, const char *name, char *out, size_t n)
 
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason
- * in err: not JSON, not an object, too deep, no "model" string. */
+ * in err: not JSON, not an object, too deep, a key repeated within one object (the backend
+ * might read the other one), no "model" string. */
 struct cJSON *router_json_model(const char *body, size_t len, int max_depth, const char **model,
     char *err, size_t errlen);
 
@@ -52,9 +55,31 @@ bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
 
 /* Token counts from a response's "usage" object (OpenAI's prompt_tokens/completion_tokens,
  * or input_tokens/output_tokens; also under "response" or "message" as the Responses and
- * Messages APIs nest it). `text` is one JSON document (an SSE event's data), or — with
+ * Messages APIs nest it; a count that is negative, not a number or above ROUTER_MAX_TOKEN_COUNT
+ * is ignored). `text` is one JSON document (an SSE event's data), or — with
  * tail set — the last bytes of a JSON body, searched for its last "usage" object. Returns
  * true when counts were found. */
 bool router_usage(const char *text, size_t len, bool tail, long long *prompt, long long *completion);
+
+#define ROUTER_USAGE_LINE_MAX (64u << 10) /* longest SSE line scanned for usage */
+#define ROUTER_USAGE_TAIL     (16u << 10) /* end of a JSON body kept to find its usage */
+
+/* Token usage read out of a response as it streams, keeping at most one SSE line or the end
+ * of a JSON body (up to 2 * ROUTER_USAGE_TAIL bytes, of which the last ROUTER_USAGE_TAIL are
+ * searched), never the body. Zero-initialise, set `sse`, feed the
+ * body with router_usage_feed, call router_usage_end once, free `keep` with buf_free. */
+struct router_usage_scan {
+	bool       sse;     /* an event stream: every "data:" line is scanned */
+	bool       skip;    /* an SSE line too long to keep: skip to its end */
+	bool       found;   /* prompt and completion hold counts */
+	long long  prompt, completion;
+	struct buf keep;    /* the SSE line in progress, or the end of a JSON body */
+};
+
+/* Scans the next n bytes of the response body. */
+void router_usage_feed(struct router_usage_scan *s, const char *p, size_t n);
+
+/* After the whole body: looks for usage in a JSON body's tail. Returns s->found. */
+bool router_usage_end(struct router_usage_scan *s);
 
 #endif

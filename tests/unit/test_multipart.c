@@ -93,6 +93,14 @@ test_errors(void)
 	ASSERT_NULL(mp_field(s, &a, &z));
 	ASSERT_TRUE(mp_complete(s));
 	mp_free(s);
+	/* The model field twice (found by fuzz_multipart): refused when the second one starts. */
+	const char *b3 = "------b0undary\r\nContent-Disposition: form-data; name=model\r\n\r\na\r\n"
+	                 "------b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nb\r\n"
+	                 "------b0undary--";
+	s = scan(b3, strlen(b3), 5, &rc);
+	ASSERT_INT_EQ(rc, -1);
+	ASSERT_FALSE(mp_complete(s));
+	mp_free(s);
 	/* Truncated body: never complete. */
 	s = scan(body, 100, 9, &rc);
 	ASSERT_FALSE(mp_complete(s));

@@ -74,6 +74,51 @@ test_model(void)
 	    &model, err);
 	ASSERT_NOT_NULL(doc);
 	cJSON_Delete(doc);
+
+	/* A repeated key (found by fuzz_json): cJSON reads the first, the backend may read the
+	 * last, past useModelName and the filters. */
+	ASSERT_NULL(extract("{\"model\":\"a\",\"model\":\"b\"}", &model, err));
+	ASSERT_CONTAINS(err, "repeats the key \"model\"");
+	ASSERT_NULL(extract("{\"model\":\"a\",\"x\":[{\"k\":1,\"j\":2,\"k\":3}]}", &model, err));
+	ASSERT_CONTAINS(err, "repeats the key \"k\"");
+	doc = extract("{\"model\":\"a\",\"x\":{\"model\":\"b\"},\"y\":[{\"k\":1},{\"k\":2}]}", &model, err);
+	ASSERT_NOT_NULL(doc);
+	cJSON_Delete(doc);
+}
+
+static void
+test_usage(void)
+{
+	long long   p = -7, c = -7;
+	const char *ok = "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}";
+	/* found by fuzz_usage: converting 1e300 to long long was undefined */
+	const char *huge = "{\"usage\":{\"prompt_tokens\":1e300,\"completion_tokens\":-1e19}}";
+	const char *half = "{\"usage\":{\"prompt_tokens\":-2,\"completion_tokens\":4}}";
+
+	ASSERT_TRUE(router_usage(ok, strlen(ok), false, &p, &c));
+	ASSERT_INT_EQ(p, 3);
+	ASSERT_INT_EQ(c, 5);
+	ASSERT_FALSE(router_usage(huge, strlen(huge), false, &p, &c));
+	ASSERT_FALSE(router_usage(huge, strlen(huge), true, &p, &c));
+	ASSERT_TRUE(router_usage(half, strlen(half), true, &p, &c));
+	ASSERT_INT_EQ(p, 0);
+	ASSERT_INT_EQ(c, 4);
+
+	/* A JSON body trickling in byte by byte: only its end is kept, and searched. */
+	struct router_usage_scan s = { 0 };
+	const char *end = ",\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":12}}";
+
+	router_usage_feed(&s, "{\"x\":\"", 6);
+	for (int i = 0; i < 5 * (int)ROUTER_USAGE_TAIL; i++)
+		router_usage_feed(&s, "a", 1);
+	router_usage_feed(&s, "\"", 1);
+	for (const char *q = end; *q != '\0'; q++)
+		router_usage_feed(&s, q, 1);
+	ASSERT_TRUE(s.keep.len <= 2 * ROUTER_USAGE_TAIL);
+	ASSERT_TRUE(router_usage_end(&s));
+	ASSERT_INT_EQ(s.prompt, 11);
+	ASSERT_INT_EQ(s.completion, 12);
+	buf_free(&s.keep);
 }
 
 static void
@@ -134,5 +179,6 @@ main(void)
 	test_query();
 	test_model();
 	test_rewrite();
+	test_usage();
 	CHECK_DONE();
 }
