@@ -159,3 +159,10 @@ $(BENCH_LG): bench/loadgen.c
 
 bench: all $(BENCH_LG)
 	BUILD=$(BUILD) sh bench/run.sh
+
+# Soak (bench/README.md, "Soak"): 100 000 requests with swaps and client disconnects against
+# the real daemon; fails on any lost request, fd or RssAnon growth, zombie or leftover process.
+# Not part of `make test` (a few minutes). SOAK_REQUESTS=… for a shorter run.
+.PHONY: soak
+soak: all
+	MM_BUILD=$(abspath $(BUILD)) node bench/soak.js

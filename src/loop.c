@@ -18,7 +18,19 @@ struct watcher {
 	loop_fd_cb cb;
 	void      *arg;
 	bool       live;
+	uint32_t   gen;  /* bumped by every loop_fd_add: tags its epoll registration */
 };
+
+/* An epoll registration's data: the fd and the generation of the watcher that made it. A
+ * batch of events from one epoll_wait may hold one for a watcher that a callback earlier in
+ * the same batch removed — and whose fd number was then reused by another watcher (a client
+ * socket closed and a backend socket opened in the same round): the generation tells such a
+ * stale event from one for the new watcher, which must not receive it. */
+static uint64_t
+ev_data(int fd, uint32_t gen)
+{
+	return (uint64_t)gen << 32 | (uint32_t)fd;
+}
 
 struct timer {
 	uint64_t      id;
@@ -107,7 +119,7 @@ loop_free(void)
 int
 loop_fd_add(int fd, uint32_t events, loop_fd_cb cb, void *arg)
 {
-	struct epoll_event ev = { .events = events, .data.fd = fd };
+	struct epoll_event ev = { .events = events };
 	struct watcher    *w;
 
 	if (fd < 0)
@@ -124,8 +136,10 @@ loop_fd_add(int fd, uint32_t events, loop_fd_cb cb, void *arg)
 	w = L.fds[fd];
 	if (w->live)
 		return -1;
+	ev.data.u64 = ev_data(fd, w->gen + 1);
 	if (epoll_ctl(L.epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
 		return -1;
+	w->gen++;
 	w->fd = fd;
 	w->cb = cb;
 	w->arg = arg;
@@ -136,8 +150,13 @@ loop_fd_add(int fd, uint32_t events, loop_fd_cb cb, void *arg)
 int
 loop_fd_mod(int fd, uint32_t events)
 {
-	struct epoll_event ev = { .events = events, .data.fd = fd };
+	struct epoll_event ev = { .events = events };
 
+	if (fd < 0 || (size_t)fd >= L.nfds || L.fds[fd] == NULL || !L.fds[fd]->live) {
+		errno = EBADF;
+		return -1;
+	}
+	ev.data.u64 = ev_data(fd, L.fds[fd]->gen);
 	return epoll_ctl(L.epfd, EPOLL_CTL_MOD, fd, &ev);
 }
 
@@ -302,10 +321,11 @@ loop_run(void)
 			fatal("epoll_wait: %s", strerror(errno));
 		}
 		for (int i = 0; i < n; i++) {
-			int             fd = ev[i].data.fd;
+			int             fd = (int)(uint32_t)ev[i].data.u64;
+			uint32_t        gen = (uint32_t)(ev[i].data.u64 >> 32);
 			struct watcher *w = (size_t)fd < L.nfds ? L.fds[fd] : NULL;
 
-			if (w != NULL && w->live)
+			if (w != NULL && w->live && w->gen == gen)
 				w->cb(fd, ev[i].events, w->arg);
 		}
 		run_timers();
