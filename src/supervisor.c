@@ -130,6 +130,7 @@ sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n)
 }
 
 static void probe_start(struct sup_proc *p);
+static void poll_tick(void *arg);
 
 static void
 emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
@@ -146,10 +147,17 @@ emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
 	 * more often than SUP_PROBE_MIN_GAP_MS, or a server that logs each probe would feed a
 	 * storm of them. */
 	if (p->phase == PHASE_STARTING && p->health_url != NULL) {
-		if (p->probe == NULL && loop_now_ms() - p->last_probe_ms >= SUP_PROBE_MIN_GAP_MS)
-			probe_start(p);
-		else if (p->probe != NULL)
+		uint64_t since = loop_now_ms() - p->last_probe_ms;
+
+		if (p->probe != NULL) {
 			p->probe_soon = true;
+		} else if (since >= SUP_PROBE_MIN_GAP_MS) {
+			probe_start(p);
+		} else {
+			/* Too soon after the last one: at the end of the gap, not at the next tick. */
+			loop_timer_cancel(p->poll_timer);
+			p->poll_timer = loop_timer_add(SUP_PROBE_MIN_GAP_MS - since, poll_tick, p);
+		}
 	}
 }
 

@@ -11,7 +11,7 @@
 
 #define SUP_HEALTH_INTERVAL_MS 50     /* health poll period while starting */
 #define SUP_PROBE_TIMEOUT_MS   1000   /* one health probe */
-#define SUP_PROBE_MIN_GAP_MS   10     /* between probes an output line triggers */
+#define SUP_PROBE_MIN_GAP_MS   5      /* between probes an output line triggers */
 #define SUP_REACH_INTERVAL_MS  3000   /* at most one reachability probe per process this often */
 #define SUP_REACH_TIMEOUT_MS   2000   /* a running server that has not answered by then is
                                        * unreachable */
