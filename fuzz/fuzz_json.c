@@ -1,4 +1,6 @@
-/* libFuzzer harness: a JSON request body → router_json_model, then router_rewrite_json under
+/* libFuzzer harness: a JSON request body → router_json_peek against router_json_model (same
+ * model, same stream flag; the scan may only be stricter on syntax, and does not look for
+ * repeated keys below the top level), then router_rewrite_json under
  * several models' rewrites (useModelName, filters.stripParams, filters.setParams; overlapping
  * and odd dotted paths as a config may hold). Checks that a rewrite leaves one "model" with the
  * new name, no top-level key it strips, exactly the value it sets, and that "unchanged" is true. */
@@ -119,7 +121,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char        err[256];
 	cJSON      *doc;
 
+	struct router_peek pk;
+	char               perr[256] = "";
+	int                peek;
+
 	doc = router_json_model((const char *)data, size, ROUTER_MAX_JSON_DEPTH, &model, err, sizeof(err));
+	/* The scan agrees with the full parse: what it finds, the parse finds too; it may only be
+	 * stricter on syntax (RFC 8259 where cJSON is lenient). */
+	peek = router_json_peek((const char *)data, size, ROUTER_MAX_JSON_DEPTH, &pk, perr, sizeof(perr));
+	if (peek == 1 && doc == NULL && strstr(err, "repeats the key") == NULL)
+		abort(); /* (a repeat inside: harmless for a body sent on as it came) */
+	if (peek == 1 && doc != NULL && (strcmp(pk.model, model) != 0 ||
+	    pk.stream != cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"))))
+		abort();
+	if (peek == -1 && doc != NULL && strcmp(perr, "request body is not valid JSON") != 0)
+		abort();
 	if (doc == NULL) {
 		if (model != NULL || err[0] == '\0')
 			abort();

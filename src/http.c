@@ -1211,15 +1211,34 @@ static void acquire_model(struct mm_req *r);
 static void
 dispatch_model(struct mm_req *r)
 {
-	char        err[256];
-	const char *name;
-	cJSON      *doc;
+	char               err[256];
+	const char        *name;
+	cJSON             *doc;
+	struct router_peek pk;
 
 	if (r->body_too_large) {
 		metrics_refusal("size");
 		reply_error(r, 413, "body_too_large", "request body is larger than %d bytes",
 		    r->cfg->limits.max_json_body_bytes);
 		return;
+	}
+	/* Most bodies go on as they came: a scan finds the model, and only a model that rewrites
+	 * bodies (or a body only a full parse can judge) costs a parsed tree. */
+	switch (router_json_peek(r->body.data, r->body.len, r->cfg->limits.max_json_depth, &pk, err,
+	    sizeof(err))) {
+	case -1:
+		reply_error(r, 400, "invalid_request", "%s", err);
+		return;
+	case 1:
+		if ((r->model = cfg_find_model(r->cfg, pk.model)) != NULL && !router_rewrites(r->model)) {
+			r->model_name = xstrdup(pk.model);
+			r->wants_stream = pk.stream;
+			acquire_model(r);
+			return;
+		}
+		break;
+	default:
+		break;
 	}
 	if ((doc = router_json_model(r->body.data, r->body.len, r->cfg->limits.max_json_depth, &name,
 	    err, sizeof(err))) == NULL) {
@@ -1908,6 +1927,14 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		return MHD_YES;
 	}
 	if (*upload_size > 0) {
+		const char *cl = header(r, "Content-Length");
+		long long   want;
+
+		/* A declared length (checked against the limit in first_call) is reserved at once:
+		 * the body then costs its size, not up to twice that from doubling. */
+		if (r->body.cap == 0 && cl != NULL && parse_int(cl, 1, INT32_MAX, &want) == 0 &&
+		    want <= (long long)r->cfg->limits.max_json_body_bytes)
+			(void)!buf_reserve(&r->body, (size_t)want); /* a failure shows in buf_append */
 		/* Past the limit nothing is kept: the 413 goes out at once (refuse_now), the rest is
 		 * read and dropped for a while, and an endless body is cut when that runs out. */
 		if (buf_append(&r->body, upload_data, *upload_size,

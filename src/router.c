@@ -304,6 +304,307 @@ fail:
 	return NULL;
 }
 
+/* --- router_json_peek: a strict JSON scanner that keeps nothing but the top-level model --- */
+
+#define PEEK_MAX_DEPTH 1024 /* the config's maxJsonDepth bound */
+
+struct peek {
+	const char *s;
+	size_t      n, i;
+};
+
+static void
+peek_ws(struct peek *p)
+{
+	while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' ||
+	    p->s[p->i] == '\r'))
+		p->i++;
+}
+
+static bool
+is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The 4 hex digits at s[at], or a value past 0xffff when they are not there. */
+static unsigned
+hex4(const struct peek *p, size_t at)
+{
+	unsigned v = 0;
+
+	if (p->n < at || p->n - at < 4)
+		return 0x10000;
+	for (size_t k = 0; k < 4; k++) {
+		char c = p->s[at + k];
+
+		if (!is_hex(c))
+			return 0x10000;
+		v = v << 4 | (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+/* A string at p->i (on its opening quote). Sets [*a, *z) to its raw contents and *esc when it
+ * holds an escape. */
+static bool
+peek_string(struct peek *p, size_t *a, size_t *z, bool *esc)
+{
+	*esc = false;
+	*a = ++p->i;
+	while (p->i < p->n) {
+		unsigned char c = (unsigned char)p->s[p->i];
+
+		if (c == '"') {
+			*z = p->i++;
+			return true;
+		}
+		if (c < 0x20)
+			return false;
+		if (c == '\\') {
+			*esc = true;
+			if (++p->i >= p->n)
+				return false;
+			c = (unsigned char)p->s[p->i];
+			if (c == 'u') {
+				unsigned u = hex4(p, p->i + 1);
+
+				/* As cJSON decodes: a high surrogate needs a low one after it, and a low
+				 * one alone is an error. */
+				if (u > 0xffff || (u >= 0xdc00 && u <= 0xdfff))
+					return false;
+				p->i += 4;
+				if (u >= 0xd800 && u <= 0xdbff) {
+					unsigned lo;
+
+					if (p->n - p->i < 3 || p->s[p->i + 1] != '\\' || p->s[p->i + 2] != 'u' ||
+					    (lo = hex4(p, p->i + 3)) < 0xdc00 || lo > 0xdfff)
+						return false;
+					p->i += 6;
+				}
+			} else if (strchr("\"\\/bfnrt", c) == NULL || c == '\0') {
+				return false;
+			}
+		}
+		p->i++;
+	}
+	return false;
+}
+
+static bool
+peek_digits(struct peek *p)
+{
+	size_t start = p->i;
+
+	while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+		p->i++;
+	return p->i > start;
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool
+peek_number(struct peek *p)
+{
+	if (p->s[p->i] == '-')
+		p->i++;
+	if (p->i < p->n && p->s[p->i] == '0')
+		p->i++;
+	else if (!peek_digits(p))
+		return false;
+	if (p->i < p->n && p->s[p->i] == '.') {
+		p->i++;
+		if (!peek_digits(p))
+			return false;
+	}
+	if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
+		p->i++;
+		if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-'))
+			p->i++;
+		if (!peek_digits(p))
+			return false;
+	}
+	return true;
+}
+
+static bool
+peek_literal(struct peek *p, const char *lit)
+{
+	size_t k = strlen(lit);
+
+	if (p->n - p->i < k || memcmp(p->s + p->i, lit, k) != 0)
+		return false;
+	p->i += k;
+	return true;
+}
+
+int
+router_json_peek(const char *body, size_t len, int max_depth, struct router_peek *out, char *err,
+    size_t errlen)
+{
+	/* The open containers: '{' or '['. */
+	char        stack[PEEK_MAX_DEPTH];
+	int         depth = 0;
+	struct peek p = { body, len, 0 };
+	enum { V_VALUE, V_AFTER, V_KEY, V_FIRST_KEY, V_FIRST_ITEM } st = V_VALUE;
+	enum { K_OTHER, K_MODEL, K_STREAM } key = K_OTHER; /* the top-level key whose value is next */
+	bool        have_model = false, have_stream = false, undecided = false;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0) {
+		snprintf(err, errlen, "request body is empty; expected a JSON object with a \"model\" field");
+		return -1;
+	}
+	if (max_depth > PEEK_MAX_DEPTH)
+		max_depth = PEEK_MAX_DEPTH;
+	peek_ws(&p);
+	if (p.i >= p.n || p.s[p.i] != '{')
+		goto not_object;
+	for (;;) {
+		size_t a, z;
+		bool   esc;
+		char   c;
+
+		peek_ws(&p);
+		if (p.i >= p.n)
+			goto invalid;
+		c = p.s[p.i];
+		switch (st) {
+		case V_FIRST_KEY:
+			if (c == '}') {
+				p.i++;
+				depth--;
+				st = V_AFTER;
+				break;
+			}
+			/* FALLTHROUGH */
+		case V_KEY:
+			if (c != '"' || !peek_string(&p, &a, &z, &esc))
+				goto invalid;
+			key = K_OTHER;
+			if (depth == 1) {
+				if (esc) /* a key cJSON would decode: maybe an escaped "model" */
+					undecided = true;
+				else if (z - a == 5 && memcmp(body + a, "model", 5) == 0)
+					key = K_MODEL;
+				else if (z - a == 6 && memcmp(body + a, "stream", 6) == 0)
+					key = K_STREAM;
+			}
+			peek_ws(&p);
+			if (p.i >= p.n || p.s[p.i] != ':')
+				goto invalid;
+			p.i++;
+			st = V_VALUE;
+			break;
+		case V_FIRST_ITEM:
+			if (c == ']') {
+				p.i++;
+				depth--;
+				st = V_AFTER;
+				break;
+			}
+			/* FALLTHROUGH */
+		case V_VALUE:
+			if (key == K_MODEL && have_model)
+				undecided = true;
+			if (key == K_STREAM && have_stream)
+				undecided = true;
+			if (c == '{' || c == '[') {
+				if (depth >= max_depth) {
+					snprintf(err, errlen, "request body nests deeper than %d levels", max_depth);
+					return -1;
+				}
+				stack[depth++] = c;
+				p.i++;
+				if (key == K_MODEL)
+					goto bad_model;
+				st = c == '{' ? V_FIRST_KEY : V_FIRST_ITEM;
+				key = K_OTHER;
+				break;
+			}
+			if (c == '"') {
+				if (!peek_string(&p, &a, &z, &esc))
+					goto invalid;
+				if (key == K_MODEL) {
+					if (z == a)
+						goto bad_model;
+					if (esc || z - a >= sizeof(out->model))
+						undecided = true;
+					else
+						memcpy(out->model, body + a, z - a);
+					have_model = true;
+				}
+			} else if (c == '-' || (c >= '0' && c <= '9')) {
+				if (!peek_number(&p))
+					goto invalid;
+			} else if (c == 't') {
+				if (!peek_literal(&p, "true"))
+					goto invalid;
+				if (key == K_STREAM)
+					out->stream = true;
+			} else if ((c == 'f' && !peek_literal(&p, "false")) ||
+			    (c == 'n' && !peek_literal(&p, "null")) || (c != 'f' && c != 'n')) {
+				goto invalid;
+			}
+			if (key == K_MODEL && c != '"')
+				goto bad_model;
+			if (key == K_STREAM)
+				have_stream = true;
+			key = K_OTHER;
+			st = V_AFTER;
+			break;
+		case V_AFTER:
+			if (depth == 0) {
+				/* One object, then only white space. */
+				peek_ws(&p);
+				if (p.i != p.n)
+					goto invalid;
+				goto done;
+			}
+			if (c == ',') {
+				p.i++;
+				st = stack[depth - 1] == '{' ? V_KEY : V_VALUE;
+			} else if (c == (stack[depth - 1] == '{' ? '}' : ']')) {
+				p.i++;
+				depth--;
+			} else {
+				goto invalid;
+			}
+			break;
+		}
+		if (st == V_AFTER && depth == 0) {
+			peek_ws(&p);
+			if (p.i != p.n)
+				goto invalid;
+			goto done;
+		}
+	}
+done:
+	if (undecided)
+		return 0;
+	if (!have_model) {
+		snprintf(err, errlen, "missing \"model\" field");
+		return -1;
+	}
+	return 1;
+bad_model:
+	snprintf(err, errlen, "\"model\" must be a non-empty string");
+	return -1;
+not_object:
+	/* Not an object at the top: valid JSON of another kind, or not JSON at all. */
+	snprintf(err, errlen, "request body must be a JSON object");
+	return 0; /* the full parse tells which, with its own words */
+invalid:
+	snprintf(err, errlen, "request body is not valid JSON");
+	return -1;
+}
+
+bool
+router_rewrites(const struct cfg_model *m)
+{
+	return m->use_model_name != NULL || (m->strip_params != NULL && m->strip_params[0] != NULL) ||
+	    m->set_params != NULL;
+}
+
 /* Walks a dotted path ("a.b.c") to the object holding its last segment. Returns that object
  * and sets *last to the segment (within the caller's copy), or NULL. */
 static cJSON *

@@ -104,7 +104,7 @@ try_realloc(void *p, size_t n)
 	return realloc(p, n ? n : 1);
 }
 
-static int
+int
 buf_reserve(struct buf *b, size_t extra)
 {
 	size_t need, cap;

@@ -49,6 +49,28 @@ int router_query_param(const char *query, const char *name, char *out, size_t n)
 struct cJSON *router_json_model(const char *body, size_t len, int max_depth, const char **model,
     char *err, size_t errlen);
 
+#define ROUTER_PEEK_MODEL_MAX 256 /* bytes of a model name router_json_peek returns */
+
+/* What router_json_peek finds at a JSON body's top level. */
+struct router_peek {
+	char model[ROUTER_PEEK_MODEL_MAX];
+	bool stream; /* "stream": true */
+};
+
+/* Checks a JSON request body (strict RFC 8259 syntax, nesting up to max_depth, one object at the
+ * top) and finds its top-level "model" string and "stream" flag without building a tree, so a
+ * body the model does not rewrite is forwarded as it came. Returns 1 (found: out is set), 0 when
+ * only a full parse can tell (an escape in the model value or in a top-level key, a repeated
+ * "model" or "stream", a name too long: use router_json_model), or -1 with the same
+ * client-facing reasons as router_json_model. Keys repeated elsewhere are not looked for: a body
+ * sent on as it came means to the backend what it meant to the client; a model that rewrites
+ * bodies goes through router_json_model, which refuses them. */
+int router_json_peek(const char *body, size_t len, int max_depth, struct router_peek *out,
+    char *err, size_t errlen);
+
+/* Does the model rewrite request bodies (useModelName, filters)? */
+bool router_rewrites(const struct cfg_model *m);
+
 /* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams) to the
  * document. Returns true when it changed anything (the caller then re-serialises once). */
 bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);

@@ -36,6 +36,9 @@ struct buf {
 	size_t len;
 	size_t cap;
 };
+/* Makes room for `extra` more bytes (a known total: no doubling slack past it); -1 if allocation
+ * fails. */
+int  buf_reserve(struct buf *b, size_t extra) __attribute__((warn_unused_result));
 /* Appends n bytes; -1 (buffer unchanged) if the result would pass `limit` or allocation fails. */
 int  buf_append(struct buf *b, const void *p, size_t n, size_t limit) __attribute__((warn_unused_result));
 /* Appends formatted text; aborts on allocation failure (use for bounded, internal text only). */

@@ -172,12 +172,68 @@ test_query(void)
 	ASSERT_INT_EQ(router_query_param("model=", "model", v, sizeof(v)), 0);
 }
 
+static int
+peek(const char *body, struct router_peek *pk, char *err)
+{
+	return router_json_peek(body, strlen(body), 8, pk, err, 256);
+}
+
+static void
+test_peek(void)
+{
+	struct router_peek pk;
+	char               err[256];
+
+	ASSERT_INT_EQ(peek("{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi \\\"x\\\" \\u00e9\"}]}", &pk, err), 1);
+	ASSERT_STR_EQ(pk.model, "a");
+	ASSERT_FALSE(pk.stream);
+	ASSERT_INT_EQ(peek(" {\"stream\":true,\"x\":{\"model\":\"inner\"},\"model\":\"top\"} \n", &pk, err), 1);
+	ASSERT_STR_EQ(pk.model, "top");
+	ASSERT_TRUE(pk.stream);
+	ASSERT_INT_EQ(peek("{\"model\":\"m\",\"stream\":\"true\",\"n\":-0.5e+3,\"z\":[true,false,null,{}]}", &pk, err), 1);
+	ASSERT_FALSE(pk.stream);
+	/* Only a full parse can tell: escapes in the name or a top-level key, repeats. */
+	ASSERT_INT_EQ(peek("{\"model\":\"a\\u0062\"}", &pk, err), 0);
+	ASSERT_INT_EQ(peek("{\"mod\\u0065l\":\"a\",\"model\":\"b\"}", &pk, err), 0);
+	ASSERT_INT_EQ(peek("{\"model\":\"a\",\"model\":\"b\"}", &pk, err), 0);
+	ASSERT_INT_EQ(peek("{\"stream\":false,\"model\":\"a\",\"stream\":true}", &pk, err), 0);
+	ASSERT_INT_EQ(peek("[1]", &pk, err), 0);
+	/* Refused, with router_json_model's words. */
+	ASSERT_INT_EQ(peek("", &pk, err), -1);
+	ASSERT_CONTAINS(err, "empty");
+	ASSERT_INT_EQ(peek("{\"messages\":[]}", &pk, err), -1);
+	ASSERT_STR_EQ(err, "missing \"model\" field");
+	ASSERT_INT_EQ(peek("{\"model\":\"\"}", &pk, err), -1);
+	ASSERT_CONTAINS(err, "non-empty string");
+	ASSERT_INT_EQ(peek("{\"model\":7}", &pk, err), -1);
+	ASSERT_CONTAINS(err, "non-empty string");
+	ASSERT_INT_EQ(peek("{\"model\":{\"a\":1}}", &pk, err), -1);
+	ASSERT_CONTAINS(err, "non-empty string");
+	ASSERT_INT_EQ(peek("{\"model\":\"a\",\"x\":[[[[[[[[1]]]]]]]]}", &pk, err), -1);
+	ASSERT_CONTAINS(err, "deeper than 8");
+	static const char *const bad[] = {
+		"{\"model\":\"a\"", "{\"model\":\"a\",}", "{\"model\":\"a\"} x", "{\"model\" \"a\"}",
+		"{\"model\":\"a\",\"n\":01}", "{\"model\":\"a\",\"n\":1.}", "{\"model\":\"a\",\"n\":-}",
+		"{\"model\":\"a\",\"n\":1e}", "{\"model\":\"a\",\"t\":tru}", "{\"model\":\"a\",\"s\":\"\\x\"}",
+		"{\"model\":\"a\",\"s\":\"\\u12G4\"}", "{\"model\":\"a\",\"s\":\"tab\there\"}",
+		"{\"model\":\"a\",\"a\":[1,]}", "{\"model\":\"a\",\"a\":[1 2]}", "{\"model\":\"a\"]",
+		"{\"model\":\"a\",\"s\":\"unterminated}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ASSERT_INT_EQ(peek(bad[i], &pk, err), -1);
+		ASSERT_STR_EQ(err, "request body is not valid JSON");
+	}
+	/* A NUL inside the body is not JSON either. */
+	ASSERT_INT_EQ(router_json_peek("{\"model\":\"a\"}\0", 14, 8, &pk, err, sizeof(err)), -1);
+}
+
 int
 main(void)
 {
 	test_match();
 	test_query();
 	test_model();
+	test_peek();
 	test_rewrite();
 	test_usage();
 	CHECK_DONE();
