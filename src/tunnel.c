@@ -280,16 +280,13 @@ tunnel_open(const char *url, const char *method, char *const *headers, const cha
 
 /* --- the splice --- */
 
+/* Takes a spliced tunnel off the list and out of the loop (the client fd is MHD's to close). */
 static void
-end(struct tunnel *t, const char *why)
+unsplice(struct tunnel *t)
 {
 	loop_timer_cancel(t->timer);
 	t->timer = 0;
-	loop_fd_del(t->bfd);
 	loop_fd_del(t->cfd);
-	close(t->bfd);
-	t->bfd = -1;
-	t->state = T_ENDED;
 	if (t->prev)
 		t->prev->next = t->next;
 	else
@@ -298,6 +295,16 @@ end(struct tunnel *t, const char *why)
 		t->next->prev = t->prev;
 	t->next = t->prev = NULL;
 	nspliced--;
+	t->state = T_ENDED;
+}
+
+static void
+end(struct tunnel *t, const char *why)
+{
+	unsplice(t);
+	loop_fd_del(t->bfd);
+	close(t->bfd);
+	t->bfd = -1;
 	t->end_cb(t->arg, t->c2b.bytes, t->b2c.bytes, why); /* may free t */
 }
 
@@ -443,19 +450,8 @@ tunnel_free(struct tunnel *t)
 {
 	if (t == NULL)
 		return;
-	if (t->state == T_SPLICED) {
-		/* Freed under way: unhook without telling anyone. */
-		t->end_cb = NULL;
-		loop_timer_cancel(t->timer);
-		loop_fd_del(t->cfd);
-		if (t->prev)
-			t->prev->next = t->next;
-		else
-			spliced = t->next;
-		if (t->next)
-			t->next->prev = t->prev;
-		nspliced--;
-	}
+	if (t->state == T_SPLICED)
+		unsplice(t); /* freed under way: nobody is told */
 	loop_timer_cancel(t->timer);
 	if (t->bfd != -1) {
 		loop_fd_del(t->bfd);

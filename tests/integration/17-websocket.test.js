@@ -39,6 +39,16 @@ function wsOpen(url, { protocols = [], headers = {}, ca } = {}) {
   });
 }
 
+// A daemon with one model, "echo", serving the fake backend's /ws.
+async function echoDaemon(t) {
+  const port = await h.freePorts(2);
+  return h.startDaemon(t, { config: `startPort: ${port}
+models:
+  echo:
+    cmd: ${h.FAKE} --port \${PORT}
+` });
+}
+
 function wsUrl(d, p) {
   return d.url.replace(/^http/, 'ws') + p;
 }
@@ -97,12 +107,7 @@ models:
 });
 
 test('backend-initiated close and a dropped backend connection both reach the client', async (t) => {
-  const port = await h.freePorts(2);
-  const d = await h.startDaemon(t, { config: `startPort: ${port}
-models:
-  echo:
-    cmd: ${h.FAKE} --port \${PORT}
-` });
+  const d = await echoDaemon(t);
   let { ws } = await wsOpen(wsUrl(d, '/upstream/echo/ws'));
   ws.send('close-me');
   let c = await ws.closed;
@@ -171,12 +176,7 @@ models:
 });
 
 test('a backend that refuses the upgrade: its status, with an OpenAI error', async (t) => {
-  const port = await h.freePorts(2);
-  const d = await h.startDaemon(t, { config: `startPort: ${port}
-models:
-  echo:
-    cmd: ${h.FAKE} --port \${PORT}
-` });
+  const d = await echoDaemon(t);
   const r = await wsOpen(wsUrl(d, '/upstream/echo/no-such-path'));
   assert.equal(r.status, 404);
   assert.equal(r.json.error.code, 'upgrade_refused');
@@ -235,12 +235,7 @@ models:
 });
 
 test('shutdown closes open sockets at once instead of waiting out the grace', async (t) => {
-  const port = await h.freePorts(2);
-  const d = await h.startDaemon(t, { config: `startPort: ${port}
-models:
-  echo:
-    cmd: ${h.FAKE} --port \${PORT}
-` });
+  const d = await echoDaemon(t);
   const { ws } = await wsOpen(wsUrl(d, '/upstream/echo/ws'));
   ws.send('hi');
   await ws.next();
