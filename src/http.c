@@ -101,6 +101,7 @@ struct mm_req {
 	struct MHD_Response   *whole;
 	char                  *whole_buf;   /* owned by `whole` */
 	size_t                 whole_len, whole_got;
+	int                    whole_status;
 	int                    status;      /* the status queued */
 	struct buf             out;         /* response window: bytes [out_off, out.len) */
 	size_t                 out_off;
@@ -576,7 +577,7 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 		r->whole_buf = xmalloc(r->whole_len);
 		resp = r->whole = MHD_create_response_from_buffer_with_free_callback(r->whole_len,
 		    r->whole_buf, free);
-		r->status = status;
+		r->whole_status = status;
 	} else {
 		/* Events are small and held open by the thousand: a small block per stream. */
 		resp = MHD_create_response_from_callback(content_length >= 0
@@ -620,7 +621,7 @@ on_up_body(void *arg, const char *p, size_t n)
 
 			r->whole = NULL;
 			r->bytes_out = r->whole_len;
-			set_reply(r, r->status, resp);
+			set_reply(r, r->whole_status, resp);
 			r->phase = PH_REPLY;
 			req_resume(r);
 		}
