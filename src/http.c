@@ -1074,6 +1074,7 @@ on_ws_end(void *arg, unsigned long long to_backend, unsigned long long to_client
 	    "to_client=%llu duration_ms=%llu why=\"%s\"", log_q(qm, sizeof(qm), p->model),
 	    to_backend, to_client, (unsigned long long)(loop_now_ms() - p->t_open), why);
 	tunnel_free(p->tun);
+	metrics_set_websockets(tunnel_count());
 	sched_release(&p->ticket);
 	MHD_upgrade_action(p->urh, MHD_UPGRADE_ACTION_CLOSE);
 	H.need_run = true;
@@ -1114,6 +1115,7 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
 		return;
 	}
 	log_emit(LOG_INFO, "http", p->id, "msg=\"websocket open\" model=%s", p->model);
+	metrics_set_websockets(tunnel_count());
 }
 
 /* Headers of the backend's 101 that go on ours: not hop-by-hop ones (MHD writes Connection),

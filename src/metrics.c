@@ -47,6 +47,7 @@ static struct {
 	struct model_metrics  none; /* requests that named no (known) model */
 	unsigned long long    refusals[MM_ARRAY_LEN(refusal_reasons)];
 	size_t                connections;
+	size_t                websockets;
 } X;
 
 static void
@@ -246,6 +247,12 @@ metrics_set_connections(size_t n)
 	X.connections = n;
 }
 
+void
+metrics_set_websockets(size_t n)
+{
+	X.websockets = n;
+}
+
 /* --- rendering --- */
 
 /* Label values from config and requests are escaped as the text format asks. */
@@ -401,4 +408,6 @@ metrics_render(struct buf *b)
 	buf_printf(b, "modelmux_process_open_fds %ld\n", proc_open_fds());
 	header(b, "modelmux_http_connections", "gauge", "Open client connections.");
 	buf_printf(b, "modelmux_http_connections %zu\n", X.connections);
+	header(b, "modelmux_websockets_open", "gauge", "WebSockets open through /upstream.");
+	buf_printf(b, "modelmux_websockets_open %zu\n", X.websockets);
 }

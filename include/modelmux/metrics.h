@@ -28,6 +28,7 @@ void metrics_tokens(const char *model, long long prompt, long long completion);
 /* reason: auth, cors, rate, size, path, timeout (408), malformed (a 400 libmicrohttpd made). */
 void metrics_refusal(const char *reason);
 void metrics_set_connections(size_t n);
+void metrics_set_websockets(size_t n);
 
 /* Appends s escaped as a label value (\\, \", \n). */
 void metrics_label(struct buf *b, const char *s);

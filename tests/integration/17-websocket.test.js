@@ -88,6 +88,9 @@ models:
   ws.ping('are-you-there');
   assert.equal(await pong, 'are-you-there');
 
+  // The operator sees it open.
+  assert.match((await h.get(`${d.url}/metrics`)).text, /^modelmux_websockets_open 1$/m);
+
   // Many small frames in a burst arrive in order.
   for (let i = 0; i < 200; i++) ws.send(`n${i}`);
   for (let i = 0; i < 200; i++) assert.equal((await ws.next()).data.toString(), `n${i}`);
@@ -96,6 +99,7 @@ models:
   const c = await ws.closed;
   assert.equal(c.code, 1000);
   await d.waitLog(/msg="websocket closed" model="?echo"? to_backend=\d+ to_client=\d+/);
+  assert.match((await h.get(`${d.url}/metrics`)).text, /^modelmux_websockets_open 0$/m);
 
   // What reached the backend: the upgrade itself, with our request id and no client credentials.
   const up = requestLog(log).find((r) => r.path === '/ws');
