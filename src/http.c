@@ -131,6 +131,9 @@ static struct {
 	bool               tls;      /* the daemon speaks TLS: no answer can bypass MHD */
 	int                mhd_refused; /* status of an answer MHD made itself, not yet logged */
 	struct gate_rates *rates;
+	struct ws_pipe    *ws;        /* open WebSockets */
+	char             **draining;  /* models whose WebSockets are to end (sched's drain) */
+	uint64_t           drain_timer;
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
 static void req_resume(struct mm_req *r);
@@ -1038,6 +1041,7 @@ start_upstream(struct mm_req *r)
 
 /* An open WebSocket, after the 101: it outlives its request and holds the model. */
 struct ws_pipe {
+	struct ws_pipe                   *next, *prev; /* H.ws */
 	struct tunnel                    *tun;
 	struct MHD_UpgradeResponseHandle *urh;
 	struct sched_ticket               ticket;
@@ -1075,6 +1079,12 @@ on_ws_end(void *arg, unsigned long long to_backend, unsigned long long to_client
 	    to_backend, to_client, (unsigned long long)(loop_now_ms() - p->t_open), why);
 	tunnel_free(p->tun);
 	metrics_set_websockets(tunnel_count());
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		H.ws = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
 	sched_release(&p->ticket);
 	MHD_upgrade_action(p->urh, MHD_UPGRADE_ACTION_CLOSE);
 	H.need_run = true;
@@ -1115,7 +1125,46 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
 		return;
 	}
 	log_emit(LOG_INFO, "http", p->id, "msg=\"websocket open\" model=%s", p->model);
+	p->next = H.ws;
+	if (H.ws)
+		H.ws->prev = p;
+	H.ws = p;
 	metrics_set_websockets(tunnel_count());
+}
+
+/* The scheduler must empty these models (a swap, an unload, a reload): their WebSockets, which
+ * would hold them forever, end — from a timer, as the scheduler may not be re-entered. */
+static void
+end_drained(void *arg)
+{
+	char **ids = H.draining;
+
+	(void)arg;
+	H.drain_timer = 0;
+	H.draining = NULL;
+	for (struct ws_pipe *p = H.ws, *next; p != NULL; p = next) {
+		next = p->next;
+		if (p->ticket.state == TICKET_ACTIVE && strv_contains(ids, p->model)) {
+			log_emit(LOG_INFO, "http", p->id, "msg=\"websocket ended: its model must stop\" "
+			    "model=%s", p->model);
+			tunnel_end(p->tun, "model stopping");
+		}
+	}
+	strv_free(ids);
+}
+
+static void
+on_drain(const char *model_id)
+{
+	size_t n = strv_len(H.draining);
+
+	if (H.ws == NULL)
+		return;
+	H.draining = xreallocarray(H.draining, n + 2, sizeof(*H.draining));
+	H.draining[n] = xstrdup(model_id);
+	H.draining[n + 1] = NULL;
+	if (H.drain_timer == 0)
+		H.drain_timer = loop_timer_add(0, end_drained, NULL);
 }
 
 /* Headers of the backend's 101 that go on ours: not hop-by-hop ones (MHD writes Connection),
@@ -2308,6 +2357,7 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	H.cfg = cfg_ref(cfg);
 	H.rates = gate_rates_new(cfg);
 	H.tls = cfg->tls_cert_pem != NULL;
+	sched_set_drain_cb(on_drain);
 	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
 	    (cfg->tls_cert_pem ? MHD_USE_TLS : 0),
 	    0, NULL, NULL, on_request, NULL,
@@ -2389,6 +2439,10 @@ http_stop_accepting(void)
 void
 http_free(void)
 {
+	loop_timer_cancel(H.drain_timer);
+	H.drain_timer = 0;
+	strv_free(H.draining);
+	H.draining = NULL;
 	if (H.epoll_fd != -1)
 		loop_fd_del(H.epoll_fd);
 	H.epoll_fd = -1;

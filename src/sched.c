@@ -35,6 +35,7 @@ struct sched_model {
 	bool                    evict_wanted;
 	bool                    unload_wanted;
 	bool                    stop_sent;
+	bool                    drain_told;  /* the drain callback heard of this episode */
 	uint64_t                ttl_timer;
 	uint64_t                spawn_failed_timer;
 	uint64_t                start_ms;
@@ -58,6 +59,7 @@ static struct {
 	uint64_t              seq;
 	bool                  pumping, pump_again;
 	bool                  shutting_down;
+	sched_drain_cb        drain_cb;
 	bool                  shutdown_force;  /* the grace is over: stop even busy models */
 	uint64_t              shutdown_timer;
 	void                (*shutdown_done)(void);
@@ -515,9 +517,19 @@ pump_once(void)
 			ticket_grant(m->head);
 		}
 	}
-	/* 3. Stops of idle models in the way. */
+	/* 3. Stops of idle models in the way; holders of a busy one that never end on their own
+	 * are asked to (once per episode). */
 	for (size_t i = 0; i < S.n; i++) {
 		struct sched_model *m = S.models[i];
+		bool                draining = (m->evict_wanted && m->batch_left == 0) ||
+		                               m->unload_wanted || m->next_cfg != NULL;
+
+		if (!draining || m->inflight == 0) {
+			m->drain_told = false;
+		} else if (!m->drain_told && S.drain_cb != NULL) {
+			m->drain_told = true;
+			S.drain_cb(m->cfg->id);
+		}
 
 		if (m->evict_wanted && m->state == MODEL_READY && m->inflight == 0 && m->batch_left == 0)
 			stop_model(m, "swap");
@@ -570,6 +582,12 @@ pump(void)
 		S.shutdown_done = NULL;
 		done();
 	}
+}
+
+void
+sched_set_drain_cb(sched_drain_cb cb)
+{
+	S.drain_cb = cb;
 }
 
 /* --- requests --- */

@@ -464,6 +464,13 @@ tunnel_free(struct tunnel *t)
 }
 
 void
+tunnel_end(struct tunnel *t, const char *why)
+{
+	if (t->state == T_SPLICED)
+		end(t, why);
+}
+
+void
 tunnel_end_all(void)
 {
 	while (spliced != NULL)

@@ -106,6 +106,13 @@ void sched_unload_cancel(struct sched_unload *u);
  * idle; new ones start stopped. */
 void sched_reload(struct cfg *cfg);
 
+/* A model in use must be emptied (a swap, an unload, a reload) while tickets are active: the
+ * callback hears its id once per such episode, from inside the scheduler — it must not call
+ * back into it, only arrange for holders that would never end on their own (WebSockets) to
+ * end soon. NULL = none. */
+typedef void (*sched_drain_cb)(const char *model_id);
+void sched_set_drain_cb(sched_drain_cb cb);
+
 /* Loads the config's hooks.on_startup.preload models, in order, with the usual swap rules. */
 void sched_preload(void);
 

@@ -35,6 +35,9 @@ struct tunnel *tunnel_open(const char *url, const char *method, char *const *hea
  * request head. `end_cb` is called once, never from inside this call. -1 when out of watchers. */
 int tunnel_splice(struct tunnel *t, int client_fd, const char *extra, size_t extra_len,
     tunnel_end_cb end_cb, void *arg);
+/* Ends a spliced tunnel now: its end_cb runs, with `why` (static), from inside this call. A
+ * tunnel not spliced is left alone. */
+void tunnel_end(struct tunnel *t, const char *why);
 /* Closes the backend socket and frees. NULL is a no-op. Calls no callback. */
 void tunnel_free(struct tunnel *t);
 /* Ends every spliced tunnel now (shutdown): each end_cb runs with why "shutdown". */

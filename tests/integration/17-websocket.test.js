@@ -280,3 +280,34 @@ models:
   await d.waitLog(/msg="websocket closed"/);
   await d.stop();
 });
+
+test('a swap or an unload is not held up by an open socket: the socket is closed so the model can stop', async (t) => {
+  const port = await h.freePorts(3);
+  const d = await h.startDaemon(t, { config: `startPort: ${port}
+models:
+  a:
+    cmd: ${h.FAKE} --port \${PORT}
+  b:
+    cmd: ${h.FAKE} --port \${PORT}
+` });
+  let { ws } = await wsOpen(wsUrl(d, '/upstream/a/ws'));
+  ws.send('x');
+  await ws.next();
+  // b evicts a (one model at a time): a's socket ends instead of making b wait for ever.
+  const t0 = Date.now();
+  const r = await h.post(`${d.url}/v1/chat/completions`, { model: 'b', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 200, r.text);
+  assert.ok(Date.now() - t0 < 5000, `b waited ${Date.now() - t0} ms`);
+  await ws.closed;
+  await d.waitLog(/msg="websocket ended: its model must stop" model="?a"?/);
+
+  // An unload answers once stopped, socket or not.
+  ({ ws } = await wsOpen(wsUrl(d, '/upstream/b/ws')));
+  ws.send('y');
+  await ws.next();
+  const u = await h.post(`${d.url}/api/models/unload/b`, {});
+  assert.equal(u.status, 200, u.text);
+  await ws.closed;
+  assert.match((await h.get(`${d.url}/metrics`)).text, /^modelmux_websockets_open 0$/m);
+  await d.stop();
+});

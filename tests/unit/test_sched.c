@@ -237,18 +237,32 @@ test_failed_start_fans_out(void)
 	teardown();
 }
 
+static char drained[256];
+
+static void
+on_drain(const char *id)
+{
+	size_t n = strlen(drained);
+
+	snprintf(drained + n, sizeof(drained) - n, "%s ", id);
+}
+
 static void
 test_swap_waits_for_busy_and_reap(void)
 {
 	struct req ra, ra2, rb;
 
 	setup(two_models);
+	drained[0] = '\0';
+	sched_set_drain_cb(on_drain);
 	acquire(&ra, "a");
 	sched_on_ready(M("a"));
 	ASSERT_INT_EQ(ra.outcome, 0);
+	ASSERT_STR_EQ(drained, "");
 	acquire(&rb, "b");
-	/* a is busy: not stopped, b not started. */
+	/* a is busy: not stopped, b not started; a's holders are asked to end, once. */
 	ASSERT_STR_EQ(events, "start:a ");
+	ASSERT_STR_EQ(drained, "a ");
 	ASSERT_INT_EQ(rb.outcome, -1);
 	/* A new request for a waits behind the pending swap (no thrash). */
 	acquire(&ra2, "a");
@@ -268,6 +282,9 @@ test_swap_waits_for_busy_and_reap(void)
 	sched_on_ready(M("a"));
 	ASSERT_INT_EQ(ra2.outcome, 0);
 	sched_release(&ra2.t);
+	/* Once for a's episode; b was never asked: it still owed its batch while rb ran. */
+	ASSERT_STR_EQ(drained, "a ");
+	sched_set_drain_cb(NULL);
 	teardown();
 }
 
