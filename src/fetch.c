@@ -1,5 +1,6 @@
 /* fetch: curl multi socket interface on the loop (epoll watchers + one loop timer). */
 #include <string.h>
+#include <unistd.h>
 
 #include "modelmux/fetch.h"
 #include "modelmux/log.h"
@@ -142,6 +143,16 @@ fetch_free(void)
 	curl_global_cleanup();
 }
 
+/* curl closes its sockets through here: the loop forgets the fd before its number can be
+ * reused, whatever order curl tells us in. */
+static int
+close_sock(void *clientp, curl_socket_t fd)
+{
+	(void)clientp;
+	loop_fd_del(fd);
+	return close(fd);
+}
+
 int
 fetch_start(CURL *easy, fetch_done_cb done, void *arg)
 {
@@ -150,6 +161,7 @@ fetch_start(CURL *easy, fetch_done_cb done, void *arg)
 	x->done = done;
 	x->arg = arg;
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, close_sock);
 	if (curl_multi_add_handle(multi, easy) != CURLM_OK) {
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
 		free(x);

@@ -165,7 +165,7 @@ loop_fd_del(int fd)
 {
 	if (fd < 0 || (size_t)fd >= L.nfds || L.fds[fd] == NULL || !L.fds[fd]->live)
 		return;
-	/* The fd may already be closed (curl closes before telling us): ignore errors. */
+	/* The fd may already be closed by its owner: ignore errors. */
 	(void)epoll_ctl(L.epfd, EPOLL_CTL_DEL, fd, NULL);
 	L.fds[fd]->live = false;
 }
