@@ -369,6 +369,8 @@ log_parse_level(const char *s, enum log_level *out)
 void
 log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, ...)
 {
+	static time_t   ts_sec;
+	static char     ts_text[32];
 	char            line[4096], ts[32];
 	struct timespec now;
 	struct tm       tm;
@@ -378,8 +380,13 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 	if (lvl < log_level)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	/* The date part changes once a second; lines come by the thousand. */
+	if (now.tv_sec != ts_sec || ts_text[0] == '\0') {
+		gmtime_r(&now.tv_sec, &tm);
+		strftime(ts_text, sizeof(ts_text), "%Y-%m-%dT%H:%M:%S", &tm);
+		ts_sec = now.tv_sec;
+	}
+	memcpy(ts, ts_text, sizeof(ts));
 	n = snprintf(line, sizeof(line), "%s.%03ldZ %s %s ", ts, now.tv_nsec / 1000000L,
 	    level_names[lvl], mod);
 	if (req != NULL)
