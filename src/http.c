@@ -59,6 +59,7 @@ struct mm_req {
 	struct buf             body;
 	bool                   body_too_large;
 	bool                   refused;     /* answered before the body's end: the rest is dropped */
+	uint64_t               refused_ms;
 	size_t                 drained;     /* body bytes dropped after the limit */
 	uint64_t               body_timer;  /* body idle timeout (408) */
 	uint64_t               body_last;   /* when the last body byte came */
@@ -424,6 +425,7 @@ refuse_now(struct mm_req *r, int status, const char *code, const char *fmt, ...)
 	json = api_error_json(status, code, msg);
 	reply_text(r, status, "application/json", xstrdup(json), NULL);
 	r->refused = true;
+	r->refused_ms = loop_now_ms();
 	if (send_raw(r->conn, status, r->pending, r->id, json)) {
 		MHD_destroy_response(r->pending);
 		r->pending = NULL;
@@ -1903,7 +1905,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			return r->pending ? queue_pending(r) : MHD_NO;
 		r->drained += *upload_size;
 		*upload_size = 0;
-		return r->drained > HTTP_413_DRAIN ? MHD_NO : MHD_YES;
+		/* Like nginx's lingering close: a client busy sending may not read the answer at
+		 * once, and a close on unread data resets the connection and loses it. */
+		return r->drained > HTTP_413_DRAIN &&
+		    loop_now_ms() - r->refused_ms >= HTTP_LINGER_MS ? MHD_NO : MHD_YES;
 	}
 	if (r->pending)
 		return queue_pending(r);
@@ -1945,15 +1950,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		/* Passed through as it came: spooled (bounded memory), then sent on. */
 		if (!r->body_too_large && r->body_total + *upload_size > (uint64_t)body_limit(r)) {
 			r->body_too_large = true;
-			buf_free(&r->body);
-		}
-		if (r->body_too_large) {
-			r->drained += *upload_size;
-			if (r->drained > HTTP_413_DRAIN) {
-				dispatch_upstream(r);
-				*upload_size = 0;
-				return queue_pending(r);
-			}
+			metrics_refusal("size");
+			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
+			    body_limit(r));
+			r->drained = *upload_size;
 		} else if (r->mp_error == NULL) {
 			if (spool_append(r, upload_data, *upload_size) == -1) {
 				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
