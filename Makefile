@@ -121,7 +121,7 @@ test: all unit fuzz-replay integration
 
 check:
 	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
-	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' MM_SANITIZE=1 test
+	  SAN='-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all' MM_SANITIZE=1 test
 
 # A representative scenario under valgrind (any definite leak or memory error fails it):
 # requests, streams, swaps, queues, multipart, WebSockets, reload, shutdown.

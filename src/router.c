@@ -259,7 +259,7 @@ router_json_model(const char *body, size_t len, int max_depth, const char **mode
 	struct key_scratch ks = { 0 };
 	cJSON             *doc;
 	const cJSON       *m;
-	const char        *dup = NULL;
+	const char        *dup = NULL, *end = NULL;
 	int                r;
 
 	*model = NULL;
@@ -271,10 +271,16 @@ router_json_model(const char *body, size_t len, int max_depth, const char **mode
 		snprintf(err, errlen, "request body nests deeper than %d levels", max_depth);
 		return NULL;
 	}
-	if ((doc = cJSON_ParseWithLength(body, len)) == NULL) {
+	if ((doc = cJSON_ParseWithLengthOpts(body, len, &end, false)) == NULL) {
 		snprintf(err, errlen, "request body is not valid JSON");
 		return NULL;
 	}
+	/* cJSON stops after the first value: anything but white space after it is not JSON. */
+	for (; end < body + len; end++)
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+			snprintf(err, errlen, "request body is not valid JSON");
+			goto fail;
+		}
 	if (!cJSON_IsObject(doc)) {
 		snprintf(err, errlen, "request body must be a JSON object");
 		goto fail;

@@ -179,6 +179,20 @@ peek(const char *body, struct router_peek *pk, char *err)
 }
 
 static void
+test_trailing(void)
+{
+	const char *model;
+	char        err[256];
+	cJSON      *doc;
+
+	ASSERT_NULL(router_json_model("{\"model\":\"a\"}x", 14, 8, &model, err, sizeof(err)));
+	ASSERT_STR_EQ(err, "request body is not valid JSON");
+	ASSERT_NULL(router_json_model("{\"model\":\"a\"}{}", 15, 8, &model, err, sizeof(err)));
+	ASSERT_NOT_NULL(doc = router_json_model("{\"model\":\"a\"} \r\n", 16, 8, &model, err, sizeof(err)));
+	cJSON_Delete(doc);
+}
+
+static void
 test_peek(void)
 {
 	struct router_peek pk;
@@ -234,6 +248,7 @@ main(void)
 	test_query();
 	test_model();
 	test_peek();
+	test_trailing();
 	test_rewrite();
 	test_usage();
 	CHECK_DONE();
