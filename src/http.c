@@ -1920,42 +1920,23 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		loop_timer_cancel(r->body_timer);
 		r->body_timer = 0;
 	}
-	if (*upload_size > 0 && r->route.kind == ROUTE_MULTIPART_MODEL) {
+	if (*upload_size > 0 &&
+	    (r->route.kind == ROUTE_MULTIPART_MODEL || r->route.kind == ROUTE_UPSTREAM)) {
+		/* Spooled as it comes (bounded memory), scanned on the way when multipart, then sent
+		 * on as it came. */
 		const char *err = NULL;
 
-		if (!r->body_too_large && r->body_total + *upload_size >
-		    (uint64_t)r->cfg->limits.max_multipart_body_bytes) {
-			r->body_too_large = true;
-			buf_free(&r->body);
-			metrics_refusal("size");
-			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
-			    r->cfg->limits.max_multipart_body_bytes);
-			r->drained = *upload_size;
-		} else if (r->mp_error == NULL) {
-			if (mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
-				r->mp_error = err;
-			else if (spool_append(r, upload_data, *upload_size) == -1) {
-				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
-				    strerror(errno));
-				r->mp_error = "cannot store the upload";
-				r->spool_fd = r->spool_fd == -1 ? -2 : r->spool_fd;
-			} else {
-				r->body_total += *upload_size;
-			}
-		}
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	if (*upload_size > 0 && r->route.kind == ROUTE_UPSTREAM) {
-		/* Passed through as it came: spooled (bounded memory), then sent on. */
 		if (!r->body_too_large && r->body_total + *upload_size > (uint64_t)body_limit(r)) {
 			r->body_too_large = true;
+			buf_free(&r->body);
 			metrics_refusal("size");
 			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
 			    body_limit(r));
 			r->drained = *upload_size;
 		} else if (r->mp_error == NULL) {
-			if (spool_append(r, upload_data, *upload_size) == -1) {
+			if (r->mp != NULL && mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
+				r->mp_error = err;
+			else if (spool_append(r, upload_data, *upload_size) == -1) {
 				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
 				    strerror(errno));
 				r->mp_error = "cannot store the upload";
