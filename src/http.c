@@ -812,6 +812,12 @@ mp_body_read(void *arg, char *buf, size_t n)
 	return (size_t)got;
 }
 
+static void
+mp_body_rewind(void *arg)
+{
+	((struct mm_req *)arg)->send_pos = 0;
+}
+
 static uint64_t
 mp_send_len(const struct mm_req *r)
 {
@@ -1017,6 +1023,7 @@ start_upstream(struct mm_req *r)
 		ur.body_len = (size_t)mp_send_len(r);
 		ur.read = mp_body_read;
 		ur.read_arg = r;
+		ur.rewind = mp_body_rewind;
 	}
 
 	if (!r->loading)

@@ -160,6 +160,18 @@ loop_fd_mod(int fd, uint32_t events)
 	return epoll_ctl(L.epfd, EPOLL_CTL_MOD, fd, &ev);
 }
 
+int
+loop_fd_rebind(int fd, loop_fd_cb cb, void *arg)
+{
+	if (fd < 0 || (size_t)fd >= L.nfds || L.fds[fd] == NULL || !L.fds[fd]->live) {
+		errno = EBADF;
+		return -1;
+	}
+	L.fds[fd]->cb = cb;
+	L.fds[fd]->arg = arg;
+	return 0;
+}
+
 void
 loop_fd_del(int fd)
 {

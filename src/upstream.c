@@ -1,18 +1,86 @@
-/* upstream: a streamed HTTP exchange with a backend (libcurl easy handle on the fetch multi). */
+/* upstream: a streamed HTTP exchange with a backend. Two paths behind one interface:
+ *  - direct: our own HTTP/1.1 client on the loop, for http:// backends at an IP address (the
+ *    usual local inference server). One socket per exchange, kept-alive connections pooled and
+ *    watched while idle, no per-request allocation but the buffers.
+ *  - curl: a libcurl easy handle on the fetch multi, for everything else (https, host names).
+ * The profile of the proxy's hot path was a fifth libcurl (liveness polls, URL and header
+ * handling, socket re-registration per transfer): see bench/README.md. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "modelmux/fetch.h"
+#include "modelmux/h1.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/upstream.h"
 #include "modelmux/util.h"
 
+#define UP_RBUF        (16u << 10) /* direct: response bytes read at once (grows for a head) */
+#define UP_PIECE       (64u << 10) /* direct: a pulled request-body piece */
+#define UP_EV_IN       (EPOLLIN | EPOLLRDHUP) /* what a connection waiting to read watches */
+
+enum up_framing {
+	UP_F_LEN = 0,  /* Content-Length */
+	UP_F_CHUNKED,
+	UP_F_CLOSE,    /* until the backend closes */
+	UP_F_NONE,     /* HEAD, 1xx, 204, 304 */
+};
+
+enum up_phase {
+	UP_CONNECT = 0,
+	UP_SEND,       /* request going out; an early answer is read too */
+	UP_RECV,
+};
+
+/* The direct path's state. */
+struct up_direct {
+	int                     fd;        /* -1 when none */
+	struct sockaddr_storage sa;
+	socklen_t               salen;
+	enum up_phase           phase;
+	uint32_t                mask;      /* events watched; 0 when not in the loop */
+	bool                    reused;    /* the connection came from the pool */
+	bool                    retried;   /* a reused connection failed once already */
+	bool                    got_bytes; /* any response byte read */
+	bool                    sent_all;
+	bool                    have_head;
+	bool                    head_only; /* HEAD: no body whatever the head says */
+	bool                    paused;
+	bool                    eof;
+	bool                    close;     /* the connection cannot be reused */
+	bool                    starting;  /* inside up_start: failures are reported later */
+	char                   *req;       /* request line and fields */
+	size_t                  req_len, req_off;
+	const char             *body;      /* in-memory body, borrowed */
+	uint64_t                body_len, body_off;
+	char                   *piece;     /* pulled body piece (read() bodies) */
+	size_t                  piece_len, piece_off;
+	uint64_t                pulled;
+	void                  (*rewind)(void *arg);
+	char                   *rbuf;
+	size_t                  rlen, rpos, rcap;
+	enum up_framing         framing;
+	uint64_t                left;      /* UP_F_LEN: body bytes still to come */
+	struct h1_chunked       ch;
+	uint64_t                timer;     /* connect timeout, or the deferred resume/failure */
+	const char             *fail;      /* a failure to report from the timer */
+	char                    why[160];
+	long                    connect_s, keepalive_s, idle_s;
+};
+
 struct up_xfer {
-	CURL                      *easy;
-	struct curl_slist         *hdrs;
 	const struct up_callbacks *cb;
 	void                      *arg;
 	int                        status;
@@ -21,9 +89,13 @@ struct up_xfer {
 	long long                  content_length;
 	bool                       head_sent;
 	bool                       header_overflow;
+	bool                       h_owned;   /* h[] strings are ours (curl path) */
 	uint64_t                   header_timer;
 	size_t                   (*read)(void *arg, char *buf, size_t n);
 	void                      *read_arg;
+	struct up_direct          *d;         /* NULL on the curl path */
+	CURL                      *easy;
+	struct curl_slist         *hdrs;
 	char                       errbuf[CURL_ERROR_SIZE];
 };
 
@@ -51,13 +123,6 @@ easy_put(CURL *e)
 	}
 }
 
-void
-up_free_pool(void)
-{
-	while (npool > 0)
-		curl_easy_cleanup(pool[--npool]);
-}
-
 static const char *const hop_by_hop[] = {
 	"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
 	"upgrade", "content-length", "proxy-authenticate",
@@ -75,13 +140,15 @@ is_hop_by_hop(const char *name, size_t len)
 static void
 headers_clear(struct up_xfer *x)
 {
-	for (size_t i = 0; i < x->nh; i++) {
+	for (size_t i = 0; x->h_owned && i < x->nh; i++) {
 		free(x->h[i].name);
 		free(x->h[i].value);
 	}
 	x->nh = x->hbytes = 0;
 	x->content_length = -1;
 }
+
+static void direct_free(struct up_direct *d);
 
 static void
 xfer_free(struct up_xfer *x)
@@ -91,6 +158,7 @@ xfer_free(struct up_xfer *x)
 	curl_slist_free_all(x->hdrs);
 	if (x->easy)
 		easy_put(x->easy);
+	direct_free(x->d);
 	free(x);
 }
 
@@ -149,6 +217,7 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
 		return n;
 	x->h[x->nh].name = xstrndup(p, nl);
 	x->h[x->nh].value = xstrndup(v, (size_t)(p + len - v));
+	x->h_owned = true;
 	x->nh++;
 	return n;
 }
@@ -200,25 +269,23 @@ on_header_timeout(void *arg)
 	void                      *cbarg = x->arg;
 
 	x->header_timer = 0;
-	fetch_cancel(x->easy);
+	if (x->easy != NULL)
+		fetch_cancel(x->easy);
 	xfer_free(x);
 	cb->done(cbarg, false, "timed out waiting for the response headers");
 }
 
-struct up_xfer *
-up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, const char **err)
+/* --- the curl path --- */
+
+static int
+curl_start(struct up_xfer *x, const struct up_request *r, const char **err)
 {
-	struct up_xfer *x = xcalloc(1, sizeof(*x));
-	CURL           *e;
+	CURL *e;
 
 	if ((e = x->easy = easy_get()) == NULL) {
-		free(x);
 		*err = "cannot create a transfer";
-		return NULL;
+		return -1;
 	}
-	x->cb = cb;
-	x->arg = arg;
-	x->content_length = -1;
 	bool has_ctype = false, has_accept = false;
 
 	for (char *const *h = r->headers; h && *h; h++) {
@@ -274,8 +341,622 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
 	}
 	if (fetch_start(e, on_done, x) == -1) {
-		xfer_free(x);
 		*err = "cannot start a transfer";
+		return -1;
+	}
+	return 0;
+}
+
+/* --- the direct path: kept-alive connections --- */
+
+/* Idle connections, oldest first. Each stays in the loop, so a backend closing one (or a
+ * process exiting) is noticed at once and the connection never handed out dead. */
+struct up_idle {
+	int                     fd;
+	socklen_t               salen;
+	struct sockaddr_storage sa;
+	uint64_t                since;
+};
+static struct up_idle idle[FETCH_MAX_IDLE_CONNS];
+static size_t         nidle;
+
+static void
+idle_drop(size_t i)
+{
+	loop_fd_del(idle[i].fd);
+	close(idle[i].fd);
+	memmove(idle + i, idle + i + 1, (nidle - i - 1) * sizeof(*idle));
+	nidle--;
+}
+
+/* Anything on an idle connection (the backend closed it, or sent what nobody asked for) ends
+ * it. */
+static void
+on_idle(int fd, uint32_t events, void *arg)
+{
+	(void)events;
+	(void)arg;
+	for (size_t i = 0; i < nidle; i++) {
+		if (idle[i].fd == fd) {
+			idle_drop(i);
+			return;
+		}
+	}
+	loop_fd_del(fd); /* not ours: cannot happen */
+}
+
+/* An idle connection to sa younger than idle_s (0: any age), taken out of the pool, or -1. */
+static int
+idle_take(const struct sockaddr_storage *sa, socklen_t salen, long idle_s)
+{
+	uint64_t now = loop_now_ms();
+
+	for (size_t i = nidle; i-- > 0;) {
+		int fd = idle[i].fd;
+
+		if (idle[i].salen != salen || memcmp(&idle[i].sa, sa, salen) != 0)
+			continue;
+		if (idle_s > 0 && now - idle[i].since > (uint64_t)idle_s * 1000u) {
+			idle_drop(i);
+			continue;
+		}
+		memmove(idle + i, idle + i + 1, (nidle - i - 1) * sizeof(*idle));
+		nidle--;
+		return fd; /* still in the loop: the taker rebinds it */
+	}
+	return -1;
+}
+
+/* Puts a connection in the pool; `mask` is what the loop watches on it now (0: not in it). */
+static void
+idle_put(int fd, const struct sockaddr_storage *sa, socklen_t salen, uint32_t mask)
+{
+	if (mask == 0 ? loop_fd_add(fd, UP_EV_IN, on_idle, NULL) == -1
+	    : (mask != UP_EV_IN && loop_fd_mod(fd, UP_EV_IN) == -1)) {
+		loop_fd_del(fd);
+		close(fd);
+		return;
+	}
+	loop_fd_rebind(fd, on_idle, NULL);
+	if (nidle == FETCH_MAX_IDLE_CONNS)
+		idle_drop(0);
+	idle[nidle].fd = fd;
+	idle[nidle].salen = salen;
+	memcpy(&idle[nidle].sa, sa, salen);
+	idle[nidle].since = loop_now_ms();
+	nidle++;
+}
+
+void
+up_free_pool(void)
+{
+	while (npool > 0)
+		curl_easy_cleanup(pool[--npool]);
+	while (nidle > 0)
+		idle_drop(nidle - 1);
+}
+
+/* --- the direct path: one exchange --- */
+
+static void d_on_event(int fd, uint32_t events, void *arg);
+static void d_connect(struct up_xfer *x);
+
+static void
+direct_free(struct up_direct *d)
+{
+	if (d == NULL)
+		return;
+	loop_timer_cancel(d->timer);
+	if (d->fd != -1) {
+		loop_fd_del(d->fd);
+		close(d->fd);
+	}
+	free(d->req);
+	free(d->piece);
+	free(d->rbuf);
+	free(d);
+}
+
+static void
+d_watch(struct up_xfer *x, uint32_t mask)
+{
+	struct up_direct *d = x->d;
+
+	if (mask == d->mask)
+		return;
+	if (d->mask == 0) {
+		if (loop_fd_add(d->fd, mask, d_on_event, x) == -1)
+			log_error("upstream", "msg=\"cannot watch a backend socket\" fd=%d", d->fd);
+	} else if (mask == 0) {
+		loop_fd_del(d->fd);
+	} else {
+		(void)loop_fd_mod(d->fd, mask);
+	}
+	d->mask = mask;
+}
+
+/* Ends the exchange: the connection back to the pool if it can carry another, then the owner's
+ * done callback with the transfer freed. */
+static void
+d_finish(struct up_xfer *x, bool ok, const char *reason)
+{
+	struct up_direct          *d = x->d;
+	const struct up_callbacks *cb = x->cb;
+	void                      *cbarg = x->arg;
+	static char                why[sizeof(d->why)];
+
+	if (ok && !d->close && d->sent_all && d->rpos == d->rlen && d->framing != UP_F_CLOSE &&
+	    d->fd != -1) {
+		idle_put(d->fd, &d->sa, d->salen, d->mask);
+		d->fd = -1;
+	}
+	if (ok)
+		send_head(x);
+	else
+		snprintf(why, sizeof(why), "%s", reason);
+	if (x->header_overflow)
+		log_warn("upstream", "msg=\"response headers past the limit were dropped\"");
+	xfer_free(x);
+	cb->done(cbarg, ok, ok ? NULL : why);
+}
+
+static void
+d_fail(struct up_xfer *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void d_on_deferred(void *arg);
+
+static void
+d_fail(struct up_xfer *x, const char *fmt, ...)
+{
+	struct up_direct *d = x->d;
+	va_list           ap;
+
+	va_start(ap, fmt);
+	vsnprintf(d->why, sizeof(d->why), fmt, ap);
+	va_end(ap);
+	if (!d->starting) {
+		d_finish(x, false, d->why);
+		return;
+	}
+	/* Found inside up_start: reported from the loop, as any other failure. */
+	d->fail = d->why;
+	d_watch(x, 0);
+	loop_timer_cancel(d->timer);
+	if ((d->timer = loop_timer_add(0, d_on_deferred, x)) == 0)
+		log_error("upstream", "msg=\"out of timers\"");
+}
+
+/* A reused connection that fails before any answer was closed by the backend while we picked
+ * it: the request goes again, once, on a new connection (as curl does). */
+static bool
+d_retry(struct up_xfer *x)
+{
+	struct up_direct *d = x->d;
+
+	if (!d->reused || d->retried || d->got_bytes || d->have_head)
+		return false;
+	if (d->pulled > 0 || d->piece_len > 0) {
+		if (d->rewind == NULL)
+			return false;
+		d->rewind(x->read_arg);
+	}
+	d->retried = true;
+	d->reused = false;
+	d_watch(x, 0);
+	close(d->fd);
+	d->fd = -1;
+	d->req_off = 0;
+	d->body_off = d->pulled = 0;
+	d->piece_len = d->piece_off = 0;
+	d->rlen = d->rpos = 0;
+	d->eof = false;
+	d_connect(x);
+	return true;
+}
+
+static void
+d_on_deferred(void *arg)
+{
+	struct up_xfer *x = arg;
+
+	x->d->timer = 0;
+	d_finish(x, false, x->d->fail);
+}
+
+/* Hands the response head and body bytes held to the owner; ends the exchange when the body is
+ * complete. Returns false when the transfer is gone. */
+static bool
+d_deliver(struct up_xfer *x)
+{
+	struct up_direct *d = x->d;
+	const char       *why = NULL;
+
+	while (!d->have_head) {
+		struct h1_head hd;
+		ssize_t        hl = h1_parse_head(d->rbuf + d->rpos, d->rlen - d->rpos, &hd, &why);
+
+		if (hl == 0)
+			return true;
+		if (hl < 0) {
+			d_fail(x, "malformed response from the backend: %s", why);
+			return false;
+		}
+		if (hd.status == 101) {
+			d_fail(x, "malformed response from the backend: 101 to a request without Upgrade");
+			return false;
+		}
+		d->rpos += (size_t)hl;
+		if (hd.status < 200)
+			continue; /* 100 Continue, 103 Early Hints: the real head follows */
+		d->have_head = true;
+		x->status = hd.status;
+		x->content_length = hd.chunked ? -1 : hd.content_length;
+		d->close |= hd.close;
+		for (size_t i = 0; i < hd.nfields; i++) {
+			struct h1_field *f = &hd.f[i];
+
+			x->hbytes += f->nlen + f->vlen;
+			if (is_hop_by_hop(f->name, f->nlen))
+				continue;
+			/* The head's bytes are consumed: end name and value in place. */
+			((char *)f->name)[f->nlen] = '\0';
+			((char *)f->value)[f->vlen] = '\0';
+			x->h[x->nh].name = (char *)f->name;
+			x->h[x->nh].value = (char *)f->value;
+			x->nh++;
+		}
+		x->header_overflow = hd.dropped > 0;
+		if (d->head_only || hd.status == 204 || hd.status == 304) {
+			d->framing = UP_F_NONE;
+		} else if (hd.chunked) {
+			d->framing = UP_F_CHUNKED;
+		} else if (hd.content_length >= 0) {
+			d->framing = UP_F_LEN;
+			d->left = (uint64_t)hd.content_length;
+		} else {
+			d->framing = UP_F_CLOSE;
+		}
+		send_head(x);
+	}
+	for (;;) {
+		const char *p = d->rbuf + d->rpos;
+		size_t      avail = d->rlen - d->rpos, n = 0, used = 0;
+		bool        end = false;
+		struct h1_chunked ch = d->ch;
+
+		switch (d->framing) {
+		case UP_F_NONE:
+			end = true;
+			used = 0;
+			break;
+		case UP_F_LEN:
+			n = used = avail < d->left ? avail : (size_t)d->left;
+			end = d->left == n;
+			break;
+		case UP_F_CLOSE:
+			n = used = avail;
+			end = d->eof;
+			break;
+		case UP_F_CHUNKED: {
+			ssize_t c = h1_chunked_step(&ch, p, avail, &p, &n, &why);
+
+			if (c < 0) {
+				d_fail(x, "malformed response from the backend: %s", why);
+				return false;
+			}
+			used = (size_t)c;
+			end = ch.state == H1_CH_DONE;
+			break;
+		}
+		}
+		if (n > 0 && x->cb->body(x->arg, p, n) != n) {
+			/* Not taken: the same bytes come again after up_resume. */
+			d->paused = true;
+			d_watch(x, 0);
+			return true;
+		}
+		d->ch = ch;
+		d->rpos += used;
+		if (d->framing == UP_F_LEN)
+			d->left -= n;
+		if (end) {
+			d_finish(x, true, NULL);
+			return false;
+		}
+		if (used == 0 || d->rpos == d->rlen)
+			break;
+	}
+	if (d->rpos == d->rlen)
+		d->rpos = d->rlen = 0;
+	return true;
+}
+
+/* Reads once (the loop says again when there is more). Returns false when the transfer is
+ * gone. */
+static bool
+d_recv(struct up_xfer *x)
+{
+	struct up_direct *d = x->d;
+	ssize_t           n;
+
+	if (d->rbuf == NULL) {
+		d->rcap = UP_RBUF;
+		d->rbuf = xmalloc(d->rcap);
+	}
+	if (d->rlen == d->rcap) {
+		if (d->rpos > 0) {
+			memmove(d->rbuf, d->rbuf + d->rpos, d->rlen - d->rpos);
+			d->rlen -= d->rpos;
+			d->rpos = 0;
+		} else if (!d->have_head && d->rcap < H1_MAX_HEAD_BYTES) {
+			d->rcap = MM_MIN((size_t)d->rcap * 2, (size_t)H1_MAX_HEAD_BYTES);
+			d->rbuf = xreallocarray(d->rbuf, d->rcap, 1);
+		} else {
+			d_fail(x, "malformed response from the backend: nothing taken from a full buffer");
+			return false;
+		}
+	}
+	n = recv(d->fd, d->rbuf + d->rlen, d->rcap - d->rlen, 0);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return true;
+	if (n > 0) {
+		d->got_bytes = true;
+		d->rlen += (size_t)n;
+		return d_deliver(x);
+	}
+	if (d_retry(x))
+		return true;
+	if (n == 0 && d->have_head && d->framing == UP_F_CLOSE) {
+		d->eof = true;
+		return d_deliver(x);
+	}
+	d_fail(x, "%s%s%s", !d->got_bytes ? "the backend closed the connection without answering"
+	    : !d->have_head ? "the backend closed the connection in the middle of the response head"
+	    : "the backend closed the connection before the end of the response",
+	    n == -1 ? ": " : "", n == -1 ? strerror(errno) : "");
+	return false;
+}
+
+/* Sends what it can of the request; then waits for the answer. */
+static void
+d_send(struct up_xfer *x)
+{
+	struct up_direct *d = x->d;
+
+	while (!d->sent_all) {
+		struct iovec  iov[2];
+		struct msghdr mh = { .msg_iov = iov };
+		ssize_t       n;
+		size_t        niov = 0;
+
+		if (d->req_off < d->req_len)
+			iov[niov++] = (struct iovec){ d->req + d->req_off, d->req_len - d->req_off };
+		if (d->body != NULL && d->body_off < d->body_len) {
+			iov[niov++] = (struct iovec){ (char *)d->body + d->body_off,
+			    (size_t)(d->body_len - d->body_off) };
+		} else if (x->read != NULL && d->piece_off == d->piece_len && d->pulled < d->body_len) {
+			size_t want = (size_t)MM_MIN((uint64_t)UP_PIECE, d->body_len - d->pulled);
+
+			if (d->piece == NULL)
+				d->piece = xmalloc(UP_PIECE);
+			d->piece_off = 0;
+			d->piece_len = x->read(x->read_arg, d->piece, want);
+			d->pulled += d->piece_len;
+			if (d->piece_len == 0) {
+				d_fail(x, "the request body ended %llu bytes early",
+				    (unsigned long long)(d->body_len - d->pulled));
+				return;
+			}
+		}
+		if (x->read != NULL && d->piece_off < d->piece_len)
+			iov[niov++] = (struct iovec){ d->piece + d->piece_off, d->piece_len - d->piece_off };
+		if (niov == 0) {
+			d->sent_all = true;
+			break;
+		}
+		mh.msg_iovlen = niov;
+		n = sendmsg(d->fd, &mh, MSG_NOSIGNAL);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				if (!d->paused)
+					d_watch(x, UP_EV_IN | EPOLLOUT);
+				return;
+			}
+			if (d_retry(x))
+				return;
+			if (d->got_bytes) {
+				/* The backend answered before taking the whole body: read its answer. */
+				d->close = true;
+				d->phase = UP_RECV;
+				d_watch(x, UP_EV_IN);
+				return;
+			}
+			d_fail(x, "cannot send the request to the backend: %s", strerror(errno));
+			return;
+		}
+		for (size_t i = 0; i < niov && n > 0; i++) {
+			size_t k = MM_MIN((size_t)n, iov[i].iov_len);
+
+			if (iov[i].iov_base == d->req + d->req_off)
+				d->req_off += k;
+			else if (iov[i].iov_base == d->piece + d->piece_off)
+				d->piece_off += k;
+			else
+				d->body_off += k;
+			n -= (ssize_t)k;
+		}
+	}
+	free(d->piece);
+	d->piece = NULL;
+	d->phase = UP_RECV;
+	if (!d->paused)
+		d_watch(x, UP_EV_IN);
+}
+
+static void
+on_connect_timeout(void *arg)
+{
+	struct up_xfer *x = arg;
+
+	x->d->timer = 0;
+	d_fail(x, "timed out connecting to the backend after %ld s", x->d->connect_s);
+}
+
+static void
+d_on_event(int fd, uint32_t events, void *arg)
+{
+	struct up_xfer   *x = arg;
+	struct up_direct *d = x->d;
+
+	(void)fd;
+	if (d->phase == UP_CONNECT) {
+		int       err = 0;
+		socklen_t el = sizeof(err);
+
+		if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1)
+			err = errno;
+		if (err != 0) {
+			d_fail(x, "cannot connect to the backend: %s", strerror(err));
+			return;
+		}
+		loop_timer_cancel(d->timer);
+		d->timer = 0;
+		d->phase = UP_SEND;
+		d_send(x);
+		return;
+	}
+	if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && !d_recv(x))
+		return;
+	if (d->phase == UP_SEND && !d->paused && (events & EPOLLOUT))
+		d_send(x);
+}
+
+static void
+d_connect(struct up_xfer *x)
+{
+	struct up_direct *d = x->d;
+	int               one = 1;
+	bool              starting = d->starting;
+
+	/* Whoever called us still holds the transfer: failures here are reported later. */
+	d->starting = true;
+	d->fd = socket(d->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (d->fd == -1) {
+		d_fail(x, "cannot connect to the backend: %s", strerror(errno));
+		goto out;
+	}
+	(void)setsockopt(d->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (d->keepalive_s > 0) {
+		int secs = (int)d->keepalive_s;
+
+		(void)setsockopt(d->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		(void)setsockopt(d->fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof(secs));
+		(void)setsockopt(d->fd, IPPROTO_TCP, TCP_KEEPINTVL, &secs, sizeof(secs));
+	}
+	if (connect(d->fd, (struct sockaddr *)&d->sa, d->salen) == -1 && errno != EINPROGRESS) {
+		d_fail(x, "cannot connect to the backend: %s", strerror(errno));
+		goto out;
+	}
+	d->phase = UP_CONNECT;
+	d->mask = 0;
+	d_watch(x, EPOLLOUT);
+	if (d->connect_s > 0)
+		d->timer = loop_timer_add((uint64_t)d->connect_s * 1000u, on_connect_timeout, x);
+out:
+	d->starting = starting;
+}
+
+/* The direct path takes http:// URLs whose host is an IP address and whose target can go on
+ * the request line as it is. */
+static bool
+direct_addr(const char *url, struct h1_url *u, struct sockaddr_storage *sa, socklen_t *salen)
+{
+	struct sockaddr_in  *s4 = (struct sockaddr_in *)sa;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+
+	if (h1_parse_url(url, u) == -1 || u->target[0] != '/' || !h1_target_ok(u->target))
+		return false;
+	memset(sa, 0, sizeof(*sa));
+	if (inet_pton(AF_INET, u->host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)strtoul(u->port, NULL, 10));
+		*salen = sizeof(*s4);
+		return true;
+	}
+	if (inet_pton(AF_INET6, u->host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)strtoul(u->port, NULL, 10));
+		*salen = sizeof(*s6);
+		return true;
+	}
+	return false;
+}
+
+static void
+direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url *u)
+{
+	struct up_direct *d = x->d;
+	struct buf        req = { 0 };
+	bool              bodyless = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+	int               fd;
+
+	d->head_only = strcmp(r->method, "HEAD") == 0;
+	d->connect_s = r->connect_timeout_s;
+	d->keepalive_s = r->keepalive_s;
+	d->idle_s = r->idle_conn_s;
+	d->rewind = r->rewind;
+	if (!bodyless) {
+		d->body_len = r->read != NULL || r->body != NULL ? r->body_len : 0;
+		d->body = r->read != NULL ? NULL : r->body;
+	}
+	buf_printf(&req, "%s %s HTTP/1.1\r\nHost: %.*s\r\n", r->method, u->target, (int)u->alen,
+	    u->authority);
+	for (char *const *h = r->headers; h && *h; h++)
+		buf_printf(&req, "%s\r\n", *h);
+	if (!bodyless)
+		buf_printf(&req, "Content-Length: %llu\r\n", (unsigned long long)d->body_len);
+	buf_printf(&req, "\r\n");
+	d->req = req.data;
+	d->req_len = req.len;
+	if ((fd = idle_take(&d->sa, d->salen, d->idle_s)) != -1) {
+		d->fd = fd;
+		d->reused = true;
+		d->phase = UP_SEND;
+		d->mask = UP_EV_IN;
+		loop_fd_rebind(fd, d_on_event, x);
+		d->starting = true;
+		d_send(x);
+		d->starting = false;
+		return;
+	}
+	d_connect(x);
+}
+
+/* --- the interface --- */
+
+struct up_xfer *
+up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, const char **err)
+{
+	struct up_xfer         *x = xcalloc(1, sizeof(*x));
+	struct sockaddr_storage sa;
+	socklen_t               salen;
+	struct h1_url           u;
+
+	x->cb = cb;
+	x->arg = arg;
+	x->content_length = -1;
+	x->read = r->read;
+	x->read_arg = r->read_arg;
+	if (direct_addr(r->url, &u, &sa, &salen)) {
+		x->d = xcalloc(1, sizeof(*x->d));
+		x->d->fd = -1;
+		x->d->sa = sa;
+		x->d->salen = salen;
+		direct_start(x, r, &u);
+	} else if (curl_start(x, r, err) == -1) {
+		xfer_free(x);
 		return NULL;
 	}
 	if (r->header_timeout_s > 0)
@@ -283,10 +964,34 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 	return x;
 }
 
+static void
+d_on_resume(void *arg)
+{
+	struct up_xfer   *x = arg;
+	struct up_direct *d = x->d;
+
+	d->timer = 0;
+	if (!d_deliver(x) || d->paused)
+		return;
+	d_watch(x, d->phase == UP_SEND ? UP_EV_IN | EPOLLOUT : UP_EV_IN);
+}
+
 void
 up_resume(struct up_xfer *x)
 {
-	fetch_unpause(x->easy);
+	struct up_direct *d = x->d;
+
+	if (d == NULL) {
+		fetch_unpause(x->easy);
+		return;
+	}
+	if (!d->paused)
+		return;
+	d->paused = false;
+	/* Never from inside the caller: the bytes held may end the transfer. */
+	loop_timer_cancel(d->timer);
+	if ((d->timer = loop_timer_add(0, d_on_resume, x)) == 0)
+		log_error("upstream", "msg=\"out of timers\"");
 }
 
 void
@@ -294,6 +999,7 @@ up_cancel(struct up_xfer *x)
 {
 	if (x == NULL)
 		return;
-	fetch_cancel(x->easy);
+	if (x->easy != NULL)
+		fetch_cancel(x->easy);
 	xfer_free(x);
 }

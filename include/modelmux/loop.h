@@ -23,6 +23,9 @@ void loop_free(void);
 /* Watches fd for `events` (EPOLLIN/EPOLLOUT/…). One watcher per fd. -1 on failure. */
 int  loop_fd_add(int fd, uint32_t events, loop_fd_cb cb, void *arg);
 int  loop_fd_mod(int fd, uint32_t events);
+/* Hands a watched fd to another callback without touching its events (no syscall). -1 if fd
+ * is not watched. */
+int  loop_fd_rebind(int fd, loop_fd_cb cb, void *arg);
 /* Stops watching fd (does not close it). Safe from inside the fd's own callback. */
 void loop_fd_del(int fd);
 

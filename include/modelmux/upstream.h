@@ -1,5 +1,5 @@
-/* upstream: one HTTP exchange with a backend over libcurl's multi interface, streamed both
- * ways. Knows nothing of models: it gets a URL, a method, headers and a body, and reports the
+/* upstream: one HTTP exchange with a backend, streamed both ways: our own HTTP/1.1 client for
+ * http:// backends at an IP address, libcurl's multi interface for the rest. Knows nothing of models: it gets a URL, a method, headers and a body, and reports the
  * response head, body pieces and the end to its owner. */
 #ifndef MODELMUX_UPSTREAM_H
 #define MODELMUX_UPSTREAM_H
@@ -38,6 +38,9 @@ struct up_request {
 	 * body_len is then its total size. */
 	size_t     (*read)(void *arg, char *buf, size_t n);
 	void        *read_arg;
+	/* Optional: starts the pulled body again from its first byte, so a request that met a
+	 * kept-alive connection the backend had just closed can go again on a new one. */
+	void       (*rewind)(void *arg);
 	long         connect_timeout_s;  /* 0 = none */
 	long         header_timeout_s;   /* time to the response head; 0 = none */
 	long         tls_handshake_s;    /* added to the connect timeout for https; 0 = none */
