@@ -28,6 +28,7 @@ struct out_pipe {
 	int        fd;
 	const char *label; /* "stdout" or "stderr" */
 	struct buf partial;
+	bool       parked; /* out of the loop's events until the pipe timer */
 };
 
 struct sup_proc {
@@ -49,6 +50,7 @@ struct sup_proc {
 	uint64_t         last_progress_ms; /* last output line or health answer */
 	uint64_t         last_probe_ms;    /* when the last health probe started */
 	uint64_t         poll_timer;
+	uint64_t         pipe_timer;  /* puts parked pipes back in the loop's events */
 	uint64_t         kill_timer;
 	CURL            *probe;
 	bool             probe_soon; /* an output line arrived while a probe was in flight */
@@ -171,11 +173,12 @@ pipe_close(struct out_pipe *o)
 	o->fd = -1;
 }
 
-/* Reads what is available; returns false at EOF or error (the pipe is then closed). */
+/* Reads what is available (`all`), or one read's worth (the loop says when there is more);
+ * returns false at EOF or error (the pipe is then closed). */
 static bool
-pipe_drain(struct sup_proc *p, struct out_pipe *o)
+pipe_drain(struct sup_proc *p, struct out_pipe *o, bool all)
 {
-	char chunk[4096];
+	char chunk[16384];
 
 	for (;;) {
 		ssize_t n = read(o->fd, chunk, sizeof(chunk));
@@ -207,6 +210,22 @@ pipe_drain(struct sup_proc *p, struct out_pipe *o)
 			}
 			start = i + 1;
 		}
+		if (!all && (size_t)n < sizeof(chunk))
+			return true;
+	}
+}
+
+static void
+pipe_unpark(void *arg)
+{
+	struct sup_proc *p = arg;
+
+	p->pipe_timer = 0;
+	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++) {
+		if (p->out[i].fd != -1 && p->out[i].parked) {
+			p->out[i].parked = false;
+			(void)loop_fd_mod(p->out[i].fd, EPOLLIN);
+		}
 	}
 }
 
@@ -216,9 +235,21 @@ on_pipe(int fd, uint32_t events, void *arg)
 	struct sup_proc *p = arg;
 
 	(void)events;
-	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
-		if (p->out[i].fd == fd)
-			pipe_drain(p, &p->out[i]);
+	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++) {
+		struct out_pipe *o = &p->out[i];
+
+		if (o->fd != fd || !pipe_drain(p, o, false))
+			continue;
+		/* While starting, every line may be the ready line: read at once. Afterwards, lines
+		 * wait up to SUP_PIPE_GAP_MS and come in batches. A parked pipe still reports its
+		 * end (EPOLLHUP). */
+		if (p->phase != PHASE_STARTING && !o->parked) {
+			o->parked = true;
+			(void)loop_fd_mod(fd, 0);
+			if (p->pipe_timer == 0)
+				p->pipe_timer = loop_timer_add(SUP_PIPE_GAP_MS, pipe_unpark, p);
+		}
+	}
 }
 
 /* --- health --- */
@@ -837,6 +868,7 @@ proc_free(struct sup_proc *p)
 	probe_cancel(p);
 	loop_timer_cancel(p->poll_timer);
 	loop_timer_cancel(p->kill_timer);
+	loop_timer_cancel(p->pipe_timer);
 	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++) {
 		buf_free(&p->out[i].partial);
 		pipe_close(&p->out[i]);
@@ -875,7 +907,7 @@ on_exit_status(struct sup_proc *p, int status)
 	signal_strays(p, SIGKILL);
 	/* Collect the output still in the pipes so the last lines are complete. */
 	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
-		if (p->out[i].fd != -1 && pipe_drain(p, &p->out[i]))
+		if (p->out[i].fd != -1 && pipe_drain(p, &p->out[i], true))
 			pipe_close(&p->out[i]);
 	log_info("sup", "model=%s pid=%d msg=exited status=\"%s\"", p->name, (int)p->pid, what);
 	if (p->phase == PHASE_STARTING) {

@@ -16,6 +16,9 @@
 #define SUP_REACH_TIMEOUT_MS   2000   /* a running server that has not answered by then is
                                        * unreachable */
 #define SUP_LINE_MAX           4096   /* longer output lines are cut */
+#define SUP_PIPE_GAP_MS        20     /* a running server's output is read at most this often:
+                                       * a server that logs every request would otherwise wake
+                                       * the loop once more per request */
 #define SUP_TAIL_LINES         64     /* output lines kept per process */
 #define SUP_TAIL_BYTES         16384  /* and at most this many bytes of them */
 #define SUP_MAX_STRAYS         64     /* descendants outside the group tracked per process */
