@@ -96,8 +96,10 @@ list_has(const char *v, size_t n, const char *tok, bool *last)
 			a++;
 		while (z > a && (v[z - 1] == ' ' || v[z - 1] == '\t'))
 			z--;
-		*last = z - a == tl && strncasecmp(v + a, tok, tl) == 0;
-		found |= *last;
+		if (z > a) { /* empty elements do not count (RFC 9110 5.6.1) */
+			*last = z - a == tl && strncasecmp(v + a, tok, tl) == 0;
+			found |= *last;
+		}
 		if (comma == NULL)
 			break;
 		n -= el + 1;
@@ -229,7 +231,9 @@ h1_parse_head(const char *p, size_t n, struct h1_head *h, const char **why)
 	}
 	if (te)
 		h->content_length = -1; /* Transfer-Encoding frames the body, whatever else says */
-	if (h->minor == 0 && !keep_alive)
+	/* HTTP/1.0 closes unless it says keep-alive; with Transfer-Encoding its framing is not to
+	 * be trusted for another exchange (RFC 9112 6.1). */
+	if (h->minor == 0 && (!keep_alive || te))
 		h->close = true;
 	return (ssize_t)end;
 }
@@ -281,15 +285,26 @@ h1_chunked_step(struct h1_chunked *st, const char *in, size_t n, const char **da
 			st->state = H1_CH_EXT;
 			break;
 		case H1_CH_EXT:
+			/* [BWS] then `;` extensions (skipped), then CRLF or LF */
 			i++;
 			if (c == '\n') {
 				st->line = 0;
 				st->digits = 0;
+				st->ext = st->cr = false;
 				st->last = st->left == 0;
 				st->state = st->last ? H1_CH_TRAILER : H1_CH_DATA;
-			} else if (++st->line > H1_MAX_CHUNK_LINE) {
-				return chunk_fail(why, "chunk size line too long");
+				break;
 			}
+			if (++st->line > H1_MAX_CHUNK_LINE)
+				return chunk_fail(why, "chunk size line too long");
+			if (st->cr || (c != '\r' && c != '\t' && ((unsigned char)c < 0x20 || c == 0x7f)))
+				return chunk_fail(why, "bad chunk size line");
+			if (c == '\r')
+				st->cr = true;
+			else if (c == ';')
+				st->ext = true;
+			else if (!st->ext && c != ' ' && c != '\t')
+				return chunk_fail(why, "bad chunk size line");
 			break;
 		case H1_CH_DATA: {
 			size_t take = n - i < st->left ? n - i : (size_t)st->left;

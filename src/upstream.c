@@ -61,6 +61,7 @@ struct up_direct {
 	bool                    eof;
 	bool                    close;     /* the connection cannot be reused */
 	bool                    starting;  /* inside up_start: failures are reported later */
+	int                     send_err;  /* errno of a failed send: its answer may still come */
 	char                   *req;       /* request line and fields */
 	size_t                  req_len, req_off;
 	const char             *body;      /* in-memory body, borrowed */
@@ -546,6 +547,8 @@ d_retry(struct up_xfer *x)
 	close(d->fd);
 	d->fd = -1;
 	d->req_off = 0;
+	d->sent_all = d->close = false;
+	d->send_err = 0;
 	d->body_off = d->pulled = 0;
 	d->piece_len = d->piece_off = 0;
 	d->rlen = d->rpos = 0;
@@ -710,6 +713,10 @@ d_recv(struct up_xfer *x)
 		d->eof = true;
 		return d_deliver(x);
 	}
+	if (!d->got_bytes && d->send_err != 0) {
+		d_fail(x, "cannot send the request to the backend: %s", strerror(d->send_err));
+		return false;
+	}
 	d_fail(x, "%s%s%s", !d->got_bytes ? "the backend closed the connection without answering"
 	    : !d->have_head ? "the backend closed the connection in the middle of the response head"
 	    : "the backend closed the connection before the end of the response",
@@ -764,16 +771,14 @@ d_send(struct up_xfer *x)
 					d_watch(x, UP_EV_IN | EPOLLOUT);
 				return;
 			}
-			if (d_retry(x))
-				return;
-			if (d->got_bytes) {
-				/* The backend answered before taking the whole body: read its answer. */
-				d->close = true;
-				d->phase = UP_RECV;
+			/* The backend may have answered before taking the whole body (a 413) and
+			 * closed: its answer is still there to read. d_recv decides, once it sees what
+			 * came: the answer, or a retry, or this error. */
+			d->send_err = errno;
+			d->close = true;
+			d->phase = UP_RECV;
+			if (!d->paused)
 				d_watch(x, UP_EV_IN);
-				return;
-			}
-			d_fail(x, "cannot send the request to the backend: %s", strerror(errno));
 			return;
 		}
 		for (size_t i = 0; i < niov && n > 0; i++) {
@@ -894,11 +899,48 @@ direct_addr(const char *url, struct h1_url *u, struct sockaddr_storage *sa, sock
 	return false;
 }
 
+static char *
+put(char *w, const char *s, size_t n)
+{
+	memcpy(w, s, n);
+	return w + n;
+}
+
+/* The request head (line, Host, the owner's fields, Content-Length) in one allocation: it is
+ * built for every request, so no printf. */
+static void
+build_head(struct up_direct *d, const struct up_request *r, const struct h1_url *u, bool bodyless)
+{
+	char   cl[48];
+	size_t ml = strlen(r->method), tl = strlen(u->target), cll = 0, n;
+	char  *w;
+
+	if (!bodyless)
+		cll = (size_t)snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n",
+		    (unsigned long long)d->body_len);
+	n = ml + 1 + tl + 11 + 6 + u->alen + 2 + cll + 2;
+	for (char *const *h = r->headers; h && *h; h++)
+		n += strlen(*h) + 2;
+	w = d->req = xmalloc(n);
+	w = put(w, r->method, ml);
+	w = put(w, " ", 1);
+	w = put(w, u->target, tl);
+	w = put(w, " HTTP/1.1\r\nHost: ", 17);
+	w = put(w, u->authority, u->alen);
+	w = put(w, "\r\n", 2);
+	for (char *const *h = r->headers; h && *h; h++) {
+		w = put(w, *h, strlen(*h));
+		w = put(w, "\r\n", 2);
+	}
+	w = put(w, cl, cll);
+	w = put(w, "\r\n", 2);
+	d->req_len = (size_t)(w - d->req);
+}
+
 static void
 direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url *u)
 {
 	struct up_direct *d = x->d;
-	struct buf        req = { 0 };
 	bool              bodyless = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
 	int               fd;
 
@@ -911,15 +953,7 @@ direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url 
 		d->body_len = r->read != NULL || r->body != NULL ? r->body_len : 0;
 		d->body = r->read != NULL ? NULL : r->body;
 	}
-	buf_printf(&req, "%s %s HTTP/1.1\r\nHost: %.*s\r\n", r->method, u->target, (int)u->alen,
-	    u->authority);
-	for (char *const *h = r->headers; h && *h; h++)
-		buf_printf(&req, "%s\r\n", *h);
-	if (!bodyless)
-		buf_printf(&req, "Content-Length: %llu\r\n", (unsigned long long)d->body_len);
-	buf_printf(&req, "\r\n");
-	d->req = req.data;
-	d->req_len = req.len;
+	build_head(d, r, u, bodyless);
 	if ((fd = idle_take(&d->sa, d->salen, d->idle_s)) != -1) {
 		d->fd = fd;
 		d->reused = true;

@@ -21,13 +21,15 @@ struct h1_url {
 	char        port[8];     /* "80" when the URL has none */
 	const char *authority;   /* host[:port] as written, for the Host header */
 	size_t      alen;
-	const char *target;      /* "/..." with the query, "/" when the URL has no path */
+	const char *target;      /* the rest from the first '/', '?' or '#' ("/" when none); a
+	                          * caller sending it checks it begins with '/' (h1_target_ok) */
 };
 
 /* Splits an http:// URL. 0, or -1 when it is not one we can reach (other scheme, empty or too
  * long host, bad port). */
 int h1_parse_url(const char *url, struct h1_url *u);
-/* True if every byte of s can go in a request line's target as it is (no space, no control). */
+/* True if every byte of s can go in a request line's target as it is (no space, no control,
+ * no fragment). */
 bool h1_target_ok(const char *s);
 
 struct h1_field {
@@ -74,6 +76,8 @@ struct h1_chunked {
 	size_t              line;    /* bytes of the current size or trailer line */
 	size_t              trailer; /* trailer bytes so far */
 	bool                last;    /* the size line read was the last chunk's (0) */
+	bool                ext;     /* in the size line's extensions */
+	bool                cr;      /* the size line's CR came */
 };
 
 /* Decodes in[0..n): returns the bytes consumed, and sets *data and *dlen to the body bytes found (a
