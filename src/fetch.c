@@ -113,12 +113,24 @@ static void
 on_loop_round(void *arg)
 {
 	(void)arg;
-	check_done();
+	if (multi != NULL)
+		check_done();
 }
 
 void
 fetch_init(void)
 {
+	loop_hook_add(on_loop_round, NULL);
+}
+
+/* libcurl and the TLS library under it are set up on first use: most setups (local backends
+ * at an IP address, served by upstream's own client) never need them, and their set-up alone
+ * costs a few MB of resident pages. */
+void
+fetch_ready(void)
+{
+	if (multi != NULL)
+		return;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatal("curl_global_init failed");
 	if ((multi = curl_multi_init()) == NULL)
@@ -129,7 +141,6 @@ fetch_init(void)
 	 * with the number of transfers in flight (a new connection per request otherwise). */
 	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)FETCH_MAX_IDLE_CONNS);
-	loop_hook_add(on_loop_round, NULL);
 }
 
 void
@@ -137,8 +148,9 @@ fetch_free(void)
 {
 	loop_timer_cancel(multi_timer);
 	multi_timer = 0;
-	if (multi != NULL)
-		curl_multi_cleanup(multi);
+	if (multi == NULL)
+		return;
+	curl_multi_cleanup(multi);
 	multi = NULL;
 	curl_global_cleanup();
 }
@@ -158,6 +170,7 @@ fetch_start(CURL *easy, fetch_done_cb done, void *arg)
 {
 	struct fetch_xfer *x = xmalloc(sizeof(*x));
 
+	fetch_ready();
 	x->done = done;
 	x->arg = arg;
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, x);

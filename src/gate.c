@@ -2,10 +2,11 @@
 #include <ctype.h>
 #include <stdint.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <sys/types.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "modelmux/config.h"
 #include "modelmux/gate.h"
@@ -333,7 +334,9 @@ gate_rates_new(const struct cfg *c)
 		r->pool[i].hnext = r->free_list;
 		r->free_list = &r->pool[i];
 	}
-	if (RAND_bytes((unsigned char *)r->seed, sizeof(r->seed)) != 1)
+	/* The kernel's generator: OpenSSL's would cost its whole set-up (MBs of resident pages)
+	 * for 16 bytes. */
+	if (getrandom(r->seed, sizeof(r->seed), 0) != (ssize_t)sizeof(r->seed))
 		fatal("gate: no random bytes for the rate table");
 	return r;
 }

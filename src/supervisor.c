@@ -8,9 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 
-#include "modelmux/fetch.h"
+#include "modelmux/upstream.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/supervisor.h"
@@ -52,7 +51,9 @@ struct sup_proc {
 	uint64_t         poll_timer;
 	uint64_t         pipe_timer;  /* puts parked pipes back in the loop's events */
 	uint64_t         kill_timer;
-	CURL            *probe;
+	struct up_xfer  *probe;      /* a health or reachability probe in flight */
+	uint64_t         probe_timer; /* its deadline */
+	int              probe_status;
 	bool             probe_soon; /* an output line arrived while a probe was in flight */
 	/* Descendants outside the process group (they called setsid or setpgid), seen when the
 	 * stop began: killpg does not reach them. */
@@ -257,12 +258,23 @@ on_pipe(int fd, uint32_t events, void *arg)
 static void become_ready(struct sup_proc *p);
 static void fail_start(struct sup_proc *p, enum sup_event ev, const char *reason);
 
-static size_t
-discard_body(char *ptr, size_t size, size_t nmemb, void *arg)
+static void
+probe_head(void *arg, int status, const struct up_header *h, size_t n, long long content_length)
 {
-	(void)ptr;
+	(void)h;
+	(void)n;
+	(void)content_length;
+	((struct sup_proc *)arg)->probe_status = status;
+}
+
+/* The body is dropped as it comes: a server that sends a lot only costs reads until the
+ * probe's deadline. */
+static size_t
+probe_body(void *arg, const char *p, size_t n)
+{
 	(void)arg;
-	return size * nmemb;
+	(void)p;
+	return n;
 }
 
 static void
@@ -319,17 +331,25 @@ become_ready(struct sup_proc *p)
 	p->cb(p, SUP_READY, NULL, p->arg);
 }
 
+static void probe_done(void *arg, bool ok, const char *reason);
+
+static const struct up_callbacks probe_cb = {
+	.head = probe_head,
+	.body = probe_body,
+	.done = probe_done,
+};
+
 static void
-probe_done(CURL *easy, CURLcode rc, void *arg)
+probe_done(void *arg, bool ok, const char *reason)
 {
 	struct sup_proc *p = arg;
-	long             status = 0;
+	long             status = ok ? p->probe_status : 0;
 
-	if (rc == CURLE_OK) {
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	(void)reason;
+	if (ok)
 		p->last_progress_ms = loop_now_ms();
-	}
-	curl_easy_cleanup(easy);
+	loop_timer_cancel(p->probe_timer);
+	p->probe_timer = 0;
 	p->probe = NULL;
 	if (p->phase == PHASE_RUNNING) { /* a reachability probe */
 		if (p->reach_known && p->reachable != (status > 0))
@@ -361,35 +381,45 @@ probe_done(CURL *easy, CURLcode rc, void *arg)
 }
 
 static void
+on_probe_deadline(void *arg)
+{
+	struct sup_proc *p = arg;
+
+	p->probe_timer = 0;
+	up_cancel(p->probe);
+	p->probe = NULL;
+	probe_done(p, false, "timed out");
+}
+
+/* A GET of url with its own connection (the question is whether the backend accepts one now,
+ * and the requests' pool keeps connections made with their model's settings only). */
+static bool
+probe_send(struct sup_proc *p, const char *url, uint64_t timeout_ms)
+{
+	struct up_request r = { .url = url, .method = "GET", .fresh = true };
+	const char       *err;
+
+	p->probe_status = 0;
+	if ((p->probe = up_start(&r, &probe_cb, p, &err)) == NULL)
+		return false;
+	p->probe_timer = loop_timer_add(MM_MAX(timeout_ms, 1), on_probe_deadline, p);
+	return true;
+}
+
+static void
 probe_start(struct sup_proc *p)
 {
-	uint64_t now = loop_now_ms(), left;
-	CURL    *e;
+	uint64_t now = loop_now_ms();
 
 	if (now >= p->health_deadline_ms) {
 		schedule_poll(p);
 		return;
 	}
-	left = MM_MIN(p->health_deadline_ms - now, (uint64_t)SUP_PROBE_TIMEOUT_MS);
-	if ((e = curl_easy_init()) == NULL) {
+	if (!probe_send(p, p->health_url, MM_MIN(p->health_deadline_ms - now,
+	    (uint64_t)SUP_PROBE_TIMEOUT_MS))) {
 		schedule_poll(p);
 		return;
 	}
-	curl_easy_setopt(e, CURLOPT_URL, p->health_url);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)MM_MAX(left, 1));
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
-	/* Requests get connections made with their model's transport settings (keepalive,
-	 * idleConn), never one a probe left in the shared cache. */
-	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-	if (fetch_start(e, probe_done, p) == -1) {
-		curl_easy_cleanup(e);
-		schedule_poll(p);
-		return;
-	}
-	p->probe = e;
 	p->last_probe_ms = now;
 }
 
@@ -398,29 +428,12 @@ sup_probe_reach(struct sup_proc *p)
 {
 	const char *url = p->reach_url ? p->reach_url : p->health_url;
 	uint64_t    now = loop_now_ms();
-	CURL       *e;
 
 	if (p->phase != PHASE_RUNNING || url == NULL || p->probe != NULL ||
 	    now - p->last_probe_ms < SUP_REACH_INTERVAL_MS)
 		return;
 	p->last_probe_ms = now; /* a failure to start one also waits for the next interval */
-	if ((e = curl_easy_init()) == NULL)
-		return;
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)SUP_REACH_TIMEOUT_MS);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
-	/* A connection of its own: the question is whether the backend accepts one now, and the
-	 * requests' cache keeps connections made with their model's settings only. */
-	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-	if (fetch_start(e, probe_done, p) == -1) {
-		curl_easy_cleanup(e);
-		return;
-	}
-	p->probe = e;
+	(void)probe_send(p, url, SUP_REACH_TIMEOUT_MS);
 }
 
 bool
@@ -438,9 +451,10 @@ probe_cancel(struct sup_proc *p)
 {
 	if (p->probe == NULL)
 		return;
-	fetch_cancel(p->probe);
-	curl_easy_cleanup(p->probe);
+	up_cancel(p->probe);
 	p->probe = NULL;
+	loop_timer_cancel(p->probe_timer);
+	p->probe_timer = 0;
 }
 
 /* --- spawn --- */

@@ -61,6 +61,7 @@ struct up_direct {
 	bool                    eof;
 	bool                    close;     /* the connection cannot be reused */
 	bool                    starting;  /* inside up_start: failures are reported later */
+	bool                    fresh;     /* neither from the pool nor back to it */
 	int                     send_err;  /* errno of a failed send: its answer may still come */
 	char                   *req;       /* request line and fields */
 	size_t                  req_len, req_off;
@@ -283,6 +284,7 @@ curl_start(struct up_xfer *x, const struct up_request *r, const char **err)
 {
 	CURL *e;
 
+	fetch_ready();
 	if ((e = x->easy = easy_get()) == NULL) {
 		*err = "cannot create a transfer";
 		return -1;
@@ -323,6 +325,10 @@ curl_start(struct up_xfer *x, const struct up_request *r, const char **err)
 		curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, r->keepalive_s);
 	}
 	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, r->idle_conn_s > 0 ? r->idle_conn_s : UP_MAXAGE_NONE);
+	if (r->fresh) {
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	}
 	if (strcmp(r->method, "GET") == 0) {
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	} else if (strcmp(r->method, "HEAD") == 0) {
@@ -486,7 +492,7 @@ d_finish(struct up_xfer *x, bool ok, const char *reason)
 	void                      *cbarg = x->arg;
 	static char                why[sizeof(d->why)];
 
-	if (ok && !d->close && d->sent_all && d->rpos == d->rlen && d->framing != UP_F_CLOSE &&
+	if (ok && !d->close && !d->fresh && d->sent_all && d->rpos == d->rlen && d->framing != UP_F_CLOSE &&
 	    d->fd != -1) {
 		idle_put(d->fd, &d->sa, d->salen, d->mask);
 		d->fd = -1;
@@ -949,12 +955,13 @@ direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url 
 	d->keepalive_s = r->keepalive_s;
 	d->idle_s = r->idle_conn_s;
 	d->rewind = r->rewind;
+	d->fresh = r->fresh;
 	if (!bodyless) {
 		d->body_len = r->read != NULL || r->body != NULL ? r->body_len : 0;
 		d->body = r->read != NULL ? NULL : r->body;
 	}
 	build_head(d, r, u, bodyless);
-	if ((fd = idle_take(&d->sa, d->salen, d->idle_s)) != -1) {
+	if (!d->fresh && (fd = idle_take(&d->sa, d->salen, d->idle_s)) != -1) {
 		d->fd = fd;
 		d->reused = true;
 		d->phase = UP_SEND;

@@ -1,5 +1,5 @@
-/* fetch: libcurl's multi socket interface driven by the loop. Shared by upstream (requests)
- * and supervisor (health probes). */
+/* fetch: libcurl's multi socket interface driven by the loop, for upstream's exchanges that
+ * its own HTTP/1.1 client does not take (https, host names). */
 #ifndef MODELMUX_FETCH_H
 #define MODELMUX_FETCH_H
 
@@ -11,8 +11,11 @@
  * the multi handle; the callback owns it (usually curl_easy_cleanup). */
 typedef void (*fetch_done_cb)(CURL *easy, CURLcode result, void *arg);
 
-/* Sets up the multi handle on the loop. fatal() on failure. */
+/* Hooks fetch into the loop; libcurl itself is set up on first use. */
 void fetch_init(void);
+/* Sets up libcurl and the multi handle if not yet done: before any curl_easy_init. fatal() on
+ * failure. */
+void fetch_ready(void);
 void fetch_free(void);
 
 /* Starts a configured easy handle. -1 on failure (the caller still owns `easy`). */

@@ -46,6 +46,7 @@ struct up_request {
 	long         tls_handshake_s;    /* added to the connect timeout for https; 0 = none */
 	long         keepalive_s;        /* TCP keepalive probe period; 0 = off */
 	long         idle_conn_s;        /* a kept connection idle longer is not reused; 0 = any */
+	bool         fresh;              /* a connection of its own, closed after (probes) */
 };
 
 /* Starts an exchange. Returns the transfer, or NULL with a reason in *err (static). */
