@@ -125,7 +125,7 @@ check:
 
 # A representative scenario under valgrind (any definite leak or memory error fails it):
 # requests, streams, swaps, queues, multipart, WebSockets, reload, shutdown.
-VALGRIND_TESTS ?= 01-chat 02-streaming 04-swap 12-queue 15-surface 17-websocket 35-reload
+VALGRIND_TESTS ?= 01-chat 02-streaming 04-swap 12-queue 15-surface 17-websocket 19-upstream-wire 35-reload
 valgrind: all npm-deps
 	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 \
 	  $(patsubst %,tests/integration/%.test.js,$(VALGRIND_TESTS))

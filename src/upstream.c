@@ -7,7 +7,9 @@
  * handling, socket re-registration per transfer): see bench/README.md. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <netinet/in.h>
@@ -30,6 +32,8 @@
 #define UP_RBUF        (16u << 10) /* direct: response bytes read at once (grows for a head) */
 #define UP_PIECE       (64u << 10) /* direct: a pulled request-body piece */
 #define UP_EV_IN       (EPOLLIN | EPOLLRDHUP) /* what a connection waiting to read watches */
+
+_Static_assert(H1_MAX_FIELDS <= UP_MAX_HEADERS, "every field h1 keeps fits in up_xfer.h");
 
 enum up_framing {
 	UP_F_LEN = 0,  /* Content-Length */
@@ -86,7 +90,6 @@ struct up_xfer {
 	const struct up_callbacks *cb;
 	void                      *arg;
 	int                        status;
-	struct up_header           h[UP_MAX_HEADERS];
 	size_t                     nh, hbytes;
 	long long                  content_length;
 	bool                       head_sent;
@@ -98,6 +101,8 @@ struct up_xfer {
 	struct up_direct          *d;         /* NULL on the curl path */
 	CURL                      *easy;
 	struct curl_slist         *hdrs;
+	/* Not zeroed at start (a few KB per request): valid up to nh, or once curl writes it. */
+	struct up_header           h[UP_MAX_HEADERS];
 	char                       errbuf[CURL_ERROR_SIZE];
 };
 
@@ -354,6 +359,27 @@ curl_start(struct up_xfer *x, const struct up_request *r, const char **err)
 	return 0;
 }
 
+/* Response buffers of UP_RBUF bytes kept for the next exchanges: one per request in flight
+ * otherwise goes to malloc and back, and at this size that is malloc's slow path. */
+#define UP_RBUF_KEEP 64
+static char  *rbufs[UP_RBUF_KEEP];
+static size_t nrbufs;
+
+static char *
+rbuf_get(void)
+{
+	return nrbufs > 0 ? rbufs[--nrbufs] : xmalloc(UP_RBUF);
+}
+
+static void
+rbuf_put(char *b, size_t cap)
+{
+	if (b != NULL && cap == UP_RBUF && nrbufs < UP_RBUF_KEEP)
+		rbufs[nrbufs++] = b;
+	else
+		free(b);
+}
+
 /* --- the direct path: kept-alive connections --- */
 
 /* Idle connections, oldest first. Each stays in the loop, so a backend closing one (or a
@@ -441,6 +467,8 @@ up_free_pool(void)
 		curl_easy_cleanup(pool[--npool]);
 	while (nidle > 0)
 		idle_drop(nidle - 1);
+	while (nrbufs > 0)
+		free(rbufs[--nrbufs]);
 }
 
 /* --- the direct path: one exchange --- */
@@ -460,7 +488,7 @@ direct_free(struct up_direct *d)
 	}
 	free(d->req);
 	free(d->piece);
-	free(d->rbuf);
+	rbuf_put(d->rbuf, d->rcap);
 	free(d);
 }
 
@@ -690,7 +718,7 @@ d_recv(struct up_xfer *x)
 
 	if (d->rbuf == NULL) {
 		d->rcap = UP_RBUF;
-		d->rbuf = xmalloc(d->rcap);
+		d->rbuf = rbuf_get();
 	}
 	if (d->rlen == d->rcap) {
 		if (d->rpos > 0) {
@@ -738,15 +766,20 @@ d_send(struct up_xfer *x)
 
 	while (!d->sent_all) {
 		struct iovec  iov[2];
+		size_t       *adv[2];   /* what each iov's bytes advance */
+		uint64_t      body_sent = 0;
 		struct msghdr mh = { .msg_iov = iov };
 		ssize_t       n;
 		size_t        niov = 0;
 
-		if (d->req_off < d->req_len)
+		if (d->req_off < d->req_len) {
+			adv[niov] = &d->req_off;
 			iov[niov++] = (struct iovec){ d->req + d->req_off, d->req_len - d->req_off };
+		}
 		if (d->body != NULL && d->body_off < d->body_len) {
+			adv[niov] = NULL; /* body_off, a uint64_t */
 			iov[niov++] = (struct iovec){ (char *)d->body + d->body_off,
-			    (size_t)(d->body_len - d->body_off) };
+			    (size_t)MM_MIN(d->body_len - d->body_off, (uint64_t)SSIZE_MAX) };
 		} else if (x->read != NULL && d->piece_off == d->piece_len && d->pulled < d->body_len) {
 			size_t want = (size_t)MM_MIN((uint64_t)UP_PIECE, d->body_len - d->pulled);
 
@@ -761,8 +794,10 @@ d_send(struct up_xfer *x)
 				return;
 			}
 		}
-		if (x->read != NULL && d->piece_off < d->piece_len)
+		if (x->read != NULL && d->piece_off < d->piece_len) {
+			adv[niov] = &d->piece_off;
 			iov[niov++] = (struct iovec){ d->piece + d->piece_off, d->piece_len - d->piece_off };
+		}
 		if (niov == 0) {
 			d->sent_all = true;
 			break;
@@ -790,14 +825,13 @@ d_send(struct up_xfer *x)
 		for (size_t i = 0; i < niov && n > 0; i++) {
 			size_t k = MM_MIN((size_t)n, iov[i].iov_len);
 
-			if (iov[i].iov_base == d->req + d->req_off)
-				d->req_off += k;
-			else if (iov[i].iov_base == d->piece + d->piece_off)
-				d->piece_off += k;
+			if (adv[i] != NULL)
+				*adv[i] += k;
 			else
-				d->body_off += k;
+				body_sent += k;
 			n -= (ssize_t)k;
 		}
+		d->body_off += body_sent;
 	}
 	free(d->piece);
 	d->piece = NULL;
@@ -980,11 +1014,13 @@ direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url 
 struct up_xfer *
 up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, const char **err)
 {
-	struct up_xfer         *x = xcalloc(1, sizeof(*x));
+	struct up_xfer         *x = xmalloc(sizeof(*x));
 	struct sockaddr_storage sa;
 	socklen_t               salen;
 	struct h1_url           u;
 
+	memset(x, 0, offsetof(struct up_xfer, h));
+	x->errbuf[0] = '\0';
 	x->cb = cb;
 	x->arg = arg;
 	x->content_length = -1;
