@@ -148,6 +148,7 @@ struct conn_ctx {
 	uint64_t               head_timer;
 	struct mm_req         *req;        /* from the request line (on_uri) to the completion */
 	uint64_t               rx_mark;    /* bytes received when the last request ended */
+	char                   ip[GATE_MAX_IP_BYTES]; /* the client's address, once known */
 };
 
 static bool send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs,
@@ -1693,10 +1694,19 @@ conn_ip(struct MHD_Connection *conn, char *out, size_t n)
 		snprintf(out, n, "unknown");
 }
 
+/* The client's address as text: formatted once per connection, not per request. */
 static void
 client_ip(struct mm_req *r)
 {
-	conn_ip(r->conn, r->ip, sizeof(r->ip));
+	struct conn_ctx *cc = conn_ctx_of(r->conn);
+
+	if (cc == NULL) {
+		conn_ip(r->conn, r->ip, sizeof(r->ip));
+		return;
+	}
+	if (cc->ip[0] == '\0')
+		conn_ip(r->conn, cc->ip, sizeof(cc->ip));
+	memcpy(r->ip, cc->ip, sizeof(r->ip));
 }
 
 static void
