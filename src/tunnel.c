@@ -12,10 +12,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "modelmux/h1.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/tunnel.h"
@@ -61,46 +61,6 @@ static size_t         nspliced;
 static void on_backend(int fd, uint32_t events, void *arg);
 
 /* --- the handshake --- */
-
-/* http://host[:port][/path][?query] → host, port and the request target. */
-static int
-parse_url(const char *url, char *host, size_t hn, char *port, size_t pn, const char **target,
-    const char **authority, size_t *alen)
-{
-	const char *a, *z, *colon = NULL;
-
-	if (strncasecmp(url, "http://", 7) != 0)
-		return -1;
-	a = url + 7;
-	z = a + strcspn(a, "/?#");
-	*authority = a;
-	*alen = (size_t)(z - a);
-	*target = *z == '\0' ? "/" : z;
-	if (*a == '[') {
-		const char *rb = memchr(a, ']', (size_t)(z - a));
-
-		if (rb == NULL || (size_t)(rb - a - 1) >= hn)
-			return -1;
-		memcpy(host, a + 1, (size_t)(rb - a - 1));
-		host[rb - a - 1] = '\0';
-		colon = rb + 1 < z && rb[1] == ':' ? rb + 1 : NULL;
-	} else {
-		colon = memchr(a, ':', (size_t)(z - a));
-		if ((size_t)((colon ? colon : z) - a) >= hn || (colon ? colon : z) == a)
-			return -1;
-		memcpy(host, a, (size_t)((colon ? colon : z) - a));
-		host[(colon ? colon : z) - a] = '\0';
-	}
-	if (colon == NULL || colon + 1 == z) {
-		snprintf(port, pn, "80");
-	} else {
-		if ((size_t)(z - colon - 1) >= pn)
-			return -1;
-		memcpy(port, colon + 1, (size_t)(z - colon - 1));
-		port[z - colon - 1] = '\0';
-	}
-	return 0;
-}
 
 static void
 head_failed(struct tunnel *t, const char *why)
@@ -224,17 +184,15 @@ tunnel_open(const char *url, const char *method, char *const *headers, const cha
     const char **err)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai = NULL;
-	char            host[256], port[16];
-	const char     *target, *authority;
-	size_t          alen;
+	struct h1_url   u;
 	struct tunnel  *t;
 	int             one = 1;
 
-	if (parse_url(url, host, sizeof(host), port, sizeof(port), &target, &authority, &alen) == -1) {
+	if (h1_parse_url(url, &u) == -1 || !h1_target_ok(u.target)) {
 		*err = "WebSockets need an http:// backend address";
 		return NULL;
 	}
-	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) {
+	if (getaddrinfo(u.host, u.port, &hints, &ai) != 0 || ai == NULL) {
 		*err = "cannot resolve the backend's address";
 		return NULL;
 	}
@@ -264,7 +222,8 @@ tunnel_open(const char *url, const char *method, char *const *headers, const cha
 		(void)setsockopt(t->bfd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof(secs));
 		(void)setsockopt(t->bfd, IPPROTO_TCP, TCP_KEEPINTVL, &secs, sizeof(secs));
 	}
-	buf_printf(&t->req, "%s %s HTTP/1.1\r\nHost: %.*s\r\n", method, target, (int)alen, authority);
+	buf_printf(&t->req, "%s %s HTTP/1.1\r\nHost: %.*s\r\n", method, u.target, (int)u.alen,
+	    u.authority);
 	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
 		buf_printf(&t->req, "%s\r\n", headers[i]);
 	buf_printf(&t->req, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n", upgrade);
