@@ -229,8 +229,13 @@ h1_parse_head(const char *p, size_t n, struct h1_head *h, const char **why)
 		else
 			h->dropped++;
 	}
-	if (te)
-		h->content_length = -1; /* Transfer-Encoding frames the body, whatever else says */
+	if (te) {
+		/* Transfer-Encoding frames the body; with a Content-Length beside it the sender is
+		 * confused, so the connection carries nothing after (RFC 9112 6.3). */
+		if (h->content_length >= 0)
+			h->close = true;
+		h->content_length = -1;
+	}
 	/* HTTP/1.0 closes unless it says keep-alive; with Transfer-Encoding its framing is not to
 	 * be trusted for another exchange (RFC 9112 6.1). */
 	if (h->minor == 0 && (!keep_alive || te))

@@ -577,8 +577,12 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 		if (strcasecmp(h[i].name, "content-type") == 0 &&
 		    str_has_prefix_ci(h[i].value, "text/event-stream"))
 			sse = true;
-	if (content_length > 0 && content_length <= (long long)HTTP_WHOLE_MAX &&
-	    strcmp(r->method, "HEAD") != 0) {
+	/* These have no body whatever Content-Length says (RFC 9110 6.4.1): none to wait for. */
+	bool head = strcmp(r->method, "HEAD") == 0, empty = status == 204 || status == 304;
+
+	if (empty)
+		content_length = 0;
+	if (content_length > 0 && content_length <= (long long)HTTP_WHOLE_MAX && !head) {
 		r->whole_len = (size_t)content_length;
 		r->whole_buf = xmalloc(r->whole_len);
 		resp = r->whole = MHD_create_response_from_buffer_with_free_callback(r->whole_len,

@@ -885,6 +885,8 @@ d_connect(struct up_xfer *x)
 	int               one = 1;
 	bool              starting = d->starting;
 
+	d->phase = UP_CONNECT; /* whatever fails below, the old phase's work is over */
+
 	/* Whoever called us still holds the transfer: failures here are reported later. */
 	d->starting = true;
 	d->fd = socket(d->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -461,6 +461,18 @@ test_transfer_encoding(void)
 	ASSERT_INT_EQ(h.content_length, -1);
 	HEAD_OK("HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n", &h);
 	ASSERT_TRUE(h.chunked);
+	/* Both framings: chunks win, and the connection is not trusted with another exchange. */
+	HEAD_OK("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", &h);
+	ASSERT_TRUE(h.chunked);
+	ASSERT_TRUE(h.close);
+	ASSERT_INT_EQ(h.content_length, -1);
+	/* Empty list elements do not count. */
+	HEAD_OK("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, ,\r\n\r\n", &h);
+	ASSERT_TRUE(h.chunked);
+	ASSERT_FALSE(h.close);
+	/* HTTP/1.0 with Transfer-Encoding closes, keep-alive or not. */
+	HEAD_OK("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n", &h);
+	ASSERT_TRUE(h.close);
 	HEAD_OK("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &h);
 	ASSERT_TRUE(h.chunked);
 	ASSERT_FALSE(h.close);
@@ -828,6 +840,10 @@ test_chunked_errors(void)
 	chunked_bad("+5\r\nhello\r\n", "bad chunk size");
 	chunked_bad("0x5\r\nhello\r\n", "bad chunk size");
 	chunked_bad("5g\r\nhello\r\n", "bad chunk size");
+	/* After the digits: blanks, then ;extensions, then the line end, nothing else. */
+	chunked_bad("5 5\r\nhello\r\n", "bad chunk size line");
+	chunked_bad("5\rX\nhello\r\n", "bad chunk size line");
+	chunked_bad("5;a=\x01\r\nhello\r\n", "bad chunk size line");
 	chunked_bad("5\r\nhello\r\nz\r\n", "bad chunk size");
 	chunked_bad("5\r\nhello\r\n\r\n0\r\n\r\n", "bad chunk size");
 	chunked_bad("5\r\nhelloX\r\n0\r\n\r\n", "line end after chunk data");
