@@ -477,3 +477,22 @@ test('a refused connection: 502 "cannot connect" at once, and again on the next 
   assertLogClean(d, [FAILED_502]);
   await d.stop();
 });
+
+// RFC 9110 8.6: a 304 may carry the Content-Length a 200 would have had; it never has a body.
+// Nothing waits for one, on either path.
+for (const [path, host] of [['direct', '127.0.0.1'], ['curl', 'localhost']]) {
+  test(`a 304 with a Content-Length reaches the client as a 304 (${path} path)`, async (t) => {
+    const b = await rawBackend(t, (req, sock) => {
+      if (b.reqs.length === 1) sock.write('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 20\r\n\r\n');
+      else sock.write(resp('{"after":304}'));
+    });
+    const d = await h.startDaemon(t, { config: config({ m: `http://${host}:${b.port}` }) });
+    const r = await call(d, '/upstream/m/index.html', { method: 'GET', headers: { 'If-None-Match': '"v1"' }, ms: 3000 });
+    assert.equal(r.status, 304, r.text);
+    assert.equal(r.headers.get('etag'), '"v1"');
+    const r2 = await call(d, '/upstream/m/after', { method: 'GET', ms: 3000 });
+    assert.equal(r2.text, '{"after":304}');
+    assertLogClean(d);
+    await d.stop();
+  });
+}
