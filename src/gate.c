@@ -560,17 +560,6 @@ gate_auth_blocked(struct gate_rates *r, const char *ip, uint64_t now_ms, int *re
 
 /* ---- paths --------------------------------------------------------------------------------- */
 
-static int
-hexval(unsigned char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	ch = (unsigned char)tolower(ch);
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	return -1;
-}
-
 /* "scheme:/" at the start of s (an RFC 3986 scheme, then a slash: "http://x" collapsed). */
 static bool
 is_absolute_url(const char *s)
@@ -611,8 +600,8 @@ gate_upstream_path(const char *raw, char *out, size_t n, const char **why)
 		if (ch < 0x20 || ch == 0x7f)
 			return path_fail(why, "control character in path");
 		if (ch == '%') {
-			if ((hi = hexval((unsigned char)p[1])) == -1 ||
-			    (lo = hexval((unsigned char)p[2])) == -1)
+			if ((hi = hex_digit((unsigned char)p[1])) == -1 ||
+			    (lo = hex_digit((unsigned char)p[2])) == -1)
 				return path_fail(why, "invalid percent escape in path");
 			ch = (unsigned char)(hi << 4 | lo);
 			p += 2;

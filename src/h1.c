@@ -243,18 +243,6 @@ h1_parse_head(const char *p, size_t n, struct h1_head *h, const char **why)
 	return (ssize_t)end;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static ssize_t
 chunk_fail(const char **why, const char *reason)
 {
@@ -276,7 +264,7 @@ h1_chunked_step(struct h1_chunked *st, const char *in, size_t n, const char **da
 
 		switch (st->state) {
 		case H1_CH_SIZE:
-			if ((v = hexval(c)) >= 0) {
+			if ((v = hex_digit((unsigned char)c)) >= 0) {
 				if (st->digits == 15)
 					return chunk_fail(why, "chunk size too large");
 				st->left = st->left * 16 + (uint64_t)v;

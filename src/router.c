@@ -87,18 +87,6 @@ router_match(const char *method, const char *path, bool *method_ok)
 	return r;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int
 router_query_param(const char *query, const char *name, char *out, size_t n)
 {
@@ -113,7 +101,8 @@ router_query_param(const char *query, const char *name, char *out, size_t n)
 			int c = (unsigned char)*p;
 
 			if (c == '%') {
-				int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+				int hi = hex_digit((unsigned char)p[1]);
+				int lo = hi < 0 ? -1 : hex_digit((unsigned char)p[2]);
 
 				if (hi < 0 || lo < 0)
 					return -1;

@@ -520,8 +520,8 @@ d_finish(struct up_xfer *x, bool ok, const char *reason)
 	void                      *cbarg = x->arg;
 	static char                why[sizeof(d->why)];
 
-	if (ok && !d->close && !d->fresh && d->sent_all && d->rpos == d->rlen && d->framing != UP_F_CLOSE &&
-	    d->fd != -1) {
+	if (ok && !d->close && !d->fresh && d->sent_all && d->rpos == d->rlen &&
+	    d->framing != UP_F_CLOSE && d->fd != -1) {
 		idle_put(d->fd, &d->sa, d->salen, d->mask);
 		d->fd = -1;
 	}

@@ -54,6 +54,8 @@ size_t strv_len(char *const *v);
 char **strv_dup(char *const *v);
 bool   strv_contains(char *const *v, const char *s);
 
+/* The value of a hex digit (either case), or -1. */
+int  hex_digit(int c);
 /* Case-insensitive ASCII prefix test. */
 bool str_has_prefix_ci(const char *s, const char *prefix);
 /* Parses a whole base-10 integer in [min, max]; -1 if not. */
