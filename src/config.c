@@ -1203,18 +1203,6 @@ check_api_key(const char *s)
 	return NULL;
 }
 
-static int
-hex_nibble(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Turns one key text ("sha256:<64 hex>" or a plain key) into a digest; a static reason if bad. */
 static const char *
 key_digest(const char *s, unsigned char out[32])
@@ -1227,7 +1215,7 @@ key_digest(const char *s, unsigned char out[32])
 		if (strlen(s) != 64)
 			return "expected sha256: followed by 64 hex digits";
 		for (size_t i = 0; i < 32; i++) {
-			int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
+			int hi = hex_digit((unsigned char)s[2 * i]), lo = hex_digit((unsigned char)s[2 * i + 1]);
 
 			if (hi == -1 || lo == -1)
 				return "expected sha256: followed by 64 hex digits";
