@@ -1,6 +1,7 @@
 /* upstream: one HTTP exchange with a backend, streamed both ways: our own HTTP/1.1 client for
- * http:// backends at an IP address, libcurl's multi interface for the rest. Knows nothing of models: it gets a URL, a method, headers and a body, and reports the
- * response head, body pieces and the end to its owner. */
+ * http:// backends at an IP address, libcurl's multi interface for the rest. Knows nothing of
+ * models: it gets a URL, a method, headers and a body, and reports the response head, body
+ * pieces and the end to its owner (http for requests, supervisor for health probes). */
 #ifndef MODELMUX_UPSTREAM_H
 #define MODELMUX_UPSTREAM_H
 
