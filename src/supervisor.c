@@ -8,11 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
-#include "modelmux/upstream.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/supervisor.h"
+#include "modelmux/upstream.h"
 #include "modelmux/util.h"
 
 extern char **environ;

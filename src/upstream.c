@@ -81,8 +81,7 @@ struct up_direct {
 	uint64_t                left;      /* UP_F_LEN: body bytes still to come */
 	struct h1_chunked       ch;
 	uint64_t                timer;     /* connect timeout, or the deferred resume/failure */
-	const char             *fail;      /* a failure to report from the timer */
-	char                    why[160];
+	char                    why[160];  /* a failure's text, also for the deferred report */
 	long                    connect_s, keepalive_s, idle_s;
 };
 
@@ -554,7 +553,6 @@ d_fail(struct up_xfer *x, const char *fmt, ...)
 		return;
 	}
 	/* Found inside up_start: reported from the loop, as any other failure. */
-	d->fail = d->why;
 	d_watch(x, 0);
 	loop_timer_cancel(d->timer);
 	if ((d->timer = loop_timer_add(0, d_on_deferred, x)) == 0)
@@ -597,7 +595,7 @@ d_on_deferred(void *arg)
 	struct up_xfer *x = arg;
 
 	x->d->timer = 0;
-	d_finish(x, false, x->d->fail);
+	d_finish(x, false, x->d->why);
 }
 
 /* Hands the response head and body bytes held to the owner; ends the exchange when the body is
@@ -632,7 +630,6 @@ d_deliver(struct up_xfer *x)
 		for (size_t i = 0; i < hd.nfields; i++) {
 			struct h1_field *f = &hd.f[i];
 
-			x->hbytes += f->nlen + f->vlen;
 			if (is_hop_by_hop(f->name, f->nlen))
 				continue;
 			/* The head's bytes are consumed: end name and value in place. */
