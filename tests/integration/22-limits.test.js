@@ -184,7 +184,7 @@ test('an endless or oversized body: curl and Node\'s http client both read the 4
     assert.equal(JSON.parse(lines[0]).error.code, 'body_too_large');
   }
   fs.rmSync(big.replace(/\/body$/, ''), { recursive: true });
-  assert.equal(d.logCount(/status=413 code=body_too_large msg=\S.* ip=127\.0\.0\.1/), 4);
+  assert.equal(await d.waitLogCount(/status=413 code=body_too_large msg=\S.* ip=127\.0\.0\.1/, 4), 4);
   assert.equal((await h.get(`${d.url}/health`)).status, 200);
   await d.stop();
 });
@@ -371,7 +371,7 @@ test('slowloris: half a request head gets 408 after headerTimeoutSeconds, a stal
   assert.equal(idle.data, '', 'an idle connection is closed without an answer');
   assert.equal(d.logCount(/info http req=\S+ status=408 code=request_timeout msg="request head not complete in 1 s" ip=127\.0\.0\.1/), 1);
   assert.equal(d.logCount(/info http req=\S+ status=408 code=request_timeout msg="no request body byte in 1 s" ip=127\.0\.0\.1/), 1);
-  assert.equal(d.logCount(/access .*status=408/), 2);
+  assert.equal(await d.waitLogCount(/access .*status=408/, 2), 2);
   assert.equal(d.logCount(/msg=spawned/), 0);
   const m = await h.get(`${d.url}/metrics`);
   assert.match(m.text, /modelmux_gate_refusals_total\{reason="timeout"\} 2\b/);

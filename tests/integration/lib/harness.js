@@ -147,6 +147,13 @@ class Daemon {
     return waitFor(() => re.exec(this.stderr), { timeout, what: `log ${re}` });
   }
 
+  // Waits until `re` has matched at least n lines and returns the count. A request's log line
+  // is written as its answer goes out: the client can see the answer before we read the line.
+  async waitLogCount(re, n, timeout = 5000) {
+    await waitFor(() => this.logCount(re) >= n, { timeout, what: `${n} log lines ${re} (have ${this.logCount(re)})` });
+    return this.logCount(re);
+  }
+
   logCount(re) {
     const g = new RegExp(re.source, re.flags.includes('g') ? re.flags : re.flags + 'g');
     return (this.stderr.match(g) || []).length;
