@@ -2240,8 +2240,9 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 static void
 mhd_run(void)
 {
-	/* What was logged about a request reaches stderr before its answer reaches the client. */
-	log_flush();
+	/* What was logged about a request reaches stderr before its answer reaches the client.
+	 * Access lines (logged after their answer) wait for the end of the round. */
+	log_flush_urgent();
 	H.need_run = false;
 	if (H.d != NULL)
 		MHD_run(H.d);

@@ -155,6 +155,7 @@ static struct {
 	char   data[LOG_BATCH_BYTES];
 	size_t len;
 	bool   batching;
+	bool   urgent; /* the batch holds a line other than an access line */
 } B;
 
 void
@@ -179,6 +180,14 @@ log_flush(void)
 		off += (size_t)w;
 	}
 	B.len = 0;
+	B.urgent = false;
+}
+
+void
+log_flush_urgent(void)
+{
+	if (B.urgent)
+		log_flush();
 }
 
 static void
@@ -209,23 +218,36 @@ static struct {
 	int             publishing; /* nesting depth: unsubscribe while delivering is deferred */
 } R;
 
+/* The length of the oldest line held, its '\n' included (all that is held if none). */
+static size_t
+ring_oldest_line(void)
+{
+	size_t      tail = (R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES;
+	size_t      first = MM_MIN(R.used, LOG_RING_BYTES - tail); /* up to the end, then wrapped */
+	const char *nl = memchr(R.ring + tail, '\n', first);
+
+	if (nl != NULL)
+		return (size_t)(nl - (R.ring + tail)) + 1;
+	if (first < R.used && (nl = memchr(R.ring, '\n', R.used - first)) != NULL)
+		return first + (size_t)(nl - R.ring) + 1;
+	return R.used;
+}
+
 static void
 ring_put(const char *p, size_t n)
 {
+	size_t first;
+
 	if (n > LOG_RING_BYTES)
 		return;
 	if (R.ring == NULL)
 		R.ring = xmalloc(LOG_RING_BYTES);
 	/* Make room by dropping whole lines from the oldest end. */
-	while (R.used + n > LOG_RING_BYTES) {
-		size_t tail = (R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES, k = 0;
-
-		while (k < R.used && R.ring[(tail + k) % LOG_RING_BYTES] != '\n')
-			k++;
-		R.used -= MM_MIN(k + 1, R.used);
-	}
-	for (size_t i = 0; i < n; i++)
-		R.ring[(R.head + i) % LOG_RING_BYTES] = p[i];
+	while (R.used + n > LOG_RING_BYTES)
+		R.used -= ring_oldest_line();
+	first = MM_MIN(n, LOG_RING_BYTES - R.head);
+	memcpy(R.ring + R.head, p, first);
+	memcpy(R.ring, p + first, n - first);
 	R.head = (R.head + n) % LOG_RING_BYTES;
 	R.used += n;
 }
@@ -411,6 +433,8 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 	} else {
 		log_write(line, (size_t)n);
 	}
+	if (strcmp(mod, "access") != 0)
+		B.urgent = true;
 	ring_put(line, (size_t)n);
 	if (R.subs != NULL)
 		publish(LOG_CH_LINES, line, (size_t)n - 1);

@@ -50,6 +50,9 @@ const char *log_qn(char *buf, size_t n, const char *s, size_t len);
  * fills; off (the default) writes each line at once. */
 void log_set_batching(bool on);
 void log_flush(void);
+/* Writes the batch only if it holds a line that must reach stderr before the next answer goes
+ * out: any line but an access line, which is logged once its answer has gone. */
+void log_flush_urgent(void);
 
 /* Live feeds: the log lines, and state-change events (one JSON object per line). */
 enum log_channel {

@@ -1,10 +1,15 @@
-/* Unit tests of the log: quoting, and the JSON form of a line. */
+/* Unit tests of the log: quoting, the JSON form of a line, and the ring of recent lines. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "check.h"
 #include "modelmux/log.h"
+#include "modelmux/util.h"
 
 static void
 test_quote(void)
@@ -47,10 +52,55 @@ test_json(void)
 	ASSERT_TRUE(out[strlen(out) - 1] == '}');
 }
 
+/* Lines of many lengths, twice round the ring: /logs gets whole lines, the newest, in order. */
+static void
+test_ring(void)
+{
+	enum { N = 16000 };
+	struct buf b = { 0 };
+	int        saved = dup(STDERR_FILENO), null = open("/dev/null", O_WRONLY);
+	char       pad[600];
+	long       next = -1, first = -1;
+	bool       whole = true;
+
+	memset(pad, 'x', sizeof(pad));
+	dup2(null, STDERR_FILENO);
+	log_set_batching(true);
+	for (long i = 0; i < N; i++)
+		log_emit(LOG_WARN, "ring", NULL, "n=%ld %.*s", i, (int)((i * 37) % sizeof(pad)), pad);
+	log_set_batching(false);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(null);
+	log_history(&b, NULL);
+	ASSERT_TRUE(b.len > LOG_RING_BYTES - 1000 && b.len <= LOG_RING_BYTES);
+	for (char *p = b.data, *end = b.data + b.len; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p)), *n = strstr(p, " warn ring n=");
+		long  k;
+
+		if (nl == NULL || n == NULL || n > nl) {
+			whole = false;
+			break;
+		}
+		k = strtol(n + 13, NULL, 10);
+		if (first == -1)
+			first = k;
+		else if (k != next)
+			whole = false;
+		next = k + 1;
+		p = nl + 1;
+	}
+	ASSERT_TRUE(whole);
+	ASSERT_TRUE(first > 0);
+	ASSERT_TRUE(next == N);
+	buf_free(&b);
+}
+
 int
 main(void)
 {
 	test_quote();
 	test_json();
+	test_ring();
 	CHECK_DONE();
 }
