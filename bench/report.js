@@ -24,6 +24,11 @@ function summed(test, path) {
     errors: rs.reduce((a, r) => a + (r.errors || 0) + (r.non200 || 0) + (r.non2xx || 0), 0) };
 }
 const PROXIES = ['modelmux', 'nginx', 'haproxy'];
+// Sections 1 and 2 also measure a modelmux at logLevel info (an access line per request), when
+// the main one runs without (BENCH_MM_LOGLEVEL, default warn, as nginx and HAProxy log nothing).
+const LOGGED = (R.lat1 || {}).modelmux_log ? ['modelmux_log'] : [];
+const P12 = ['modelmux', ...LOGGED, 'nginx', 'haproxy'];
+const label = (p) => (p === 'modelmux_log' ? 'modelmux, access log on' : p);
 const f1 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(1));
 const f0 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(0));
 const f2 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(2));
@@ -38,7 +43,7 @@ const blank = () => T.push('');
 
 // ---- 1. latency
 const lat = {};
-for (const p of PROXIES) {
+for (const p of P12) {
   lat[p] = {};
   for (const c of ['1', '64']) {
     const d = get(`lat${c}`, 'direct'), x = get(`lat${c}`, p);
@@ -55,7 +60,7 @@ out.results.latency_direct_us = { c1: get('lat1', 'direct')?.lat_us, c64: get('l
 // ---- 2. throughput
 const tp = {};
 const dr = summed('rps64', 'direct')?.rps;
-for (const p of ['direct', ...PROXIES]) {
+for (const p of ['direct', ...P12]) {
   const x = summed('rps64', p);
   if (x) tp[p] = { rps: x.rps, ratio: dr ? x.rps / dr : null, errors: x.errors, requests: x.n, secs: x.secs,
     loadgen_rps: summed('lat64', p)?.rps };
@@ -141,13 +146,16 @@ tgt('zero memory growth (RssAnon+VmSwap)', mem.growth_kb != null && mem.growth_k
 const ok = (b) => (b ? 'met' : '**missed**');
 T.push(`modelmux benchmark — ${meta.date}, ${meta.host.nproc} CPUs (${meta.host.cpu}), Linux ${meta.host.kernel}; ` +
   `${meta.versions.modelmux}, nginx ${meta.versions.nginx}, HAProxy ${meta.versions.haproxy}, wrk ${meta.versions.wrk}; ` +
-  `${meta.proxy_threads} nginx worker / HAProxy thread; modelmux logLevel ${meta.mm_loglevel}, concurrencyLimit 1024, ${meta.rate_note}; run took ${meta.secs} s`);
+  `${meta.proxy_threads} nginx worker / HAProxy thread; modelmux logLevel ${meta.mm_loglevel}` +
+  `${LOGGED.length ? ' (no access log, like nginx and HAProxy here; the "access log on" rows: info, its default)' : ''}, concurrencyLimit 1024, ${meta.rate_note}; run took ${meta.secs} s`);
 blank();
 head('Target (modelmux)', 'Measured', 'Verdict');
 const t = out.targets;
-row('p50 added ≤ 50 µs, p99 added ≤ 200 µs (c=1)', `${f1(lat.modelmux.c1?.p50)} µs, ${f1(lat.modelmux.c1?.p99)} µs`,
+const withLog = (v) => (LOGGED.length ? ` (access log on: ${v})` : '');
+row('p50 added ≤ 50 µs, p99 added ≤ 200 µs (c=1)', `${f1(lat.modelmux.c1?.p50)} µs, ${f1(lat.modelmux.c1?.p99)} µs` +
+  withLog(`${f1(lat.modelmux_log?.c1?.p50)} µs, ${f1(lat.modelmux_log?.c1?.p99)} µs`),
   ok(t['p50 added ≤ 50 µs (c=1)'].ok && t['p99 added ≤ 200 µs (c=1)'].ok));
-row('throughput ratio at c=64 ≥ HAProxy\'s', `${f2(tp.modelmux?.ratio)} vs ${f2(tp.haproxy?.ratio)}`,
+row('throughput ratio at c=64 ≥ HAProxy\'s', `${f2(tp.modelmux?.ratio)} vs ${f2(tp.haproxy?.ratio)}${withLog(f2(tp.modelmux_log?.ratio))}`,
   ok(t['throughput ratio at c=64 ≥ HAProxy\'s'].ok));
 row('first SSE event added < 1 ms', `${f1(sse.modelmux?.ttfe_added_p50_us)} µs (p50)`, ok(t['first SSE event added < 1 ms (p50)'].ok));
 row('idle RSS < 10 MB', `${mb(idle?.rss_kb)} MB`, ok(t['idle RSS < 10 MB'].ok));
@@ -161,16 +169,16 @@ blank();
 head('Path', 'c=1 p50', 'c=1 p99', 'c=1 p99.9', 'c=64 p50', 'c=64 p99', 'c=64 p99.9');
 const dl1 = get('lat1', 'direct')?.lat_us, dl64 = get('lat64', 'direct')?.lat_us;
 row('direct (absolute)', f1(dl1?.p50), f1(dl1?.p99), f1(dl1?.p999), f1(dl64?.p50), f1(dl64?.p99), f1(dl64?.p999));
-for (const p of PROXIES) {
+for (const p of P12) {
   const a = lat[p].c1 || {}, b = lat[p].c64 || {};
-  row(`${p} (+)`, f1(a.p50), f1(a.p99), f1(a.p999), f1(b.p50), f1(b.p99), f1(b.p999));
+  row(`${label(p)} (+)`, f1(a.p50), f1(a.p99), f1(a.p999), f1(b.p50), f1(b.p99), f1(b.p999));
 }
 blank();
 
 T.push(`**2. Throughput** at concurrency 64 (wrk, ${summed('rps64', 'direct')?.rounds} rounds of ${f0(summed('rps64', 'direct')?.secs / summed('rps64', 'direct')?.rounds)} s per path, interleaved)`);
 blank();
 head('Path', 'req/s', 'ratio to direct', 'errors', 'req/s with loadgen (c=64)');
-for (const p of ['direct', ...PROXIES]) row(p, f0(tp[p]?.rps), f2(tp[p]?.ratio), tp[p]?.errors ?? 'n/a', f0(tp[p]?.loadgen_rps));
+for (const p of ['direct', ...P12]) row(label(p), f0(tp[p]?.rps), f2(tp[p]?.ratio), tp[p]?.errors ?? 'n/a', f0(tp[p]?.loadgen_rps));
 blank();
 
 T.push('**3. SSE** (backend sends 200 events 5 ms apart; 64 streams, 16 at a time; µs added to direct)');

@@ -8,9 +8,10 @@
 # this run. Results: a table on stdout and bench/results/latest.json.
 #
 # Environment: BUILD (build dir, default build), BENCH_HOLD_SECS (default 10),
-# BENCH_PROXY_THREADS (nginx workers / HAProxy threads, default 1), BENCH_MM_LOGLEVEL
-# (modelmux's logLevel, default info: an access line per request), BENCH_KEEP=1 keeps the
-# temp dir.
+# BENCH_PROXY_THREADS (nginx workers / HAProxy thread, default 1), BENCH_MM_LOGLEVEL
+# (modelmux's logLevel, default warn: no access line, as nginx and HAProxy run here without an
+# access log; a second modelmux at its default info, an access line per request, is measured
+# beside it in sections 1 and 2), BENCH_KEEP=1 keeps the temp dir.
 #
 # modelmux's models get concurrencyLimit 1024: the default (10 in flight per model) would
 # queue the 64-client tests inside modelmux, which nginx and HAProxy do not do.
@@ -25,7 +26,7 @@ FAKE=$BUILD/mm-fake-backend
 MM=$BUILD/modelmux
 HOLD_SECS=${BENCH_HOLD_SECS:-10}
 THREADS=${BENCH_PROXY_THREADS:-1}
-MM_LOGLEVEL=${BENCH_MM_LOGLEVEL:-info}
+MM_LOGLEVEL=${BENCH_MM_LOGLEVEL:-warn}
 HOLD_STREAMS=1000
 ROUNDS=3		# latency and throughput: rounds over the paths in turn, merged
 LAT1_N=7000		# requests per round, concurrency 1
@@ -136,12 +137,14 @@ fi
 
 # ---- ports ------------------------------------------------------------------------------
 # D1 main fake, D2 bulk fake, D3 hold fake, M1 M2 BIG HOLD modelmux's children,
-# NGX1..3 nginx, HAP1..3 HAProxy
+# NGX1..3 nginx, HAP1..3 HAProxy, MMPORT modelmux, MMLPORT the access-logging modelmux
+# and PLOG its child
 BASE=$("$LG" ports -n 16)
 D1=$BASE; D2=$((BASE + 1)); D3=$((BASE + 2))
 PM1=$((BASE + 3)); PM2=$((BASE + 4)); PBIG=$((BASE + 5)); PHOLD=$((BASE + 6))
 NGX1=$((BASE + 7)); NGX2=$((BASE + 8)); NGX3=$((BASE + 9))
-HAP1=$((BASE + 10)); HAP2=$((BASE + 11)); HAP3=$((BASE + 12))
+HAP1=$((BASE + 10)); HAP2=$((BASE + 11)); HAP3=$((BASE + 12)); MMPORT=$((BASE + 13))
+MMLPORT=$((BASE + 14)); PLOG=$((BASE + 15))
 
 # the fake backend's roles (same flags direct and under modelmux)
 WORD=$(printf '%500s' '' | tr ' ' x)
@@ -221,18 +224,26 @@ try_key maxJsonBodyBytes 'limits: {maxJsonBodyBytes: 110000000}' && JSON_UP=1048
 cfg "$EXTRA" >"$TMP/modelmux.yaml"
 "$MM" -t -c "$TMP/modelmux.yaml" >"$TMP/modelmux-t.log" 2>&1 || fail "modelmux -t: $(cat "$TMP/modelmux-t.log")"
 
-start_bg mm "$MM" -c "$TMP/modelmux.yaml" -l 127.0.0.1:0
-i=0
-MMADDR=""
-while [ $i -lt 200 ]; do
-	MMADDR=$(sed -n 's/.*msg=ready.* listen=\([^ ]*\).*/\1/p' "$TMP/mm.log" | head -n 1)
-	[ -n "$MMADDR" ] && break
-	kill -0 "$PID_mm" 2>/dev/null || fail "modelmux exited: $(tail -n 5 "$TMP/mm.log")"
-	sleep 0.05
-	i=$((i + 1))
-done
-[ -n "$MMADDR" ] || fail "modelmux not ready"
-MMPORT=${MMADDR##*:}
+# A port of our own, not -l :0 and the ready line: at BENCH_MM_LOGLEVEL=warn there is no such line.
+start_bg mm "$MM" -c "$TMP/modelmux.yaml" -l "127.0.0.1:$MMPORT"
+wait_ok "$(url "$MMPORT" /health)"
+kill -0 "$PID_mm" 2>/dev/null || fail "modelmux exited: $(tail -n 5 "$TMP/mm.log")"
+# The same at logLevel info (an access line per request, to a file): sections 1 and 2 only.
+LOGGED=""
+if [ "$MM_LOGLEVEL" != info ]; then
+	cat >"$TMP/modelmux-log.yaml" <<EOF
+logLevel: info
+$EXTRA
+models:
+  m1:
+    cmd: $FAKE --port $PLOG --model m1 $F_MAIN
+    proxy: http://127.0.0.1:$PLOG
+    concurrencyLimit: 1024
+EOF
+	start_bg mmlog "$MM" -c "$TMP/modelmux-log.yaml" -l "127.0.0.1:$MMLPORT"
+	wait_ok "$(url "$MMLPORT" /health)"
+	LOGGED=modelmux_log
+fi
 sleep 1
 run "$LG" proc -p "$PID_mm" -T '"test":"idle","path":"modelmux"' >>"$RES"
 
@@ -317,6 +328,7 @@ base() {	# path role(1 main, 2 bulk, 3 hold)
 	case $1 in
 	direct) eval "echo http://127.0.0.1:\$D$2" ;;
 	modelmux) echo "http://127.0.0.1:$MMPORT" ;;
+	modelmux_log) echo "http://127.0.0.1:$MMLPORT" ;;
 	nginx) eval "echo http://127.0.0.1:\$NGX$2" ;;
 	haproxy) eval "echo http://127.0.0.1:\$HAP$2" ;;
 	esac
@@ -330,11 +342,12 @@ pids_of() {
 	esac
 }
 PATHS="direct modelmux nginx haproxy"
+PATHS12="direct modelmux $LOGGED nginx haproxy" # sections 1 and 2
 CHAT=/v1/chat/completions
 tag() { printf '"test":"%s","path":"%s"' "$1" "$2"; }
 
 # warm: the model loaded, connections open
-for p in $PATHS; do
+for p in $PATHS12; do
 	run "$LG" lat -u "$(base "$p" 1)$CHAT" -M m1 -n 2000 -c 64 >/dev/null
 done
 
@@ -342,16 +355,16 @@ done
 # Rounds interleave the paths so that a slow moment of the machine does not land on one path.
 say "1. latency (c=1, c=64), 2. throughput (wrk, c=64): $ROUNDS rounds, the paths interleaved"
 for r in $(seq "$ROUNDS"); do
-	for p in $PATHS; do
+	for p in $PATHS12; do
 		run "$LG" lat -u "$(base "$p" 1)$CHAT" -M m1 -n "$LAT1_N" -w 200 -c 1 -o "$TMP/s-lat1-$p" \
 		    -T "$(tag lat1_round "$p")" >>"$RES"
 	done
-	for p in $PATHS; do
+	for p in $PATHS12; do
 		run "$LG" lat -u "$(base "$p" 1)$CHAT" -M m1 -n "$LAT64_N" -w 1000 -c 64 -o "$TMP/s-lat64-$p" \
 		    -T "$(tag lat64_round "$p")" >>"$RES"
 	done
 done
-for p in $PATHS; do
+for p in $PATHS12; do
 	run "$LG" dist -T "$(tag lat1 "$p")" "$TMP/s-lat1-$p" >>"$RES"
 	run "$LG" dist -T "$(tag lat64 "$p")" "$TMP/s-lat64-$p" >>"$RES"
 done
@@ -366,11 +379,11 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status))
 end
 EOF
-for p in $PATHS; do
+for p in $PATHS12; do
 	run wrk -t 2 -c 64 -d 1s -s "$TMP/post.lua" "$(base "$p" 1)$CHAT" >/dev/null
 done
 for r in $(seq "$ROUNDS"); do
-	for p in $PATHS; do
+	for p in $PATHS12; do
 		run wrk -t 2 -c 64 -d "${WRK_SECS}s" -s "$TMP/post.lua" "$(base "$p" 1)$CHAT" >"$TMP/wrk-$p.txt"
 		line=$(sed -n 's/^WRKJSON {\(.*\)}$/\1/p' "$TMP/wrk-$p.txt")
 		[ -n "$line" ] || fail "wrk output: $(cat "$TMP/wrk-$p.txt")"
