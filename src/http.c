@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
@@ -135,6 +136,8 @@ static struct {
 	struct ws_pipe    *ws;        /* open WebSockets */
 	char             **draining;  /* models whose WebSockets are to end (sched's drain) */
 	uint64_t           drain_timer;
+	uint64_t           trim_timer;
+	uint64_t           last_end_ms; /* when a request last ended */
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
 static void req_resume(struct mm_req *r);
@@ -2074,6 +2077,24 @@ mhd_status(struct MHD_Connection *conn)
 	return ci != NULL ? (int)ci->http_status : 0;
 }
 
+/* A burst (a thousand streams, a large upload) leaves the heap's freed pages resident: glibc
+ * gives back only its top. Once no request has ended for HTTP_TRIM_QUIET_MS, they all go back,
+ * once per busy spell. */
+static void
+on_quiet(void *arg)
+{
+	uint64_t quiet = loop_now_ms() - H.last_end_ms;
+
+	(void)arg;
+	H.trim_timer = 0;
+	if (quiet < HTTP_TRIM_QUIET_MS) {
+		H.trim_timer = loop_timer_add(HTTP_TRIM_QUIET_MS - quiet, on_quiet, NULL);
+		return;
+	}
+	malloc_trim(0);
+	log_debug("http", "msg=\"quiet: free heap pages returned to the system\"");
+}
+
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
@@ -2147,6 +2168,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(r->uri);
 	cfg_unref(r->cfg);
 	free(r);
+	H.last_end_ms = now;
+	if (H.trim_timer == 0)
+		H.trim_timer = loop_timer_add(HTTP_TRIM_QUIET_MS, on_quiet, NULL);
 }
 
 static void
@@ -2458,6 +2482,8 @@ http_free(void)
 {
 	loop_timer_cancel(H.drain_timer);
 	H.drain_timer = 0;
+	loop_timer_cancel(H.trim_timer);
+	H.trim_timer = 0;
 	strv_free(H.draining);
 	H.draining = NULL;
 	if (H.epoll_fd != -1)

@@ -27,6 +27,8 @@
                                              * timeouts.responseHeader is 0 */
 #define HTTP_WHOLE_MAX         (64u << 10) /* a known-length answer up to this is sent in one
                                               * write, once all in */
+#define HTTP_TRIM_QUIET_MS     2000         /* no request ended for this long: free heap pages
+                                              * go back to the system */
 #define HTTP_HUP_WATCH_MS      10           /* a suspended client is watched for hang-ups
                                               * from this long on */
 #define HTTP_CONN_LIMIT        4096

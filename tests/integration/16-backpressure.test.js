@@ -63,3 +63,38 @@ test('a client that disconnects mid-stream cancels the backend request at once',
   }, { what: 'inflight back to 0' });
   await d.stop();
 });
+
+test('after a burst of 300 streams, a quiet daemon gives the memory back', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, {
+    config: `logLevel: debug\nrateLimit: {perIP: {rate: 0}}\nstartPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT} --chunks 1000 --chunk-delay 50\n    concurrencyLimit: 400\n`,
+  });
+  assert.equal((await h.post(`${d.url}/v1/chat/completions`, { model: 'm', messages: [] })).status, 200);
+  await d.waitLog(/msg="quiet: free heap pages returned to the system"/);
+  const before = h.rssKb(d.proc.pid);
+  const [host, p] = d.addr.split(':');
+  const body = JSON.stringify({ model: 'm', stream: true, messages: [] });
+  const socks = [];
+  for (let i = 0; i < 300; i++) {
+    const s = net.connect(Number(p), host);
+    s.head = '';
+    s.on('data', (b) => { if (s.head.length < 64) s.head += b.toString('latin1'); });
+    s.on('error', () => {});
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    socks.push(s);
+  }
+  await h.waitFor(() => socks.every((s) => s.head.length >= 12), { timeout: 10000, what: '300 streams flowing' });
+  assert.deepEqual(socks.filter((s) => !s.head.startsWith('HTTP/1.1 200')).map((s) => s.head), []);
+  const peak = h.rssKb(d.proc.pid);
+  const trims = d.logCount(/msg="quiet: free heap pages returned/);
+  for (const s of socks) s.destroy();
+  await d.waitLogCount(/ access .*end=client_abort/, 300, 10000);
+  await d.waitLogCount(/msg="quiet: free heap pages returned/, trims + 1, 10000);
+  const after = h.rssKb(d.proc.pid);
+  if (!h.SANITIZED) {
+    assert.ok(peak - before > 4 * 1024, `300 streams should cost memory: ${before} → ${peak} kB`);
+    assert.ok(after - before < (peak - before) / 2, `RSS ${before} → ${peak} → ${after} kB: not given back`);
+  }
+  await d.stop();
+});

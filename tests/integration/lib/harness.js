@@ -150,7 +150,8 @@ class Daemon {
   // Waits until `re` has matched at least n lines and returns the count. A request's log line
   // is written as its answer goes out: the client can see the answer before we read the line.
   async waitLogCount(re, n, timeout = 5000) {
-    await waitFor(() => this.logCount(re) >= n, { timeout, what: `${n} log lines ${re} (have ${this.logCount(re)})` });
+    await waitFor(() => this.logCount(re) >= n, { timeout, what: `${n} log lines ${re}` })
+      .catch((e) => { throw new Error(`${e.message}: ${this.logCount(re)} seen`); });
     return this.logCount(re);
   }
 
