@@ -416,7 +416,7 @@ run "$LG" proc -p "$PID_mm" -T "$(tag after_hold modelmux)" >>"$RES"
 
 # ---- 5. memory growth ------------------------------------------------------------------------
 say "5. memory growth over 100000 requests, a swap every 1000"
-run "$LG" lat -u "$(base modelmux 1)$CHAT" -M m1,m2 -e 1000 -n 20000 -c 16 -T "$(tag growth_warm modelmux)" >>"$RES"
+run "$LG" lat -u "$(base modelmux 1)$CHAT" -M m1,m2 -e 1000 -n 100000 -c 16 -T "$(tag growth_warm modelmux)" >>"$RES"
 run "$LG" proc -p "$PID_mm" -T "$(tag growth_before modelmux)" >>"$RES"
 run "$LG" lat -u "$(base modelmux 1)$CHAT" -M m1,m2 -e 1000 -n 100000 -c 16 -T "$(tag growth modelmux)" >>"$RES"
 run "$LG" proc -p "$PID_mm" -T "$(tag growth_after modelmux)" >>"$RES"
