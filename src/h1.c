@@ -52,7 +52,15 @@ h1_parse_url(const char *url, struct h1_url *u)
 	}
 	if (port == 0 || port > 65535)
 		return -1;
-	snprintf(u->port, sizeof(u->port), "%u", port);
+	/* Canonical digits, leading zeros gone: a URL is parsed for every request, no printf. */
+	char   digits[5];
+	size_t nd = 0;
+
+	for (; port > 0; port /= 10)
+		digits[nd++] = (char)('0' + port % 10);
+	for (size_t i = 0; i < nd; i++)
+		u->port[i] = digits[nd - 1 - i];
+	u->port[nd] = '\0';
 	return 0;
 }
 
@@ -75,8 +83,15 @@ h1_field_is(const struct h1_field *f, const char *name)
 static bool
 is_tchar(unsigned char c)
 {
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+		return true;
+	switch (c) {
+	case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+	case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* True if the comma-separated list v[0..n) holds `tok` (case-insensitive); *last tells whether
