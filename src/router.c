@@ -715,6 +715,112 @@ usage_counts(const cJSON *u, long long *prompt, long long *completion)
 	return true;
 }
 
+/* The usage object as backends write it, read without cJSON (a body's usage is read for every
+ * request): keys without escapes, values that are digit strings or such objects. */
+enum { U_PROMPT, U_INPUT, U_COMPLETION, U_OUTPUT, U_KEYS };
+
+struct usage_fast {
+	const char *p, *end;
+	int         kind[U_KEYS]; /* 0 absent, 1 a count in val, 2 present but no number */
+	long long   val[U_KEYS];
+};
+
+static void
+fast_ws(struct usage_fast *f)
+{
+	while (f->p < f->end && (unsigned char)*f->p <= 32) /* cJSON's whitespace */
+		f->p++;
+}
+
+/* The object at f->p (its keys counted at depth 0): 0, or -1 when it is not that simple. */
+static int
+fast_object(struct usage_fast *f, int depth)
+{
+	static const char *const keys[U_KEYS] = { "prompt_tokens", "input_tokens", "completion_tokens",
+		"output_tokens" };
+
+	if (depth > 8 || f->p >= f->end || *f->p != '{')
+		return -1;
+	f->p++;
+	fast_ws(f);
+	if (f->p < f->end && *f->p == '}') {
+		f->p++;
+		return 0;
+	}
+	for (;;) {
+		const char *k;
+		size_t      kl, nd = 0;
+		int         slot = -1;
+		long long   v = 0;
+
+		if (f->p >= f->end || *f->p != '"')
+			return -1;
+		k = ++f->p;
+		while (f->p < f->end && *f->p != '"' && *f->p != '\\' && *f->p != '\0') /* cJSON cuts at NUL */
+			f->p++;
+		if (f->p >= f->end || *f->p != '"')
+			return -1;
+		kl = (size_t)(f->p++ - k);
+		for (int i = 0; i < U_KEYS && depth == 0; i++)
+			if (strlen(keys[i]) == kl && memcmp(keys[i], k, kl) == 0)
+				slot = i;
+		fast_ws(f);
+		if (f->p >= f->end || *f->p != ':')
+			return -1;
+		f->p++;
+		fast_ws(f);
+		if (f->p < f->end && *f->p == '{') {
+			if (fast_object(f, depth + 1) == -1)
+				return -1;
+			if (slot >= 0 && f->kind[slot] == 0)
+				f->kind[slot] = 2;
+		} else {
+			for (; f->p < f->end && *f->p >= '0' && *f->p <= '9'; f->p++, nd++) {
+				if (nd == 15) /* past ROUTER_MAX_TOKEN_COUNT's digits: cJSON decides */
+					return -1;
+				v = v * 10 + (*f->p - '0');
+			}
+			/* A fraction, an exponent, a sign: cJSON's number, not this one. */
+			if (nd == 0 || (f->p < f->end && (*f->p == '.' || *f->p == 'e' || *f->p == 'E' ||
+			    *f->p == '+' || *f->p == '-')))
+				return -1;
+			if (slot >= 0 && f->kind[slot] == 0) {
+				f->kind[slot] = 1;
+				f->val[slot] = v;
+			}
+		}
+		fast_ws(f);
+		if (f->p >= f->end)
+			return -1;
+		if (*f->p == '}') {
+			f->p++;
+			return 0;
+		}
+		if (*f->p++ != ',')
+			return -1;
+		fast_ws(f);
+	}
+}
+
+/* The counts of the usage object at text, as usage_counts would read them from cJSON's parse:
+ * 1 found, 0 not, -1 not simple enough to tell without cJSON. */
+static int
+usage_fast(const char *text, size_t len, long long *prompt, long long *completion)
+{
+	struct usage_fast f = { .p = text, .end = text + len };
+	int               p, c;
+
+	if (fast_object(&f, 0) == -1)
+		return -1;
+	p = f.kind[U_PROMPT] != 0 ? U_PROMPT : U_INPUT;
+	c = f.kind[U_COMPLETION] != 0 ? U_COMPLETION : U_OUTPUT;
+	if (f.kind[p] != 1 && f.kind[c] != 1)
+		return 0;
+	*prompt = f.kind[p] == 1 ? f.val[p] : 0;
+	*completion = f.kind[c] == 1 ? f.val[c] : 0;
+	return 1;
+}
+
 bool
 router_usage(const char *text, size_t len, bool tail, long long *prompt, long long *completion)
 {
@@ -722,6 +828,7 @@ router_usage(const char *text, size_t len, bool tail, long long *prompt, long lo
 	const char       *at = NULL, *brace;
 	cJSON            *doc;
 	bool              found = false;
+	int               simple;
 
 	if (tail) {
 		/* The last "usage" key, then its object. */
@@ -730,6 +837,8 @@ router_usage(const char *text, size_t len, bool tail, long long *prompt, long lo
 			at = p;
 		if (at == NULL || (brace = memchr(at, '{', len - (size_t)(at - text))) == NULL)
 			return false;
+		if ((simple = usage_fast(brace, len - (size_t)(brace - text), prompt, completion)) != -1)
+			return simple == 1;
 		doc = cJSON_ParseWithLengthOpts(brace, len - (size_t)(brace - text), NULL, false);
 		found = usage_counts(doc, prompt, completion);
 		cJSON_Delete(doc);

@@ -121,6 +121,48 @@ test_usage(void)
 	buf_free(&s.keep);
 }
 
+/* A body's usage, read without cJSON when it is simple and by cJSON when not: the same counts. */
+static void
+test_usage_tail(void)
+{
+	static const struct {
+		const char *body;
+		bool        found;
+		long long   p, c;
+	} cases[] = {
+		{ "{\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,\"total_tokens\":29,"
+		  "\"prompt_tokens_details\":{\"cached_tokens\":0},\"completion_tokens_details\":{\"a\":{\"b\":1}}}}",
+		  true, 19, 10 },
+		{ "{\"usage\": { \"input_tokens\" : 8 ,\n\"output_tokens\":\t9 } }", true, 8, 9 },
+		/* the first of two keys counts; a present prompt_tokens hides input_tokens */
+		{ "{\"usage\":{\"prompt_tokens\":5,\"prompt_tokens\":6,\"completion_tokens\":1}}", true, 5, 1 },
+		{ "{\"usage\":{\"prompt_tokens\":{\"n\":1},\"input_tokens\":7,\"output_tokens\":3}}", true, 0, 3 },
+		{ "{\"usage\":{\"total_tokens\":4}}", false, 0, 0 },
+		{ "{\"usage\":{}}", false, 0, 0 },
+		/* left to cJSON: an escape, a fraction, an exponent, 16 digits, a string, null */
+		{ "{\"usage\":{\"prompt\\u005ftokens\":4,\"completion_tokens\":2}}", true, 4, 2 },
+		{ "{\"usage\":{\"prompt_tokens\":1.5,\"completion_tokens\":2e3}}", true, 1, 2000 },
+		{ "{\"usage\":{\"prompt_tokens\":1000000000000000,\"completion_tokens\":0000000000000002}}", true,
+		  1000000000000000LL, 2 },
+		{ "{\"usage\":{\"prompt_tokens\":\"3\",\"completion_tokens\":null}}", false, 0, 0 },
+		/* a cut body, and one whose usage is not an object */
+		{ "{\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3", false, 0, 0 },
+		{ "{\"usage\":{\"prompt_tokens\":12,,\"completion_tokens\":3}}", false, 0, 0 },
+		{ "{\"usage\":[1,2]}", false, 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long long p = -7, c = -7;
+		bool      found = router_usage(cases[i].body, strlen(cases[i].body), true, &p, &c);
+
+		ASSERT_TRUE(found == cases[i].found);
+		if (found && cases[i].found) {
+			ASSERT_INT_EQ(p, cases[i].p);
+			ASSERT_INT_EQ(c, cases[i].c);
+		}
+	}
+}
+
 static void
 test_rewrite(void)
 {
@@ -251,5 +293,6 @@ main(void)
 	test_trailing();
 	test_rewrite();
 	test_usage();
+	test_usage_tail();
 	CHECK_DONE();
 }
