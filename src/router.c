@@ -831,10 +831,18 @@ router_usage(const char *text, size_t len, bool tail, long long *prompt, long lo
 	int               simple;
 
 	if (tail) {
-		/* The last "usage" key, then its object. */
-		for (const char *p = text; (p = memmem(p, len - (size_t)(p - text), key, sizeof(key) - 1)) != NULL;
-		    p += sizeof(key) - 1)
-			at = p;
+		/* The last "usage" key, searched from the end (where a body has it), then its object. */
+		for (size_t n = len; n >= sizeof(key) - 1;) {
+			const char *q = memrchr(text, '"', n - (sizeof(key) - 1) + 1); /* a key's first byte */
+
+			if (q == NULL)
+				break;
+			if (memcmp(q, key, sizeof(key) - 1) == 0) {
+				at = q;
+				break;
+			}
+			n = (size_t)(q - text) + sizeof(key) - 2; /* keys that start before q */
+		}
 		if (at == NULL || (brace = memchr(at, '{', len - (size_t)(at - text))) == NULL)
 			return false;
 		if ((simple = usage_fast(brace, len - (size_t)(brace - text), prompt, completion)) != -1)
