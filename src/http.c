@@ -49,6 +49,7 @@ enum req_phase {
 
 struct mm_req {
 	struct MHD_Connection *conn;
+	struct mm_req         *live_prev, *live_next; /* H.live: every request not yet completed */
 	char                   id[65];
 	char                  *uri;      /* raw request target, as received */
 	char                  *path;     /* raw path, no query */
@@ -138,6 +139,7 @@ static struct {
 	uint64_t           drain_timer;
 	uint64_t           trim_timer;
 	uint64_t           last_end_ms; /* when a request last ended */
+	struct mm_req     *live;        /* requests from on_uri to on_completed */
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
 static void req_resume(struct mm_req *r);
@@ -2046,6 +2048,10 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->t_start = loop_now_ms();
 	if (cc != NULL)
 		cc->req = r;
+	r->live_next = H.live;
+	if (H.live != NULL)
+		H.live->live_prev = r;
+	H.live = r;
 	return r;
 }
 
@@ -2172,6 +2178,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(r->path);
 	free(r->uri);
 	cfg_unref(r->cfg);
+	if (r->live_prev != NULL)
+		r->live_prev->live_next = r->live_next;
+	else
+		H.live = r->live_next;
+	if (r->live_next != NULL)
+		r->live_next->live_prev = r->live_prev;
 	free(r);
 	H.last_end_ms = now;
 	if (H.trim_timer == 0)
@@ -2480,6 +2492,16 @@ http_stop_accepting(void)
 	H.listen_fd = -1;
 	/* Open WebSockets would hold their models through the whole grace: clients reconnect. */
 	tunnel_end_all();
+	/* Live feeds never end by themselves: end them now, cleanly, with what they hold. */
+	for (struct mm_req *r = H.live; r != NULL; r = r->live_next) {
+		if (r->sub == NULL)
+			continue;
+		log_unsubscribe(r->sub);
+		r->sub = NULL;
+		r->up_done = true;
+		r->up_ok = true;
+		req_resume(r);
+	}
 }
 
 void
@@ -2494,6 +2516,9 @@ http_free(void)
 	if (H.epoll_fd != -1)
 		loop_fd_del(H.epoll_fd);
 	H.epoll_fd = -1;
+	/* MHD aborts the process if it is stopped with a connection still suspended. */
+	for (struct mm_req *r = H.live; r != NULL; r = r->live_next)
+		req_resume(r);
 	if (H.d != NULL)
 		MHD_stop_daemon(H.d);
 	H.d = NULL;

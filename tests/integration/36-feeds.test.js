@@ -17,24 +17,28 @@ async function follow(url) {
   const ctl = new AbortController();
   const res = await fetch(url, { signal: ctl.signal });
   let text = '';
+  let error = null;
   const done = (async () => {
     const dec = new TextDecoder();
     try {
       for await (const chunk of res.body) text += dec.decode(chunk, { stream: true });
-    } catch { /* aborted */ }
+    } catch (e) { error = e; /* aborted, or cut */ }
   })();
-  return { res, text: () => text, stop: async () => { ctl.abort(); await done; } };
+  return { res, done, text: () => text, error: () => error, stop: async () => { ctl.abort(); await done; } };
 }
 
 test('/logs has recent history; /logs/stream/<model> follows one model live', async (t) => {
   const port = await h.freePorts(2);
   const d = await h.startDaemon(t, { config: config(port) });
   assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'a', messages: [] })).status, 200);
-  const logs = await h.get(`${d.url}/logs`);
+  // A running backend's output is read in batches (SUP_PIPE_GAP_MS): its line may follow the answer.
+  const logs = await h.waitFor(async () => {
+    const l = await h.get(`${d.url}/logs`);
+    return /backend model=a pid=\d+ stream=stderr line="fake: POST \/v1\/chat\/completions"/.test(l.text) && l;
+  }, { what: "the backend's line in /logs" });
   assert.equal(logs.status, 200);
   assert.match(logs.headers.get('content-type'), /text\/plain/);
   assert.match(logs.text, /sched model=a state=ready/);
-  assert.match(logs.text, /backend model=a pid=\d+ stream=stderr line="fake: POST \/v1\/chat\/completions"/);
 
   const f = await follow(`${d.url}/logs/stream/b?no-history`);
   assert.equal(f.res.status, 200);
@@ -46,6 +50,32 @@ test('/logs has recent history; /logs/stream/<model> follows one model live', as
   assert.doesNotMatch(f.text(), /msg=ready version/, 'no history with ?no-history');
   await f.stop();
   await d.stop();
+});
+
+test('stopping the daemon ends open feeds cleanly and it exits 0, even as their clients leave', async (t) => {
+  const port = await h.freePorts(2);
+  // Followers that stay: both streams end with what they hold, as a finished response.
+  const d = await h.startDaemon(t, { config: config(port) });
+  const logs = await follow(`${d.url}/logs/stream`);
+  const events = await follow(`${d.url}/api/events`);
+  await h.waitFor(() => /"model":"b"/.test(events.text()), { what: 'the events snapshot' });
+  assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'a', messages: [] })).status, 200);
+  await h.waitFor(() => /model="a"/.test(logs.text()), { what: "a's access line in the feed" });
+  await d.stop();
+  for (const f of [logs, events]) {
+    const outcome = await Promise.race([f.done.then(() => 'ended'), h.sleep(3000).then(() => 'open')]);
+    assert.equal(outcome, 'ended');
+    assert.equal(f.error(), null, 'a clean end, not a cut');
+  }
+  assert.equal(d.logCount(/access .*path="\/(logs\/stream|api\/events)" status=200 .*end=ok/), 2);
+  // A follower that leaves just as the daemon is told to stop (still suspended when MHD stops:
+  // libmicrohttpd aborted the process on that).
+  for (let i = 0; i < 5; i++) {
+    const d2 = await h.startDaemon(t, { config: config(port) });
+    const f = await follow(`${d2.url}/logs/stream/b?no-history`);
+    await f.stop();
+    await d2.stop();
+  }
 });
 
 test('/api/events: a snapshot of every model, then each state change', async (t) => {
