@@ -891,10 +891,11 @@ collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *
 static char **
 upstream_headers(struct mm_req *r)
 {
+	/* version, trace id (32 hex), span id (16 hex), flags */
+	static const char  shape[] = "00-00000000000000000000000000000000-0000000000000000-01";
 	struct hdr_collect c = { 0 };
-
 	const char        *tp = header(r, "traceparent");
-	char               trace[56], rnd[33], span[17];
+	char               trace[sizeof(shape)], rnd[33], span[17];
 
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
 	hdr_push(&c, "X-Request-ID", r->id);
@@ -914,12 +915,10 @@ upstream_headers(struct mm_req *r)
 		gen_id(rnd, 17);
 		gen_id(rnd + 16, 17);
 		gen_id(span, sizeof(span));
-		/* "00-" trace id (32) "-" span id (16) "-01": built for every request, so no printf */
-		memcpy(trace, "00-", 3);
+		/* Built for every request, so no printf: the shape, then the two ids. */
+		memcpy(trace, shape, sizeof(trace));
 		memcpy(trace + 3, rnd, 32);
-		trace[35] = '-';
 		memcpy(trace + 36, span, 16);
-		memcpy(trace + 52, "-01", 4);
 		hdr_push(&c, "traceparent", trace);
 	}
 	return c.v;
