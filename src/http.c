@@ -82,6 +82,7 @@ struct mm_req {
 	struct sched_ticket    ticket;
 	struct api_call        api;
 	struct log_sub        *sub;         /* /logs/stream, /api/events: the live feed */
+	bool                   feed_ended;  /* ended by the stop: its last bytes are going out */
 	char                  *sub_model;   /* only lines about this model */
 	bool                   sub_events;  /* SSE framing */
 	unsigned long          missed;      /* lines dropped for a slow reader, not yet told */
@@ -140,6 +141,7 @@ static struct {
 	uint64_t           trim_timer;
 	uint64_t           last_end_ms; /* when a request last ended */
 	struct mm_req     *live;        /* requests from on_uri to on_completed */
+	bool               stopping;    /* http_stop_accepting ran: feeds end */
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
 static void req_resume(struct mm_req *r);
@@ -392,6 +394,7 @@ send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs, con
 	else
 		buf_printf(&b, "Content-Type: application/json\r\nX-Request-ID: %s\r\n", id);
 	buf_printf(&b, "\r\n%s", json);
+	log_flush_urgent(); /* what was logged about it goes out before the answer */
 	/* The send buffer is empty (MHD writes nothing while it reads a request): a few hundred
 	 * bytes fit at once. */
 	while (off < b.len) {
@@ -1568,8 +1571,20 @@ on_feed_line(void *arg, const char *line, size_t len)
 	req_resume(r);
 }
 
+/* The feed ends with what it holds, as a complete response. */
+static void
+end_feed(struct mm_req *r)
+{
+	log_unsubscribe(r->sub);
+	r->sub = NULL;
+	r->feed_ended = true;
+	r->up_done = true;
+	r->up_ok = true;
+	req_resume(r);
+}
+
 /* GET /logs/stream[/<model>] and /api/events: history (or a snapshot), then live, until the
- * client leaves. */
+ * client leaves (or the daemon stops). */
 static bool
 start_feed(struct mm_req *r)
 {
@@ -1611,6 +1626,8 @@ start_feed(struct mm_req *r)
 			buf_reset(&r->out);
 		buf_free(&hist);
 	}
+	if (H.stopping) /* on a kept-alive connection during the stop: history only */
+		end_feed(r);
 	return true;
 }
 
@@ -2492,14 +2509,25 @@ http_stop_accepting(void)
 	/* Open WebSockets would hold their models through the whole grace: clients reconnect. */
 	tunnel_end_all();
 	/* Live feeds never end by themselves: end them now, cleanly, with what they hold. */
-	for (struct mm_req *r = H.live; r != NULL; r = r->live_next) {
-		if (r->sub == NULL)
-			continue;
-		log_unsubscribe(r->sub);
-		r->sub = NULL;
-		r->up_done = true;
-		r->up_ok = true;
-		req_resume(r);
+	H.stopping = true;
+	for (struct mm_req *r = H.live; r != NULL; r = r->live_next)
+		if (r->sub != NULL)
+			end_feed(r);
+}
+
+/* Feeds ended by the stop may still hold bytes: a short while to send them and their end. */
+static void
+drain_feeds(void)
+{
+	uint64_t until = loop_now_ms() + HTTP_STOP_DRAIN_MS;
+	bool     left = true;
+
+	while (left && H.d != NULL && loop_now_ms() < until) {
+		left = false;
+		for (struct mm_req *r = H.live; r != NULL && !left; r = r->live_next)
+			left = r->feed_ended;
+		if (left)
+			MHD_run_wait(H.d, 20);
 	}
 }
 
@@ -2508,18 +2536,19 @@ http_free(void)
 {
 	loop_timer_cancel(H.drain_timer);
 	H.drain_timer = 0;
-	loop_timer_cancel(H.trim_timer);
-	H.trim_timer = 0;
 	strv_free(H.draining);
 	H.draining = NULL;
 	if (H.epoll_fd != -1)
 		loop_fd_del(H.epoll_fd);
 	H.epoll_fd = -1;
+	drain_feeds();
 	/* MHD aborts the process if it is stopped with a connection still suspended. */
 	for (struct mm_req *r = H.live; r != NULL; r = r->live_next)
 		req_resume(r);
 	if (H.d != NULL)
 		MHD_stop_daemon(H.d);
+	loop_timer_cancel(H.trim_timer); /* the requests it completed armed it again */
+	H.trim_timer = 0;
 	H.d = NULL;
 	if (H.listen_fd != -1)
 		close(H.listen_fd);

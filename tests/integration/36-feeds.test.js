@@ -68,6 +68,13 @@ test('stopping the daemon ends open feeds cleanly and it exits 0, even as their 
     assert.equal(f.error(), null, 'a clean end, not a cut');
   }
   assert.equal(d.logCount(/access .*path="\/(logs\/stream|api\/events)" status=200 .*end=ok/), 2);
+  // With no model running the loop ends at once: the feed still gets its end.
+  const d3 = await h.startDaemon(t, { config: config(port) });
+  const hist = await follow(`${d3.url}/logs/stream`);
+  await h.waitFor(() => /msg=ready version/.test(hist.text()), { what: 'the history' });
+  await d3.stop();
+  assert.equal(await Promise.race([hist.done.then(() => 'ended'), h.sleep(3000).then(() => 'open')]), 'ended');
+  assert.equal(hist.error(), null, 'a clean end, not a cut');
   // A follower that leaves just as the daemon is told to stop (still suspended when MHD stops:
   // libmicrohttpd aborted the process on that).
   for (let i = 0; i < 5; i++) {
@@ -76,6 +83,30 @@ test('stopping the daemon ends open feeds cleanly and it exits 0, even as their 
     await f.stop();
     await d2.stop();
   }
+});
+
+test('a feed asked for during the stop, on a kept-alive connection, gets its history and an end', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, { config: config(port, '--chunks 40 --chunk-delay 50') });
+  // A 2 s stream keeps the daemon in its grace period.
+  const slow = h.streamRaw(`${d.url}${CHAT}`, { model: 'a', stream: true, messages: [] });
+  await d.waitLog(/sched model=a state=ready/);
+  const [host, p] = d.addr.split(':');
+  const sock = net.connect(Number(p), host);
+  let got = '';
+  sock.on('data', (b) => { got += b.toString('latin1'); });
+  sock.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+  await h.waitFor(() => got.endsWith('\r\n\r\nOK'), { what: 'the /health answer' });
+  got = '';
+  d.signal('SIGTERM');
+  await d.waitLog(/msg="stopping" signal=/);
+  sock.write('GET /logs/stream HTTP/1.1\r\nHost: x\r\n\r\n');
+  await h.waitFor(() => got.endsWith('\r\n0\r\n\r\n'), { timeout: 3000, what: 'the feed, ended' });
+  assert.match(got, /^HTTP\/1\.1 200 /);
+  assert.match(got, /msg="stopping" signal=/);
+  sock.destroy();
+  assert.equal((await slow).how, 'end');
+  await d.stop();
 });
 
 test('/api/events: a snapshot of every model, then each state change', async (t) => {
