@@ -2118,6 +2118,7 @@ on_quiet(void *arg)
 		H.trim_timer = loop_timer_add(HTTP_TRIM_QUIET_MS - quiet, on_quiet, NULL);
 		return;
 	}
+	up_trim();
 	malloc_trim(0);
 	log_debug("http", "msg=\"quiet: free heap pages returned to the system\"");
 }

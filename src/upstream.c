@@ -460,6 +460,13 @@ idle_put(int fd, const struct sockaddr_storage *sa, socklen_t salen, uint32_t ma
 }
 
 void
+up_trim(void)
+{
+	while (nrbufs > 0)
+		free(rbufs[--nrbufs]);
+}
+
+void
 up_free_pool(void)
 {
 	while (npool > 0)

@@ -56,6 +56,8 @@ struct up_xfer *up_start(const struct up_request *r, const struct up_callbacks *
 /* Resumes a transfer paused by the body callback. */
 void up_resume(struct up_xfer *x);
 /* Frees the idle transfer handles kept for reuse (at exit). */
+/* Frees the response buffers kept for reuse (the daemon is quiet). */
+void up_trim(void);
 void up_free_pool(void);
 /* Aborts a transfer without calling done; frees it. NULL is a no-op. */
 void up_cancel(struct up_xfer *x);
