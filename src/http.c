@@ -141,6 +141,7 @@ static struct {
 	uint64_t           trim_timer;
 	uint64_t           last_end_ms; /* when a request last ended */
 	struct mm_req     *live;        /* requests from on_uri to on_completed */
+	size_t             nlive, peak_live; /* how many; the most since the last trim */
 	bool               stopping;    /* http_stop_accepting ran: feeds end */
 } H = { .listen_fd = -1, .epoll_fd = -1 };
 
@@ -2068,6 +2069,8 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	if (H.live != NULL)
 		H.live->live_prev = r;
 	H.live = r;
+	if (++H.nlive > H.peak_live)
+		H.peak_live = H.nlive;
 	return r;
 }
 
@@ -2105,8 +2108,9 @@ mhd_status(struct MHD_Connection *conn)
 }
 
 /* A burst (a thousand streams, a large upload) leaves the heap's freed pages resident: glibc
- * gives back only its top. Once no request has ended for HTTP_TRIM_QUIET_MS, they all go back,
- * once per busy spell. */
+ * gives back only its top. They all go back once no request has ended for HTTP_TRIM_QUIET_MS,
+ * or once a burst of HTTP_TRIM_BURST requests at once is down to a quarter (a monitor polling
+ * /health every second never leaves the daemon quiet). */
 static void
 on_quiet(void *arg)
 {
@@ -2114,10 +2118,11 @@ on_quiet(void *arg)
 
 	(void)arg;
 	H.trim_timer = 0;
-	if (quiet < HTTP_TRIM_QUIET_MS) {
+	if (quiet < HTTP_TRIM_QUIET_MS && !(H.peak_live >= HTTP_TRIM_BURST && H.nlive * 4 <= H.peak_live)) {
 		H.trim_timer = loop_timer_add(HTTP_TRIM_QUIET_MS - quiet, on_quiet, NULL);
 		return;
 	}
+	H.peak_live = H.nlive;
 	up_trim();
 	malloc_trim(0);
 	log_debug("http", "msg=\"quiet: free heap pages returned to the system\"");
@@ -2201,6 +2206,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		H.live = r->live_next;
 	if (r->live_next != NULL)
 		r->live_next->live_prev = r->live_prev;
+	H.nlive--;
 	free(r);
 	H.last_end_ms = now;
 	if (H.trim_timer == 0)

@@ -29,6 +29,8 @@
                                               * write, once all in */
 #define HTTP_TRIM_QUIET_MS     2000         /* no request ended for this long: free heap pages
                                               * go back to the system */
+#define HTTP_TRIM_BURST        64           /* ... or this many requests at once, now down to a
+                                              * quarter */
 #define HTTP_STOP_DRAIN_MS     500          /* at exit, feeds ended by the stop may send
                                               * what they hold for this long */
 #define HTTP_HUP_WATCH_MS      10           /* a suspended client is watched for hang-ups
