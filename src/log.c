@@ -218,19 +218,29 @@ static struct {
 	int             publishing; /* nesting depth: unsubscribe while delivering is deferred */
 } R;
 
-/* The length of the oldest line held, its '\n' included (all that is held if none). */
+/* The length of the line at ring position `at`, its '\n' included, within the n bytes held
+ * from there (n if it has none). */
 static size_t
-ring_oldest_line(void)
+ring_line_len(size_t at, size_t n)
 {
-	size_t      tail = (R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES;
-	size_t      first = MM_MIN(R.used, LOG_RING_BYTES - tail); /* up to the end, then wrapped */
-	const char *nl = memchr(R.ring + tail, '\n', first);
+	size_t      first = MM_MIN(n, LOG_RING_BYTES - at); /* up to the end, then wrapped */
+	const char *nl = memchr(R.ring + at, '\n', first);
 
 	if (nl != NULL)
-		return (size_t)(nl - (R.ring + tail)) + 1;
-	if (first < R.used && (nl = memchr(R.ring, '\n', R.used - first)) != NULL)
+		return (size_t)(nl - (R.ring + at)) + 1;
+	if (first < n && (nl = memchr(R.ring, '\n', n - first)) != NULL)
 		return first + (size_t)(nl - R.ring) + 1;
-	return R.used;
+	return n;
+}
+
+/* Copies n bytes from ring position `at` out to dst. */
+static void
+ring_copy(size_t at, size_t n, char *dst)
+{
+	size_t first = MM_MIN(n, LOG_RING_BYTES - at);
+
+	memcpy(dst, R.ring + at, first);
+	memcpy(dst + first, R.ring, n - first);
 }
 
 static void
@@ -244,7 +254,7 @@ ring_put(const char *p, size_t n)
 		R.ring = xmalloc(LOG_RING_BYTES);
 	/* Make room by dropping whole lines from the oldest end. */
 	while (R.used + n > LOG_RING_BYTES)
-		R.used -= ring_oldest_line();
+		R.used -= ring_line_len((R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES, R.used);
 	first = MM_MIN(n, LOG_RING_BYTES - R.head);
 	memcpy(R.ring + R.head, p, first);
 	memcpy(R.ring, p + first, n - first);
@@ -333,18 +343,16 @@ log_history(struct buf *out, const char *model)
 	char   line[4096];
 
 	while (i < R.used) {
-		size_t k = 0;
+		size_t at = (start + i) % LOG_RING_BYTES, len = ring_line_len(at, R.used - i);
+		size_t k = len - (R.ring[(at + len - 1) % LOG_RING_BYTES] == '\n'); /* without the '\n' */
 
-		while (i + k < R.used && R.ring[(start + i + k) % LOG_RING_BYTES] != '\n')
-			k++;
 		if (k < sizeof(line)) {
-			for (size_t j = 0; j < k; j++)
-				line[j] = R.ring[(start + i + j) % LOG_RING_BYTES];
+			ring_copy(at, k, line);
 			if (model == NULL || log_line_about(line, k, model))
 				if (buf_append(out, line, k, SIZE_MAX / 2) == -1 || buf_append(out, "\n", 1, SIZE_MAX / 2) == -1)
 					return;
 		}
-		i += k + 1;
+		i += len;
 	}
 }
 
