@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,23 +33,40 @@ ev_data(int fd, uint32_t gen)
 	return (uint64_t)gen << 32 | (uint32_t)fd;
 }
 
+/* A pending timer sits in a slot that stays put while the heap orders slot numbers: its id
+ * names the slot and the slot's generation, so a cancel finds it at once and an id that
+ * already fired (its slot freed, the generation moved on) is a no-op. */
 struct timer {
-	uint64_t      id;
 	uint64_t      due;
-	loop_timer_cb cb;
+	uint64_t      seq; /* among timers due the same ms: first added, first run */
+	loop_timer_cb cb;  /* NULL while the slot is free */
 	void         *arg;
+	uint32_t      gen; /* 1..UINT32_MAX; moves on each time the slot is freed */
+	uint32_t      pos; /* index in the heap while pending; the next free slot while free */
 };
+
+#define NO_SLOT UINT32_MAX
+
+/* The fd table and the timer tables are each allocated once, at their full working size. They
+ * are large enough for malloc to serve them from fresh mappings, whose pages become resident
+ * only as they are used. Grown in steps during a burst of connections, they (and, before,
+ * one small allocation per fd number) were left scattered through the heap for good, and
+ * kept it from giving memory back after the burst. */
+#define LOOP_FD_TABLE_MAX (1u << 20) /* the fd table's first size: RLIMIT_NOFILE, up to this */
 
 static struct {
 	int             epfd;
 	int             sigfd;
 	loop_signal_cb  sig_cb;
 	void           *sig_arg;
-	struct watcher **fds; /* indexed by fd */
+	struct watcher *fds; /* indexed by fd */
 	size_t          nfds;
-	struct timer   *heap;
-	size_t          ntimers, captimers;
-	uint64_t        next_id;
+	struct timer   *slots;    /* LOOP_MAX_TIMERS */
+	uint32_t        nslots;   /* slots ever used: the rest are untouched */
+	uint32_t        freeslot; /* head of the free slots, NO_SLOT if none */
+	uint32_t       *heap;     /* slot numbers, a binary min-heap by (due, seq) */
+	size_t          ntimers;
+	uint64_t        next_seq;
 	struct { loop_hook_cb cb; void *arg; } hooks[LOOP_MAX_HOOKS];
 	size_t          nhooks;
 	struct { loop_timeout_cb cb; void *arg; } tmos[LOOP_MAX_HOOKS];
@@ -101,12 +119,27 @@ loop_init(const int *sigs, loop_signal_cb sig_cb, void *arg)
 		fatal("epoll_ctl: %s", strerror(errno));
 }
 
+static void
+tables_alloc(void)
+{
+	struct rlimit rl;
+
+	if (L.fds != NULL)
+		return;
+	/* fd numbers stay below the soft limit; one past it (raised later) grows the table. */
+	L.nfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ?
+	    (size_t)MM_MIN(MM_MAX(rl.rlim_cur, 64), LOOP_FD_TABLE_MAX) : LOOP_FD_TABLE_MAX;
+	L.fds = xcalloc(L.nfds, sizeof(*L.fds));
+	L.slots = xcalloc(LOOP_MAX_TIMERS, sizeof(*L.slots));
+	L.heap = xcalloc(LOOP_MAX_TIMERS, sizeof(*L.heap));
+	L.freeslot = NO_SLOT;
+}
+
 void
 loop_free(void)
 {
-	for (size_t i = 0; i < L.nfds; i++)
-		free(L.fds[i]);
 	free(L.fds);
+	free(L.slots);
 	free(L.heap);
 	if (L.sigfd != -1)
 		close(L.sigfd);
@@ -114,6 +147,13 @@ loop_free(void)
 		close(L.epfd);
 	memset(&L, 0, sizeof(L));
 	L.epfd = L.sigfd = -1;
+}
+
+/* The watcher of fd if it is watched, else NULL. */
+static struct watcher *
+watched(int fd)
+{
+	return fd >= 0 && (size_t)fd < L.nfds && L.fds[fd].live ? &L.fds[fd] : NULL;
 }
 
 int
@@ -124,6 +164,7 @@ loop_fd_add(int fd, uint32_t events, loop_fd_cb cb, void *arg)
 
 	if (fd < 0)
 		return -1;
+	tables_alloc();
 	if ((size_t)fd >= L.nfds) {
 		size_t n = MM_MAX((size_t)fd + 1, L.nfds * 2);
 
@@ -131,9 +172,7 @@ loop_fd_add(int fd, uint32_t events, loop_fd_cb cb, void *arg)
 		memset(L.fds + L.nfds, 0, (n - L.nfds) * sizeof(*L.fds));
 		L.nfds = n;
 	}
-	if (L.fds[fd] == NULL)
-		L.fds[fd] = xcalloc(1, sizeof(**L.fds));
-	w = L.fds[fd];
+	w = &L.fds[fd];
 	if (w->live)
 		return -1;
 	ev.data.u64 = ev_data(fd, w->gen + 1);
@@ -151,115 +190,144 @@ int
 loop_fd_mod(int fd, uint32_t events)
 {
 	struct epoll_event ev = { .events = events };
+	struct watcher    *w = watched(fd);
 
-	if (fd < 0 || (size_t)fd >= L.nfds || L.fds[fd] == NULL || !L.fds[fd]->live) {
+	if (w == NULL) {
 		errno = EBADF;
 		return -1;
 	}
-	ev.data.u64 = ev_data(fd, L.fds[fd]->gen);
+	ev.data.u64 = ev_data(fd, w->gen);
 	return epoll_ctl(L.epfd, EPOLL_CTL_MOD, fd, &ev);
 }
 
 int
 loop_fd_rebind(int fd, loop_fd_cb cb, void *arg)
 {
-	if (fd < 0 || (size_t)fd >= L.nfds || L.fds[fd] == NULL || !L.fds[fd]->live) {
+	struct watcher *w = watched(fd);
+
+	if (w == NULL) {
 		errno = EBADF;
 		return -1;
 	}
-	L.fds[fd]->cb = cb;
-	L.fds[fd]->arg = arg;
+	w->cb = cb;
+	w->arg = arg;
 	return 0;
 }
 
 void
 loop_fd_del(int fd)
 {
-	if (fd < 0 || (size_t)fd >= L.nfds || L.fds[fd] == NULL || !L.fds[fd]->live)
+	struct watcher *w = watched(fd);
+
+	if (w == NULL)
 		return;
 	/* The fd may already be closed by its owner: ignore errors. */
 	(void)epoll_ctl(L.epfd, EPOLL_CTL_DEL, fd, NULL);
-	L.fds[fd]->live = false;
+	w->live = false;
 }
 
-/* --- timers: a binary min-heap ordered by (due, id) --- */
+/* --- timers: a binary min-heap of slot numbers ordered by (due, seq) --- */
 
 static bool
-timer_before(const struct timer *a, const struct timer *b)
+timer_before(uint32_t a, uint32_t b)
 {
-	return a->due < b->due || (a->due == b->due && a->id < b->id);
+	const struct timer *x = &L.slots[a], *y = &L.slots[b];
+
+	return x->due < y->due || (x->due == y->due && x->seq < y->seq);
 }
 
 static void
-heap_swap(size_t i, size_t j)
+heap_set(size_t i, uint32_t slot)
 {
-	struct timer t = L.heap[i];
-
-	L.heap[i] = L.heap[j];
-	L.heap[j] = t;
+	L.heap[i] = slot;
+	L.slots[slot].pos = (uint32_t)i;
 }
 
 static void
 heap_up(size_t i)
 {
-	while (i > 0 && timer_before(&L.heap[i], &L.heap[(i - 1) / 2])) {
-		heap_swap(i, (i - 1) / 2);
+	uint32_t s = L.heap[i];
+
+	while (i > 0 && timer_before(s, L.heap[(i - 1) / 2])) {
+		heap_set(i, L.heap[(i - 1) / 2]);
 		i = (i - 1) / 2;
 	}
+	heap_set(i, s);
 }
 
 static void
 heap_down(size_t i)
 {
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
+	uint32_t s = L.heap[i];
 
-		if (l < L.ntimers && timer_before(&L.heap[l], &L.heap[m]))
-			m = l;
-		if (r < L.ntimers && timer_before(&L.heap[r], &L.heap[m]))
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = l;
+
+		if (l >= L.ntimers)
+			break;
+		if (r < L.ntimers && timer_before(L.heap[r], L.heap[l]))
 			m = r;
-		if (m == i)
-			return;
-		heap_swap(i, m);
+		if (!timer_before(L.heap[m], s))
+			break;
+		heap_set(i, L.heap[m]);
 		i = m;
 	}
+	heap_set(i, s);
 }
 
+/* Takes slot `s` out of the heap and frees it. */
 static void
-heap_remove(size_t i)
+timer_drop(uint32_t s)
 {
-	L.heap[i] = L.heap[--L.ntimers];
+	size_t   i = L.slots[s].pos;
+	uint32_t last = L.heap[--L.ntimers];
+
 	if (i < L.ntimers) {
+		heap_set(i, last);
 		heap_up(i);
-		heap_down(i);
+		heap_down(L.slots[last].pos);
 	}
+	L.slots[s].cb = NULL;
+	L.slots[s].arg = NULL;
+	L.slots[s].gen = L.slots[s].gen == UINT32_MAX ? 1 : L.slots[s].gen + 1;
+	L.slots[s].pos = L.freeslot;
+	L.freeslot = s;
 }
 
 uint64_t
 loop_timer_add(uint64_t ms, loop_timer_cb cb, void *arg)
 {
-	if (L.ntimers >= LOOP_MAX_TIMERS)
+	uint32_t      s;
+	struct timer *t;
+
+	tables_alloc();
+	if (L.freeslot != NO_SLOT) {
+		s = L.freeslot;
+		L.freeslot = L.slots[s].pos;
+	} else if (L.nslots < LOOP_MAX_TIMERS) {
+		s = L.nslots++;
+		L.slots[s].gen = 1;
+	} else {
 		return 0;
-	if (L.ntimers == L.captimers) {
-		L.captimers = L.captimers ? L.captimers * 2 : 64;
-		L.heap = xreallocarray(L.heap, L.captimers, sizeof(*L.heap));
 	}
-	L.heap[L.ntimers] = (struct timer){ ++L.next_id, loop_now_ms() + ms, cb, arg };
+	t = &L.slots[s];
+	t->due = loop_now_ms() + ms;
+	t->seq = ++L.next_seq;
+	t->cb = cb;
+	t->arg = arg;
+	L.heap[L.ntimers] = s;
 	heap_up(L.ntimers++);
-	return L.next_id;
+	return (uint64_t)t->gen << 32 | s;
 }
 
 void
 loop_timer_cancel(uint64_t id)
 {
-	if (id == 0)
+	uint32_t s = (uint32_t)id;
+
+	if (id == 0 || s >= L.nslots || L.slots[s].cb == NULL || L.slots[s].gen != (uint32_t)(id >> 32))
 		return;
-	for (size_t i = 0; i < L.ntimers; i++) {
-		if (L.heap[i].id == id) {
-			heap_remove(i);
-			return;
-		}
-	}
+	timer_drop(s);
 }
 
 static void
@@ -267,11 +335,13 @@ run_timers(void)
 {
 	uint64_t now = loop_now_ms();
 
-	while (L.ntimers > 0 && L.heap[0].due <= now) {
-		struct timer t = L.heap[0];
+	while (L.ntimers > 0 && L.slots[L.heap[0]].due <= now) {
+		uint32_t      s = L.heap[0];
+		loop_timer_cb cb = L.slots[s].cb;
+		void         *arg = L.slots[s].arg;
 
-		heap_remove(0);
-		t.cb(t.arg);
+		timer_drop(s);
+		cb(arg);
 	}
 }
 
@@ -301,7 +371,9 @@ next_wait_ms(void)
 	if (L.ntimers > 0) {
 		uint64_t now = loop_now_ms();
 
-		wait = L.heap[0].due <= now ? 0 : (long)(L.heap[0].due - now);
+		uint64_t due = L.slots[L.heap[0]].due;
+
+		wait = due <= now ? 0 : (long)(due - now);
 	}
 	for (size_t i = 0; i < L.ntmos; i++) {
 		long t = L.tmos[i].cb(L.tmos[i].arg);
@@ -335,9 +407,10 @@ loop_run(void)
 		for (int i = 0; i < n; i++) {
 			int             fd = (int)(uint32_t)ev[i].data.u64;
 			uint32_t        gen = (uint32_t)(ev[i].data.u64 >> 32);
-			struct watcher *w = (size_t)fd < L.nfds ? L.fds[fd] : NULL;
+			struct watcher *w = watched(fd);
 
-			if (w != NULL && w->live && w->gen == gen)
+			/* The call reads cb and arg before it runs: a callback may grow the table. */
+			if (w != NULL && w->gen == gen)
 				w->cb(fd, ev[i].events, w->arg);
 		}
 		run_timers();
