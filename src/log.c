@@ -212,54 +212,19 @@ struct log_sub {
 };
 
 static struct {
-	char           *ring;       /* LOG_RING_BYTES circular, holding whole lines */
-	size_t          head, used; /* next write position, bytes held */
+	struct lring    ring; /* LOG_RING_BYTES, allocated with the first line */
 	struct log_sub *subs;
 	int             publishing; /* nesting depth: unsubscribe while delivering is deferred */
 } R;
 
-/* The length of the line at ring position `at`, its '\n' included, within the n bytes held
- * from there (n if it has none). */
-static size_t
-ring_line_len(size_t at, size_t n)
-{
-	size_t      first = MM_MIN(n, LOG_RING_BYTES - at); /* up to the end, then wrapped */
-	const char *nl = memchr(R.ring + at, '\n', first);
-
-	if (nl != NULL)
-		return (size_t)(nl - (R.ring + at)) + 1;
-	if (first < n && (nl = memchr(R.ring, '\n', n - first)) != NULL)
-		return first + (size_t)(nl - R.ring) + 1;
-	return n;
-}
-
-/* Copies n bytes from ring position `at` out to dst. */
-static void
-ring_copy(size_t at, size_t n, char *dst)
-{
-	size_t first = MM_MIN(n, LOG_RING_BYTES - at);
-
-	memcpy(dst, R.ring + at, first);
-	memcpy(dst + first, R.ring, n - first);
-}
-
 static void
 ring_put(const char *p, size_t n)
 {
-	size_t first;
-
-	if (n > LOG_RING_BYTES)
-		return;
-	if (R.ring == NULL)
-		R.ring = xmalloc(LOG_RING_BYTES);
-	/* Make room by dropping whole lines from the oldest end. */
-	while (R.used + n > LOG_RING_BYTES)
-		R.used -= ring_line_len((R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES, R.used);
-	first = MM_MIN(n, LOG_RING_BYTES - R.head);
-	memcpy(R.ring + R.head, p, first);
-	memcpy(R.ring, p + first, n - first);
-	R.head = (R.head + n) % LOG_RING_BYTES;
-	R.used += n;
+	if (R.ring.buf == NULL) {
+		R.ring.buf = xmalloc(LOG_RING_BYTES);
+		R.ring.cap = LOG_RING_BYTES;
+	}
+	lring_put(&R.ring, p, n);
 }
 
 static void
@@ -339,21 +304,13 @@ log_line_about(const char *line, size_t len, const char *model)
 void
 log_history(struct buf *out, const char *model)
 {
-	size_t start = (R.head + LOG_RING_BYTES - R.used) % LOG_RING_BYTES, i = 0;
+	size_t at = 0, k;
 	char   line[4096];
 
-	while (i < R.used) {
-		size_t at = (start + i) % LOG_RING_BYTES, len = ring_line_len(at, R.used - i);
-		size_t k = len - (R.ring[(at + len - 1) % LOG_RING_BYTES] == '\n'); /* without the '\n' */
-
-		if (k < sizeof(line)) {
-			ring_copy(at, k, line);
-			if (model == NULL || log_line_about(line, k, model))
-				if (buf_append(out, line, k, SIZE_MAX / 2) == -1 || buf_append(out, "\n", 1, SIZE_MAX / 2) == -1)
-					return;
-		}
-		i += len;
-	}
+	while ((k = lring_next(&R.ring, &at, line, sizeof(line))) != LRING_END)
+		if (model == NULL || log_line_about(line, k, model))
+			if (buf_append(out, line, k, SIZE_MAX / 2) == -1 || buf_append(out, "\n", 1, SIZE_MAX / 2) == -1)
+				return;
 }
 
 void
@@ -367,7 +324,7 @@ log_free(void)
 		R.subs = s->next;
 		free(s);
 	}
-	free(R.ring);
+	free(R.ring.buf);
 	memset(&R, 0, sizeof(R));
 }
 static const char *const level_names[] = { "debug", "info", "warn", "error" };

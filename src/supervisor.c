@@ -60,9 +60,10 @@ struct sup_proc {
 	size_t           nstrays;
 	bool             reach_known, reachable; /* last reachability result while running */
 	uint64_t         reach_ms;               /* when it was learnt */
-	/* Last output lines, as a ring of strings. */
-	char            *tail[SUP_TAIL_LINES];
-	size_t           tail_head, tail_n, tail_bytes;
+	/* Last output lines, kept here: a server that writes a line per request must not leave
+	 * allocations behind it. */
+	struct lring     tail;
+	char             tail_buf[SUP_TAIL_BYTES];
 };
 
 static struct sup_proc *procs;
@@ -89,45 +90,21 @@ sup_count(void)
 
 /* --- output capture --- */
 
-static void
-tail_push(struct sup_proc *p, const char *line, size_t len)
-{
-	size_t slot;
-
-	while (p->tail_n > 0 && (p->tail_n == SUP_TAIL_LINES || p->tail_bytes + len > SUP_TAIL_BYTES)) {
-		slot = (p->tail_head + SUP_TAIL_LINES - p->tail_n) % SUP_TAIL_LINES;
-		p->tail_bytes -= strlen(p->tail[slot]);
-		free(p->tail[slot]);
-		p->tail[slot] = NULL;
-		p->tail_n--;
-	}
-	if (len > SUP_TAIL_BYTES)
-		len = SUP_TAIL_BYTES;
-	p->tail[p->tail_head] = xstrndup(line, len);
-	p->tail_head = (p->tail_head + 1) % SUP_TAIL_LINES;
-	p->tail_n++;
-	p->tail_bytes += len;
-}
-
 const char *
 sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n)
 {
-	size_t o = 0, k = MM_MIN(lines, p->tail_n);
+	size_t at = 0, o = 0, k;
 
 	if (n == 0)
 		return buf;
-	buf[0] = '\0';
-	for (size_t i = 0; i < k; i++) {
-		size_t      slot = (p->tail_head + SUP_TAIL_LINES - k + i) % SUP_TAIL_LINES;
-		const char *s = p->tail[slot];
-		int         w = snprintf(buf + o, n - o, "%s%s", o ? "\n" : "", s);
-
-		if (w < 0 || (size_t)w >= n - o) {
-			buf[n - 1] = '\0';
-			break;
-		}
-		o += (size_t)w;
+	for (size_t skip = p->tail.lines > lines ? p->tail.lines - lines : 0; skip > 0; skip--)
+		(void)lring_next(&p->tail, &at, NULL, 0);
+	while (o + 1 < n && (k = lring_next(&p->tail, &at, buf + o + (o > 0), n - o - 1 - (o > 0))) != LRING_END) {
+		if (o > 0)
+			buf[o++] = '\n';
+		o += k;
 	}
+	buf[o] = '\0';
 	return buf;
 }
 
@@ -141,7 +118,7 @@ emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
 
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
-	tail_push(p, line, len);
+	lring_put(&p->tail, line, len);
 	p->last_progress_ms = loop_now_ms();
 	log_info("backend", "model=%s pid=%d stream=%s line=%s", p->name, (int)p->pid, o->label,
 	    log_qn(q, sizeof(q), line, len));
@@ -615,6 +592,8 @@ sup_start(const struct sup_spec *spec, sup_event_cb cb, void *arg, char **err)
 		goto out;
 	}
 	p = xcalloc(1, sizeof(*p));
+	p->tail.buf = p->tail_buf;
+	p->tail.cap = sizeof(p->tail_buf);
 	p->name = xstrdup(spec->name);
 	p->health_url = spec->health_url ? xstrdup(spec->health_url) : NULL;
 	p->reach_url = spec->reach_url ? xstrdup(spec->reach_url) : NULL;
@@ -886,8 +865,6 @@ proc_free(struct sup_proc *p)
 		buf_free(&p->out[i].partial);
 		pipe_close(&p->out[i]);
 	}
-	for (size_t i = 0; i < SUP_TAIL_LINES; i++)
-		free(p->tail[i]);
 	strv_free(p->stop_argv);
 	strv_free(p->env);
 	free(p->stop_exe);

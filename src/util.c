@@ -186,6 +186,68 @@ buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
+/* The length of the line at ring position `at`, its '\n' included, within the n bytes held
+ * from there (n if it has none). */
+static size_t
+lring_line_len(const struct lring *r, size_t at, size_t n)
+{
+	size_t      first = MM_MIN(n, r->cap - at); /* up to the end, then wrapped */
+	const char *nl = memchr(r->buf + at, '\n', first);
+
+	if (nl != NULL)
+		return (size_t)(nl - (r->buf + at)) + 1;
+	if (first < n && (nl = memchr(r->buf, '\n', n - first)) != NULL)
+		return first + (size_t)(nl - r->buf) + 1;
+	return n;
+}
+
+static void
+lring_write(struct lring *r, const char *p, size_t n)
+{
+	size_t first = MM_MIN(n, r->cap - r->head);
+
+	memcpy(r->buf + r->head, p, first);
+	memcpy(r->buf, p + first, n - first);
+	r->head = (r->head + n) % r->cap;
+	r->used += n;
+}
+
+void
+lring_put(struct lring *r, const char *p, size_t n)
+{
+	bool nl = n == 0 || p[n - 1] != '\n'; /* one to add */
+
+	if (n + nl > r->cap)
+		return;
+	while (r->used + n + nl > r->cap) {
+		r->used -= lring_line_len(r, (r->head + r->cap - r->used) % r->cap, r->used);
+		r->lines--;
+	}
+	lring_write(r, p, n);
+	if (nl)
+		lring_write(r, "\n", 1);
+	r->lines++;
+}
+
+size_t
+lring_next(const struct lring *r, size_t *at, char *dst, size_t n)
+{
+	size_t pos, len, k, first;
+
+	if (*at >= r->used)
+		return LRING_END;
+	pos = (r->head + r->cap - r->used + *at) % r->cap;
+	len = lring_line_len(r, pos, r->used - *at);
+	*at += len;
+	k = MM_MIN(len - 1, n); /* every line held ends with its '\n' */
+	if (dst != NULL) {
+		first = MM_MIN(k, r->cap - pos);
+		memcpy(dst, r->buf + pos, first);
+		memcpy(dst + first, r->buf, k - first);
+	}
+	return k;
+}
+
 void
 strv_free(char **v)
 {

@@ -48,6 +48,24 @@ void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 
+/* A ring of whole lines in a fixed buffer of `cap` bytes the owner provides: each line is
+ * kept with its '\n', and a new line pushes out the oldest whole lines it needs room for.
+ * Fixed, so that text that comes by the thousand (log lines, a backend's output) leaves no
+ * allocation behind. */
+struct lring {
+	char  *buf;
+	size_t cap;
+	size_t head, used, lines; /* next write position, bytes held, lines held */
+};
+#define LRING_END SIZE_MAX
+/* Keeps the n bytes at p, which end with '\n' (one added if not); a line longer than cap
+ * is dropped. */
+void   lring_put(struct lring *r, const char *p, size_t n);
+/* The line at byte offset *at from the oldest (start at 0): copies up to n of its bytes,
+ * without the '\n', to dst (NULL: none), moves *at past it and returns that count;
+ * LRING_END after the last line. */
+size_t lring_next(const struct lring *r, size_t *at, char *dst, size_t n);
+
 /* NULL-terminated string vectors (argv, envp, lists). */
 void   strv_free(char **v);
 size_t strv_len(char *const *v);

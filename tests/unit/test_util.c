@@ -1,0 +1,93 @@
+/* Unit tests of util's line ring: whole lines kept, the oldest pushed out, reads across the wrap. */
+#include "check.h"
+#include "modelmux/util.h"
+
+/* All lines held, joined with '|'. */
+static const char *
+joined(const struct lring *r, char *out, size_t n)
+{
+	size_t at = 0, o = 0, k;
+	char   line[64];
+
+	while ((k = lring_next(r, &at, line, sizeof(line))) != LRING_END && o + k + 2 < n) {
+		if (o > 0)
+			out[o++] = '|';
+		memcpy(out + o, line, k);
+		o += k;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static void
+test_lring(void)
+{
+	char         mem[16], out[256], line[8];
+	struct lring r = { .buf = mem, .cap = sizeof(mem) };
+	size_t       at = 0;
+
+	ASSERT_INT_EQ(lring_next(&r, &at, line, sizeof(line)), LRING_END);
+	lring_put(&r, "one\n", 4);
+	lring_put(&r, "two", 3); /* its '\n' added */
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "one|two");
+	ASSERT_INT_EQ(r.lines, 2);
+	ASSERT_INT_EQ(r.used, 8);
+	lring_put(&r, "three\n", 6); /* 14 of 16 */
+	lring_put(&r, "four\n", 5);  /* "one" goes, and the write wraps */
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "two|three|four");
+	ASSERT_INT_EQ(r.lines, 3);
+	lring_put(&r, "fifteen bytes!\n", 15); /* everything else goes */
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "fifteen bytes!");
+	ASSERT_INT_EQ(r.lines, 1);
+	lring_put(&r, "seventeen bytes!\n", 17); /* longer than the ring: dropped */
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "fifteen bytes!");
+	lring_put(&r, "a\n", 2);
+	lring_put(&r, "", 0); /* an empty line */
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "a|");
+	ASSERT_INT_EQ(r.lines, 2);
+
+	/* A short destination gets the line's first bytes; NULL skips it. */
+	lring_put(&r, "abcdefghij", 10);
+	at = 0;
+	ASSERT_INT_EQ(lring_next(&r, &at, NULL, 0), 0); /* "a", skipped */
+	ASSERT_INT_EQ(lring_next(&r, &at, line, 3), 0);
+	ASSERT_INT_EQ(lring_next(&r, &at, line, 3), 3);
+	ASSERT_TRUE(memcmp(line, "abc", 3) == 0);
+	ASSERT_INT_EQ(lring_next(&r, &at, line, 3), LRING_END);
+}
+
+/* Many lines of many lengths: the ring always holds the newest lines that fit, in order. */
+static void
+test_lring_churn(void)
+{
+	char         mem[100], text[64], got[64];
+	struct lring r = { .buf = mem, .cap = sizeof(mem) };
+
+	for (int i = 0; i < 2000; i++) {
+		int    n = snprintf(text, sizeof(text), "%d:%.*s", i, i % 40, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+		size_t at = 0, k, held = 0;
+		int    last = -1;
+
+		lring_put(&r, text, (size_t)n);
+		while ((k = lring_next(&r, &at, got, sizeof(got))) != LRING_END) {
+			int v = (int)strtol(got, NULL, 10);
+
+			if (v <= last)
+				CHECK_FAIL("line %d after %d", v, last);
+			last = v;
+			held += k + 1;
+		}
+		ASSERT_INT_EQ(last, i);
+		ASSERT_INT_EQ(held, r.used);
+		if (check_failures)
+			return;
+	}
+}
+
+int
+main(void)
+{
+	test_lring();
+	test_lring_churn();
+	CHECK_DONE();
+}
