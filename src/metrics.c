@@ -26,7 +26,7 @@ static const char *const refusal_reasons[] = { "auth", "cors", "rate", "size", "
 	"malformed" };
 
 struct route_series {
-	char              *route;
+	const char        *route; /* a label from the router's tables: static */
 	int                status;
 	unsigned long long n;
 };
@@ -38,8 +38,13 @@ struct model_metrics {
 	unsigned long long   prompt_tokens, completion_tokens;
 	struct histo         load, wait, ttfb;
 	struct route_series *routes;
-	size_t               nroutes;
+	size_t               nroutes, caproutes;
 };
+
+/* Room for a model's first (route, status) pairs comes with the model, at start or reload. A
+ * pair first seen as a burst of streams ends would otherwise be allocated then, at the top of
+ * the heap, and keep the heap from shrinking after the burst. */
+#define ROUTES_FIRST 16
 
 static struct {
 	struct model_metrics *m;
@@ -78,13 +83,13 @@ model_init(struct model_metrics *m, const char *id)
 	histo_init(&m->load, load_buckets, MM_ARRAY_LEN(load_buckets));
 	histo_init(&m->wait, wait_buckets, MM_ARRAY_LEN(wait_buckets));
 	histo_init(&m->ttfb, ttfb_buckets, MM_ARRAY_LEN(ttfb_buckets));
+	m->caproutes = ROUTES_FIRST;
+	m->routes = xcalloc(m->caproutes, sizeof(*m->routes));
 }
 
 static void
 model_clear(struct model_metrics *m)
 {
-	for (size_t i = 0; i < m->nroutes; i++)
-		free(m->routes[i].route);
 	free(m->routes);
 	free(m->id);
 }
@@ -212,8 +217,11 @@ metrics_request(const char *model, const char *route, int status, double ttfb)
 		if (i == m->nroutes) {
 			if (m->nroutes == METRICS_MAX_ROUTE_SERIES + 16)
 				return; /* "other" for every status is already there */
-			m->routes = xreallocarray(m->routes, m->nroutes + 1, sizeof(*m->routes));
-			m->routes[i] = (struct route_series){ xstrdup(route), status, 0 };
+			if (m->nroutes == m->caproutes) {
+				m->caproutes *= 2;
+				m->routes = xreallocarray(m->routes, m->caproutes, sizeof(*m->routes));
+			}
+			m->routes[i] = (struct route_series){ route, status, 0 };
 			m->nroutes++;
 		}
 	}

@@ -22,7 +22,8 @@ void metrics_model_loaded(const char *model, double seconds);
 void metrics_model_unload(const char *model, const char *reason);
 void metrics_model_crash(const char *model);
 void metrics_queue_wait(const char *model, double seconds);
-/* One finished request; model may be NULL (no model involved); ttfb < 0 when none. */
+/* One finished request; model may be NULL (no model involved); ttfb < 0 when none. route is
+ * a static label (the router's endpoint names): kept by pointer. */
 void metrics_request(const char *model, const char *route, int status, double ttfb_seconds);
 void metrics_tokens(const char *model, long long prompt, long long completion);
 /* reason: auth, cors, rate, size, path, timeout (408), malformed (a 400 libmicrohttpd made). */
