@@ -64,7 +64,7 @@ test('a client that disconnects mid-stream cancels the backend request at once',
   await d.stop();
 });
 
-test('after a burst of 300 streams the daemon gives the memory back, though /health is polled every 300 ms', async (t) => {
+test('after a burst of 300 streams the daemon gives nearly all the memory back, though /health is polled every 300 ms', async (t) => {
   const port = await h.freePorts(1);
   const d = await h.startDaemon(t, {
     config: `logLevel: debug\nrateLimit: {perIP: {rate: 0}}\nstartPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT} --chunks 1000 --chunk-delay 50\n    concurrencyLimit: 400\n`,
@@ -101,7 +101,9 @@ test('after a burst of 300 streams the daemon gives the memory back, though /hea
   const after = h.rssKb(d.proc.pid);
   if (!h.SANITIZED) {
     assert.ok(peak - before > 4 * 1024, `300 streams should cost memory: ${before} → ${peak} kB`);
-    assert.ok(after - before < (peak - before) / 2, `RSS ${before} → ${peak} → ${after} kB: not given back`);
+    // Nearly all: nothing made during the burst may stay behind and pin the top of the heap
+    // (the loop's per-fd records and a metrics series did, and kept a fifth of it).
+    assert.ok(after - before < (peak - before) / 8, `RSS ${before} → ${peak} → ${after} kB: not given back`);
   }
   await d.stop();
 });
