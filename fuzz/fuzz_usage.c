@@ -74,6 +74,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (router_usage_end(&s) != s.found)
 		abort();
 	buf_free(&s.keep);
+	if (!s.sse && repeat == 1) { /* held whole: the same answer as fed */
+		struct router_usage_scan w = { 0 };
+
+		router_usage_body(&w, body, n);
+		if (w.found != s.found || (s.found && (w.prompt != s.prompt || w.completion != s.completion)))
+			abort();
+	}
 	(void)router_usage(body, n, false, &p, &c);
 	{
 		long long rp = -7, rc = -7, fp = -7, fc = -7;

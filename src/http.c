@@ -631,12 +631,13 @@ on_up_body(void *arg, const char *p, size_t n)
 	if (r->whole != NULL) {
 		if (n > r->whole_len - r->whole_got)
 			return n; /* past its Content-Length: cannot happen, curl stops there */
-		if (r->route.kind == ROUTE_JSON_MODEL)
-			router_usage_feed(&r->usage, p, n);
 		memcpy(r->whole_buf + r->whole_got, p, n);
 		r->whole_got += n;
 		if (r->whole_got == r->whole_len) {
 			struct MHD_Response *resp = r->whole;
+
+			if (r->route.kind == ROUTE_JSON_MODEL) /* read where it lies: no copy */
+				router_usage_body(&r->usage, r->whole_buf, r->whole_len);
 
 			r->whole = NULL;
 			r->bytes_out = r->whole_len;
@@ -858,29 +859,55 @@ forwardable(const char *name)
 	return true;
 }
 
+/* The fields forwarded to the backend, gathered as pointers (into libmicrohttpd's connection
+ * memory, or the caller's buffers), then written out in one allocation. */
 struct hdr_collect {
-	char  **v;
-	size_t  n, cap;
+	struct { const char *k, *v; } *p, first[24];
+	size_t n, cap, bytes;
 };
 
 static void
 hdr_push(struct hdr_collect *c, const char *key, const char *value)
 {
-	if (c->n + 2 >= c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 32;
-		c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
-	}
-	size_t kl = strlen(key), vl = value ? strlen(value) : 0;
-	char  *line = xmalloc(kl + 2 + vl + 1);
+	if (c->n == c->cap) {
+		size_t cap = c->cap * 2;
 
-	/* Once per forwarded field of every request: no printf. */
-	memcpy(line, key, kl);
-	memcpy(line + kl, ": ", 2);
-	if (vl > 0)
-		memcpy(line + kl + 2, value, vl);
-	line[kl + 2 + vl] = '\0';
-	c->v[c->n++] = line;
-	c->v[c->n] = NULL;
+		if (c->p == c->first) {
+			c->p = xreallocarray(NULL, cap, sizeof(*c->p));
+			memcpy(c->p, c->first, sizeof(c->first));
+		} else {
+			c->p = xreallocarray(c->p, cap, sizeof(*c->p));
+		}
+		c->cap = cap;
+	}
+	c->p[c->n].k = key;
+	c->p[c->n].v = value ? value : "";
+	c->bytes += strlen(key) + 2 + strlen(c->p[c->n].v) + 1;
+	c->n++;
+}
+
+/* "Name: value" lines, NULL-terminated, vector and lines in one block: free() frees it all.
+ * Built for every request, so no printf. */
+static char **
+hdr_pack(struct hdr_collect *c)
+{
+	char **v = xmalloc((c->n + 1) * sizeof(*v) + c->bytes);
+	char  *w = (char *)(v + c->n + 1);
+
+	for (size_t i = 0; i < c->n; i++) {
+		size_t kl = strlen(c->p[i].k), vl = strlen(c->p[i].v);
+
+		v[i] = w;
+		memcpy(w, c->p[i].k, kl);
+		memcpy(w + kl, ": ", 2);
+		memcpy(w + kl + 2, c->p[i].v, vl);
+		w[kl + 2 + vl] = '\0';
+		w += kl + 2 + vl + 1;
+	}
+	v[c->n] = NULL;
+	if (c->p != c->first)
+		free(c->p);
+	return v;
 }
 
 static enum MHD_Result
@@ -897,20 +924,20 @@ upstream_headers(struct mm_req *r)
 {
 	/* version, trace id (32 hex), span id (16 hex), flags */
 	static const char  shape[] = "00-00000000000000000000000000000000-0000000000000000-01";
-	struct hdr_collect c = { 0 };
+	struct hdr_collect c;
 	const char        *tp = header(r, "traceparent");
-	char               trace[sizeof(shape)], rnd[33], span[17];
+	char               trace[sizeof(shape)], rnd[33], span[17], *bearer = NULL, **v;
 
+	c.p = c.first;
+	c.n = c.bytes = 0;
+	c.cap = MM_ARRAY_LEN(c.first);
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
 	hdr_push(&c, "X-Request-ID", r->id);
 	/* The client's credentials were dropped; the backend may have its own. */
 	if (r->model->upstream_api_key != NULL) {
-		char *bearer = xasprintf("Bearer %s", r->model->upstream_api_key);
-
+		bearer = xasprintf("Bearer %s", r->model->upstream_api_key);
 		hdr_push(&c, "Authorization", bearer);
 		hdr_push(&c, "X-API-Key", r->model->upstream_api_key);
-		OPENSSL_cleanse(bearer, strlen(bearer));
-		free(bearer);
 	}
 	/* Keep a valid incoming trace context, or start one. */
 	if (tp != NULL && valid_traceparent(tp)) {
@@ -919,13 +946,18 @@ upstream_headers(struct mm_req *r)
 		gen_id(rnd, 17);
 		gen_id(rnd + 16, 17);
 		gen_id(span, sizeof(span));
-		/* Built for every request, so no printf: the shape, then the two ids. */
+		/* The shape, then the two ids. */
 		memcpy(trace, shape, sizeof(trace));
 		memcpy(trace + 3, rnd, 32);
 		memcpy(trace + 36, span, 16);
 		hdr_push(&c, "traceparent", trace);
 	}
-	return c.v;
+	v = hdr_pack(&c);
+	if (bearer != NULL) {
+		OPENSSL_cleanse(bearer, strlen(bearer));
+		free(bearer);
+	}
+	return v;
 }
 
 /* --- sendLoadingState: progress in reasoning_content while the model loads --- */
@@ -1020,12 +1052,31 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 
 static void start_ws(struct mm_req *r, const char *proxy);
 
+/* The backend URL for r: into buf when it fits (every request builds one), else allocated. */
+static char *
+upstream_url(const struct mm_req *r, const char *proxy, char *buf, size_t n)
+{
+	const char *part[4] = { proxy, r->up_path ? r->up_path : r->path, r->query ? "?" : "",
+		r->query ? r->query : "" };
+	size_t      len[4], total = 1;
+	char       *url, *w;
+
+	for (size_t i = 0; i < 4; i++)
+		total += len[i] = strlen(part[i]);
+	url = w = total <= n ? buf : xmalloc(total);
+	for (size_t i = 0; i < 4; i++) {
+		memcpy(w, part[i], len[i]);
+		w += len[i];
+	}
+	*w = '\0';
+	return url;
+}
+
 static void
 start_upstream(struct mm_req *r)
 {
 	const char *err = NULL, *proxy = sched_ticket_proxy(&r->ticket);
-	char       *url = xasprintf("%s%s%s%s", proxy, r->up_path ? r->up_path : r->path,
-	    r->query ? "?" : "", r->query ? r->query : "");
+	char        ubuf[512], *url = upstream_url(r, proxy, ubuf, sizeof(ubuf));
 	struct up_request ur = {
 		.url = url,
 		.method = r->method,
@@ -1040,7 +1091,8 @@ start_upstream(struct mm_req *r)
 	};
 
 	if (r->ws) {
-		free(url);
+		if (url != ubuf)
+			free(url);
 		start_ws(r, proxy);
 		return;
 	}
@@ -1056,7 +1108,8 @@ start_upstream(struct mm_req *r)
 	if (!r->loading)
 		r->phase = PH_WAIT_UPSTREAM;
 	r->up = up_start(&ur, &up_cb, r, &err);
-	free(url);
+	if (url != ubuf)
+		free(url);
 	if (r->up == NULL) {
 		sched_release(&r->ticket);
 		if (r->loading) {
@@ -1257,15 +1310,15 @@ static void
 start_ws(struct mm_req *r, const char *proxy)
 {
 	const char *err = NULL;
-	char       *url = xasprintf("%s%s%s%s", proxy, r->up_path, r->query ? "?" : "",
-	    r->query ? r->query : "");
+	char        ubuf[512], *url = upstream_url(r, proxy, ubuf, sizeof(ubuf));
 	unsigned    head_s = r->model->timeouts.response_header_s > 0
 	                     ? (unsigned)r->model->timeouts.response_header_s : HTTP_WS_HEAD_S;
 
 	r->tun = tunnel_open(url, r->method, r->up_headers, header(r, "Upgrade"),
 	    (unsigned)r->model->timeouts.connect_s, head_s, (unsigned)r->model->timeouts.keepalive_s,
 	    on_ws_head, r, &err);
-	free(url);
+	if (url != ubuf)
+		free(url);
 	if (r->tun == NULL) {
 		sched_release(&r->ticket);
 		reply_error(r, 502, "backend_unavailable", "model %s: %s", r->model->id, err);
@@ -2193,7 +2246,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	mp_free(r->mp);
 	if (r->spool_fd >= 0)
 		close(r->spool_fd);
-	strv_free(r->up_headers);
+	free(r->up_headers); /* one block (hdr_pack) */
 	cJSON_free(r->up_body);
 	free(r->model_name);
 	free(r->up_path);

@@ -911,13 +911,18 @@ router_usage_feed(struct router_usage_scan *s, const char *p, size_t n)
 	}
 }
 
+void
+router_usage_body(struct router_usage_scan *s, const char *p, size_t n)
+{
+	size_t off = n > ROUTER_USAGE_TAIL ? n - ROUTER_USAGE_TAIL : 0;
+
+	if (!s->sse && n > 0 && router_usage(p + off, n - off, true, &s->prompt, &s->completion))
+		s->found = true;
+}
+
 bool
 router_usage_end(struct router_usage_scan *s)
 {
-	size_t off = s->keep.len > ROUTER_USAGE_TAIL ? s->keep.len - ROUTER_USAGE_TAIL : 0;
-
-	if (!s->sse && s->keep.len > 0 &&
-	    router_usage(s->keep.data + off, s->keep.len - off, true, &s->prompt, &s->completion))
-		s->found = true;
+	router_usage_body(s, s->keep.data, s->keep.len);
 	return s->found;
 }

@@ -107,6 +107,46 @@ struct up_xfer {
 
 #define UP_MAXAGE_NONE (365L * 24 * 3600) /* idleConn: 0 — kept connections never age out */
 
+/* Blocks of one size kept for the next exchanges: a transfer, its direct part and its
+ * response buffer are made for every request, and would otherwise go to malloc and back
+ * (the larger ones by malloc's slow path). The quiet trim empties them. */
+#define UP_KEEP 64
+#ifdef __SANITIZE_ADDRESS__
+#define UP_KEEP_ON false /* every block goes back to malloc, where a use after free is caught */
+#else
+#define UP_KEEP_ON true
+#endif
+struct keep {
+	size_t size;
+	size_t n;
+	void  *v[UP_KEEP];
+};
+static struct keep rbufs = { .size = UP_RBUF };
+static struct keep xfers = { .size = sizeof(struct up_xfer) };
+static struct keep directs = { .size = sizeof(struct up_direct) };
+
+static void *
+keep_get(struct keep *k)
+{
+	return k->n > 0 ? k->v[--k->n] : xmalloc(k->size);
+}
+
+static void
+keep_put(struct keep *k, void *p)
+{
+	if (UP_KEEP_ON && p != NULL && k->n < UP_KEEP)
+		k->v[k->n++] = p;
+	else
+		free(p);
+}
+
+static void
+keep_trim(struct keep *k)
+{
+	while (k->n > 0)
+		free(k->v[--k->n]);
+}
+
 /* Idle easy handles kept for reuse: creating one costs a large zeroed allocation. */
 #define UP_POOL_MAX 64
 static CURL  *pool[UP_POOL_MAX];
@@ -165,7 +205,7 @@ xfer_free(struct up_xfer *x)
 	if (x->easy)
 		easy_put(x->easy);
 	direct_free(x->d);
-	free(x);
+	keep_put(&xfers, x);
 }
 
 static void
@@ -358,27 +398,6 @@ curl_start(struct up_xfer *x, const struct up_request *r, const char **err)
 	return 0;
 }
 
-/* Response buffers of UP_RBUF bytes kept for the next exchanges: one per request in flight
- * otherwise goes to malloc and back, and at this size that is malloc's slow path. */
-#define UP_RBUF_KEEP 64
-static char  *rbufs[UP_RBUF_KEEP];
-static size_t nrbufs;
-
-static char *
-rbuf_get(void)
-{
-	return nrbufs > 0 ? rbufs[--nrbufs] : xmalloc(UP_RBUF);
-}
-
-static void
-rbuf_put(char *b, size_t cap)
-{
-	if (b != NULL && cap == UP_RBUF && nrbufs < UP_RBUF_KEEP)
-		rbufs[nrbufs++] = b;
-	else
-		free(b);
-}
-
 /* --- the direct path: kept-alive connections --- */
 
 /* Idle connections, oldest first. Each stays in the loop, so a backend closing one (or a
@@ -462,8 +481,9 @@ idle_put(int fd, const struct sockaddr_storage *sa, socklen_t salen, uint32_t ma
 void
 up_trim(void)
 {
-	while (nrbufs > 0)
-		free(rbufs[--nrbufs]);
+	keep_trim(&rbufs);
+	keep_trim(&directs);
+	keep_trim(&xfers);
 }
 
 void
@@ -473,8 +493,7 @@ up_free_pool(void)
 		curl_easy_cleanup(pool[--npool]);
 	while (nidle > 0)
 		idle_drop(nidle - 1);
-	while (nrbufs > 0)
-		free(rbufs[--nrbufs]);
+	up_trim();
 }
 
 /* --- the direct path: one exchange --- */
@@ -494,8 +513,11 @@ direct_free(struct up_direct *d)
 	}
 	free(d->req);
 	free(d->piece);
-	rbuf_put(d->rbuf, d->rcap);
-	free(d);
+	if (d->rcap == UP_RBUF)
+		keep_put(&rbufs, d->rbuf);
+	else
+		free(d->rbuf);
+	keep_put(&directs, d);
 }
 
 static void
@@ -722,7 +744,7 @@ d_recv(struct up_xfer *x)
 
 	if (d->rbuf == NULL) {
 		d->rcap = UP_RBUF;
-		d->rbuf = rbuf_get();
+		d->rbuf = keep_get(&rbufs);
 	}
 	if (d->rlen == d->rcap) {
 		if (d->rpos > 0) {
@@ -1020,7 +1042,7 @@ direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url 
 struct up_xfer *
 up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, const char **err)
 {
-	struct up_xfer         *x = xmalloc(sizeof(*x));
+	struct up_xfer         *x = keep_get(&xfers);
 	struct sockaddr_storage sa;
 	socklen_t               salen;
 	struct h1_url           u;
@@ -1033,7 +1055,8 @@ up_start(const struct up_request *r, const struct up_callbacks *cb, void *arg, c
 	x->read = r->read;
 	x->read_arg = r->read_arg;
 	if (direct_addr(r->url, &u, &sa, &salen)) {
-		x->d = xcalloc(1, sizeof(*x->d));
+		x->d = keep_get(&directs);
+		memset(x->d, 0, sizeof(*x->d));
 		x->d->fd = -1;
 		x->d->sa = sa;
 		x->d->salen = salen;

@@ -103,5 +103,8 @@ void router_usage_feed(struct router_usage_scan *s, const char *p, size_t n);
 
 /* After the whole body: looks for usage in a JSON body's tail. Returns s->found. */
 bool router_usage_end(struct router_usage_scan *s);
+/* In place of feeding: a JSON body held whole in p, searched where router_usage_end would
+ * search, without a copy. */
+void router_usage_body(struct router_usage_scan *s, const char *p, size_t n);
 
 #endif

@@ -119,6 +119,22 @@ test_usage(void)
 	ASSERT_INT_EQ(s.prompt, 11);
 	ASSERT_INT_EQ(s.completion, 12);
 	buf_free(&s.keep);
+
+	/* The same body held whole is searched in the same place, without a copy. */
+	struct router_usage_scan w = { 0 };
+	struct buf               body = { 0 };
+
+	ASSERT_INT_EQ(buf_append(&body, "{\"x\":\"", 6, SIZE_MAX), 0);
+	for (int i = 0; i < 5 * (int)ROUTER_USAGE_TAIL; i++)
+		ASSERT_INT_EQ(buf_append(&body, "a", 1, SIZE_MAX), 0);
+	ASSERT_INT_EQ(buf_append(&body, "\"", 1, SIZE_MAX), 0);
+	ASSERT_INT_EQ(buf_append(&body, end, strlen(end), SIZE_MAX), 0);
+	router_usage_body(&w, body.data, body.len);
+	ASSERT_TRUE(w.found);
+	ASSERT_INT_EQ(w.prompt, 11);
+	ASSERT_INT_EQ(w.completion, 12);
+	ASSERT_NULL(w.keep.data);
+	buf_free(&body);
 }
 
 /* A body's usage, read without cJSON when it is simple and by cJSON when not: the same counts. */
