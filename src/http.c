@@ -2224,18 +2224,19 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r->method != NULL)
 		metrics_request(r->model ? r->model->id : NULL, r->route.endpoint, r->status,
 		    r->t_first_byte ? (double)(r->t_first_byte - r->t_start) / 1000.0 : -1.0);
-	log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
-	    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "
-	    "total_ms=%llu prompt_tokens=%lld completion_tokens=%lld end=%s",
-	    r->method ? r->method : "-", log_q(qp, sizeof(qp), r->path ? r->path : r->uri), r->status,
-	    r->bytes_out, log_q(qm, sizeof(qm), r->model_name ? r->model_name : ""),
-	    r->t_granted ? (long long)(r->t_granted - r->t_start) : -1LL,
-	    r->t_first_byte ? (long long)(r->t_first_byte - r->t_start) : -1LL,
-	    (unsigned long long)(now - r->t_start),
-	    r->usage.found ? r->usage.prompt : -1LL, r->usage.found ? r->usage.completion : -1LL,
-	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
-	    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
-	    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
+	if (log_get_level() <= LOG_INFO) /* its fields cost quoting: not for a line dropped */
+		log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
+		    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "
+		    "total_ms=%llu prompt_tokens=%lld completion_tokens=%lld end=%s",
+		    r->method ? r->method : "-", log_q(qp, sizeof(qp), r->path ? r->path : r->uri), r->status,
+		    r->bytes_out, log_q(qm, sizeof(qm), r->model_name ? r->model_name : ""),
+		    r->t_granted ? (long long)(r->t_granted - r->t_start) : -1LL,
+		    r->t_first_byte ? (long long)(r->t_first_byte - r->t_start) : -1LL,
+		    (unsigned long long)(now - r->t_start),
+		    r->usage.found ? r->usage.prompt : -1LL, r->usage.found ? r->usage.completion : -1LL,
+		    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
+		    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
+		    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
 	if (r->pending)
 		MHD_destroy_response(r->pending);
 	if (r->whole)
