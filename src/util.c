@@ -217,8 +217,12 @@ lring_put(struct lring *r, const char *p, size_t n)
 {
 	bool nl = n == 0 || p[n - 1] != '\n'; /* one to add */
 
-	if (n + nl > r->cap)
+	if (r->cap < 2)
 		return;
+	if (n + nl > r->cap) { /* longer than the ring: its start, cut */
+		n = r->cap - 1;
+		nl = true;
+	}
 	while (r->used + n + nl > r->cap) {
 		r->used -= lring_line_len(r, (r->head + r->cap - r->used) % r->cap, r->used);
 		r->lines--;

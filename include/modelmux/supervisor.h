@@ -19,7 +19,7 @@
 #define SUP_PIPE_GAP_MS        20     /* a running server's output is read at most this often:
                                        * a server that logs every request would otherwise wake
                                        * the loop once more per request */
-#define SUP_TAIL_BYTES         16384  /* last output lines kept per process */
+#define SUP_TAIL_BYTES         4096   /* last output kept per process (for a failed start) */
 #define SUP_MAX_STRAYS         64     /* descendants outside the group tracked per process */
 #define SUP_LEFTOVER_ROUNDS    100    /* 10 ms rounds of killing leftovers at exit */
 

@@ -39,8 +39,10 @@ test_lring(void)
 	lring_put(&r, "fifteen bytes!\n", 15); /* everything else goes */
 	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "fifteen bytes!");
 	ASSERT_INT_EQ(r.lines, 1);
-	lring_put(&r, "seventeen bytes!\n", 17); /* longer than the ring: dropped */
-	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "fifteen bytes!");
+	lring_put(&r, "seventeen bytes!\n", 17); /* longer than the ring: cut to fit alone */
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "seventeen bytes");
+	ASSERT_INT_EQ(r.lines, 1);
+	ASSERT_INT_EQ(r.used, 16);
 	lring_put(&r, "a\n", 2);
 	lring_put(&r, "", 0); /* an empty line */
 	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "a|");
