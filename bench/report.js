@@ -153,7 +153,8 @@ head('Target (modelmux)', 'Measured', 'Verdict');
 const t = out.targets;
 const withLog = (v) => (LOGGED.length ? ` (access log on: ${v})` : '');
 row('p50 added ≤ 50 µs, p99 added ≤ 200 µs (c=1)', `${f1(lat.modelmux.c1?.p50)} µs, ${f1(lat.modelmux.c1?.p99)} µs` +
-  withLog(`${f1(lat.modelmux_log?.c1?.p50)} µs, ${f1(lat.modelmux_log?.c1?.p99)} µs`),
+  withLog(`${f1(lat.modelmux_log?.c1?.p50)} µs, ${f1(lat.modelmux_log?.c1?.p99)} µs`) +
+  `; p50 of nginx ${f1(lat.nginx?.c1?.p50)} µs, HAProxy ${f1(lat.haproxy?.c1?.p50)} µs`,
   ok(t['p50 added ≤ 50 µs (c=1)'].ok && t['p99 added ≤ 200 µs (c=1)'].ok));
 row('throughput ratio at c=64 ≥ HAProxy\'s', `${f2(tp.modelmux?.ratio)} vs ${f2(tp.haproxy?.ratio)}${withLog(f2(tp.modelmux_log?.ratio))}`,
   ok(t['throughput ratio at c=64 ≥ HAProxy\'s'].ok));
