@@ -78,7 +78,8 @@ struct mm_req {
 	char                  *up_path;     /* /upstream/<model>/<rest>: <rest>, checked, re-encoded */
 	char                  *up_body;     /* rewritten body, or NULL to send `body` */
 	size_t                 up_body_len;
-	char                 **up_headers;
+	char                 **up_headers;       /* one block (hdr_pack) */
+	size_t                 up_headers_size;  /* its bytes: wiped when it holds a key */
 	struct sched_ticket    ticket;
 	struct api_call        api;
 	struct log_sub        *sub;         /* /logs/stream, /api/events: the live feed */
@@ -862,7 +863,7 @@ forwardable(const char *name)
 /* The fields forwarded to the backend, gathered as pointers (into libmicrohttpd's connection
  * memory, or the caller's buffers), then written out in one allocation. */
 struct hdr_collect {
-	struct { const char *k, *v; } *p, first[24];
+	struct { const char *k, *v; } *p, first[HTTP_HDR_STACK];
 	size_t n, cap, bytes;
 };
 
@@ -886,12 +887,12 @@ hdr_push(struct hdr_collect *c, const char *key, const char *value)
 	c->n++;
 }
 
-/* "Name: value" lines, NULL-terminated, vector and lines in one block: free() frees it all.
- * Built for every request, so no printf. */
+/* "Name: value" lines, NULL-terminated, vector and lines in one block of *size bytes: free()
+ * frees it all. Built for every request, so no printf. */
 static char **
-hdr_pack(struct hdr_collect *c)
+hdr_pack(struct hdr_collect *c, size_t *size)
 {
-	char **v = xmalloc((c->n + 1) * sizeof(*v) + c->bytes);
+	char **v = xmalloc(*size = (c->n + 1) * sizeof(*v) + c->bytes);
 	char  *w = (char *)(v + c->n + 1);
 
 	for (size_t i = 0; i < c->n; i++) {
@@ -920,7 +921,7 @@ collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *
 }
 
 static char **
-upstream_headers(struct mm_req *r)
+upstream_headers(struct mm_req *r, size_t *size)
 {
 	/* version, trace id (32 hex), span id (16 hex), flags */
 	static const char  shape[] = "00-00000000000000000000000000000000-0000000000000000-01";
@@ -952,7 +953,7 @@ upstream_headers(struct mm_req *r)
 		memcpy(trace + 36, span, 16);
 		hdr_push(&c, "traceparent", trace);
 	}
-	v = hdr_pack(&c);
+	v = hdr_pack(&c, size);
 	if (bearer != NULL) {
 		OPENSSL_cleanse(bearer, strlen(bearer));
 		free(bearer);
@@ -1076,7 +1077,7 @@ static void
 start_upstream(struct mm_req *r)
 {
 	const char *err = NULL, *proxy = sched_ticket_proxy(&r->ticket);
-	char        ubuf[512], *url = upstream_url(r, proxy, ubuf, sizeof(ubuf));
+	char        ubuf[HTTP_URL_STACK], *url = upstream_url(r, proxy, ubuf, sizeof(ubuf));
 	struct up_request ur = {
 		.url = url,
 		.method = r->method,
@@ -1310,7 +1311,7 @@ static void
 start_ws(struct mm_req *r, const char *proxy)
 {
 	const char *err = NULL;
-	char        ubuf[512], *url = upstream_url(r, proxy, ubuf, sizeof(ubuf));
+	char        ubuf[HTTP_URL_STACK], *url = upstream_url(r, proxy, ubuf, sizeof(ubuf));
 	unsigned    head_s = r->model->timeouts.response_header_s > 0
 	                     ? (unsigned)r->model->timeouts.response_header_s : HTTP_WS_HEAD_S;
 
@@ -1422,7 +1423,7 @@ acquire_model(struct mm_req *r)
 	const char *msg = NULL;
 	int         status = 0;
 
-	r->up_headers = upstream_headers(r);
+	r->up_headers = upstream_headers(r, &r->up_headers_size);
 	switch (sched_acquire(&r->ticket, r->model, on_granted, r, &status, &msg)) {
 	case 1:
 		r->t_granted = loop_now_ms();
@@ -1466,7 +1467,7 @@ dispatch_upstream(struct mm_req *r)
 			    "WebSockets do not load it (compat.ignoreWebsockets)", r->model->id);
 			return;
 		}
-		r->up_headers = upstream_headers(r);
+		r->up_headers = upstream_headers(r, &r->up_headers_size);
 		r->t_granted = loop_now_ms();
 		start_ws(r, sched_model_cfg(m)->proxy);
 		return;
@@ -2247,7 +2248,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	mp_free(r->mp);
 	if (r->spool_fd >= 0)
 		close(r->spool_fd);
-	free(r->up_headers); /* one block (hdr_pack) */
+	if (r->up_headers != NULL && r->model != NULL && r->model->upstream_api_key != NULL)
+		OPENSSL_cleanse(r->up_headers, r->up_headers_size);
+	free(r->up_headers);
 	cJSON_free(r->up_body);
 	free(r->model_name);
 	free(r->up_path);

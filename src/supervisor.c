@@ -99,7 +99,9 @@ sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n)
 		return buf;
 	for (size_t skip = p->tail.lines > lines ? p->tail.lines - lines : 0; skip > 0; skip--)
 		(void)lring_next(&p->tail, &at, NULL, 0);
-	while (o + 1 < n && (k = lring_next(&p->tail, &at, buf + o + (o > 0), n - o - 1 - (o > 0))) != LRING_END) {
+	/* Each line after the first needs its '\n' and a byte of text before the NUL. */
+	while ((o == 0 ? n > 1 : o + 2 < n) &&
+	    (k = lring_next(&p->tail, &at, buf + o + (o > 0), n - o - 1 - (o > 0))) != LRING_END) {
 		if (o > 0)
 			buf[o++] = '\n';
 		o += k;

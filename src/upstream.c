@@ -111,7 +111,14 @@ struct up_xfer {
  * response buffer are made for every request, and would otherwise go to malloc and back
  * (the larger ones by malloc's slow path). The quiet trim empties them. */
 #define UP_KEEP 64
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__SANITIZE_ADDRESS__) /* gcc */
+#define UP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) /* clang */
+#define UP_ASAN 1
+#endif
+#endif
+#ifdef UP_ASAN
 #define UP_KEEP_ON false /* every block goes back to malloc, where a use after free is caught */
 #else
 #define UP_KEEP_ON true

@@ -230,7 +230,10 @@ lring_put(struct lring *r, const char *p, size_t n)
 	lring_write(r, p, n);
 	if (nl)
 		lring_write(r, "\n", 1);
-	r->lines++;
+	/* One line as a rule; a '\n' inside makes more, and the count must say so. */
+	for (const char *q = p; (q = memchr(q, '\n', n - (size_t)(q - p))) != NULL; q++)
+		r->lines++;
+	r->lines += nl;
 }
 
 size_t

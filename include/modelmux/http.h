@@ -21,6 +21,8 @@
 #define HTTP_LOADING_TICK_MS   750          /* sendLoadingState progress period */
 #define HTTP_413_DRAIN         (64u << 20) /* body bytes read and dropped after a 413 ... */
 #define HTTP_LINGER_MS         2000        /* ... and for at least this long */
+#define HTTP_URL_STACK         512          /* a backend URL up to this is built on the stack */
+#define HTTP_HDR_STACK         24           /* forwarded fields gathered without an allocation */
 #define HTTP_STREAM_WINDOW     (256u << 10) /* response bytes buffered per request before the
                                               * upstream transfer is paused */
 #define HTTP_WS_HEAD_S         30           /* wait for a backend's upgrade answer, when

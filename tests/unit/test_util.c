@@ -56,6 +56,14 @@ test_lring(void)
 	ASSERT_INT_EQ(lring_next(&r, &at, line, 3), 3);
 	ASSERT_TRUE(memcmp(line, "abc", 3) == 0);
 	ASSERT_INT_EQ(lring_next(&r, &at, line, 3), LRING_END);
+
+	/* A '\n' inside makes two lines, counted as two: dropping them later keeps the count. */
+	lring_put(&r, "a\nb\nc", 5);
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "a|b|c"); /* the rest made room */
+	ASSERT_INT_EQ(r.lines, 3);
+	lring_put(&r, "fourteen bytes", 14);
+	ASSERT_STR_EQ(joined(&r, out, sizeof(out)), "fourteen bytes");
+	ASSERT_INT_EQ(r.lines, 1);
 }
 
 /* Many lines of many lengths: the ring always holds the newest lines that fit, in order. */
