@@ -93,11 +93,15 @@ sup_count(void)
 const char *
 sup_tail(const struct sup_proc *p, size_t lines, char *buf, size_t n)
 {
-	size_t at = 0, o = 0, k;
+	size_t at = 0, o = 0, k, held = 0;
 
 	if (n == 0)
 		return buf;
-	for (size_t skip = p->tail.lines > lines ? p->tail.lines - lines : 0; skip > 0; skip--)
+	/* Only a failed start asks: count the lines held, then skip to the last ones. */
+	while (lring_next(&p->tail, &at, NULL, 0) != LRING_END)
+		held++;
+	at = 0;
+	for (size_t skip = held > lines ? held - lines : 0; skip > 0; skip--)
 		(void)lring_next(&p->tail, &at, NULL, 0);
 	/* Each line after the first needs its '\n' and a byte of text before the NUL. */
 	while ((o == 0 ? n > 1 : o + 2 < n) &&

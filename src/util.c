@@ -223,17 +223,11 @@ lring_put(struct lring *r, const char *p, size_t n)
 		n = r->cap - 1;
 		nl = true;
 	}
-	while (r->used + n + nl > r->cap) {
+	while (r->used + n + nl > r->cap)
 		r->used -= lring_line_len(r, (r->head + r->cap - r->used) % r->cap, r->used);
-		r->lines--;
-	}
 	lring_write(r, p, n);
 	if (nl)
 		lring_write(r, "\n", 1);
-	/* One line as a rule; a '\n' inside makes more, and the count must say so. */
-	for (const char *q = p; (q = memchr(q, '\n', n - (size_t)(q - p))) != NULL; q++)
-		r->lines++;
-	r->lines += nl;
 }
 
 size_t

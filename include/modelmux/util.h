@@ -55,11 +55,11 @@ void buf_free(struct buf *b);
 struct lring {
 	char  *buf;
 	size_t cap;
-	size_t head, used, lines; /* next write position, bytes held, lines held */
+	size_t head, used; /* next write position, bytes held */
 };
 #define LRING_END SIZE_MAX
-/* Keeps the n bytes at p, one line that ends with '\n' (one added if not; a '\n' inside
- * makes more lines); a line longer than the ring is cut to fit it alone. */
+/* Keeps the n bytes at p, a line that ends with '\n' (one added if not; a '\n' inside makes
+ * more lines); a line longer than the ring is cut to fit it alone. */
 void   lring_put(struct lring *r, const char *p, size_t n);
 /* The line at byte offset *at from the oldest (start at 0): copies up to n of its bytes,
  * without the '\n', to dst (NULL: none), moves *at past it and returns that count;
