@@ -154,7 +154,7 @@ handshake(struct tunnel *t)
 			}
 			t->req_off += (size_t)n;
 		}
-		buf_free(&t->req);
+		buf_free_wiped(&t->req);
 		t->state = T_HEAD;
 		loop_fd_mod(t->bfd, EPOLLIN);
 		return;
@@ -187,6 +187,7 @@ tunnel_open(const char *url, const char *method, char *const *headers, const cha
 	struct h1_url   u;
 	struct tunnel  *t;
 	int             one = 1;
+	size_t          need;
 
 	if (h1_parse_url(url, &u) == -1 || !h1_target_ok(u.target)) {
 		*err = "WebSockets need an http:// backend address";
@@ -222,6 +223,13 @@ tunnel_open(const char *url, const char *method, char *const *headers, const cha
 		(void)setsockopt(t->bfd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof(secs));
 		(void)setsockopt(t->bfd, IPPROTO_TCP, TCP_KEEPINTVL, &secs, sizeof(secs));
 	}
+	/* The head may carry the backend's key: reserved whole, so no copy of it is left behind
+	 * by a growing buffer, and wiped when it is freed. */
+	need = strlen(method) + strlen(u.target) + u.alen + strlen(upgrade) + 64;
+	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+		need += strlen(headers[i]) + 2;
+	if (buf_reserve(&t->req, need) == -1)
+		fatal("out of memory");
 	buf_printf(&t->req, "%s %s HTTP/1.1\r\nHost: %.*s\r\n", method, u.target, (int)u.alen,
 	    u.authority);
 	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
@@ -416,7 +424,7 @@ tunnel_free(struct tunnel *t)
 		loop_fd_del(t->bfd);
 		close(t->bfd);
 	}
-	buf_free(&t->req);
+	buf_free_wiped(&t->req);
 	free(t->c2b.buf);
 	free(t->b2c.buf);
 	free(t);

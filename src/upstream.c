@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "modelmux/fetch.h"
 #include "modelmux/h1.h"
@@ -208,6 +209,8 @@ xfer_free(struct up_xfer *x)
 {
 	loop_timer_cancel(x->header_timer);
 	headers_clear(x);
+	for (struct curl_slist *l = x->hdrs; l != NULL; l = l->next) /* may hold the backend's key */
+		OPENSSL_cleanse(l->data, strlen(l->data));
 	curl_slist_free_all(x->hdrs);
 	if (x->easy)
 		easy_put(x->easy);
@@ -518,6 +521,8 @@ direct_free(struct up_direct *d)
 		loop_fd_del(d->fd);
 		close(d->fd);
 	}
+	if (d->req != NULL) /* the head may hold the backend's key */
+		OPENSSL_cleanse(d->req, d->req_len);
 	free(d->req);
 	free(d->piece);
 	if (d->rcap == UP_RBUF)

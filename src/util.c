@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+
 #include "modelmux/log.h"
 #include "modelmux/util.h"
 
@@ -247,6 +249,14 @@ lring_next(const struct lring *r, size_t *at, char *dst, size_t n)
 		memcpy(dst + first, r->buf, k - first);
 	}
 	return k;
+}
+
+void
+buf_free_wiped(struct buf *b)
+{
+	if (b->data != NULL)
+		OPENSSL_cleanse(b->data, b->cap);
+	buf_free(b);
 }
 
 void

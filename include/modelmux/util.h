@@ -47,6 +47,8 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
+/* buf_free for a buffer that held a secret: its whole allocation is wiped first. */
+void buf_free_wiped(struct buf *b);
 
 /* A ring of whole lines in a fixed buffer of `cap` bytes the owner provides: each line is
  * kept with its '\n', and a new line pushes out the oldest whole lines it needs room for.
