@@ -1327,9 +1327,7 @@ read_small_file(const char *path, size_t limit, size_t *lenp)
 		if (r == -1 || (r > 0 && buf_append(&b, chunk, (size_t)r, limit) == -1)) {
 			saved = r == -1 ? errno : EFBIG;
 			OPENSSL_cleanse(chunk, sizeof(chunk));
-			if (b.data != NULL)
-				OPENSSL_cleanse(b.data, b.len);
-			buf_free(&b);
+			buf_free_wiped(&b);
 			close(fd);
 			errno = saved;
 			return NULL;
@@ -3023,11 +3021,8 @@ cfg_load_set(const char *file, const char *dir, struct cfg_errs *errs)
 		c->path = xstrdup(dir);
 	}
 out:
-	for (size_t i = 0; bufs != NULL && i < strv_len(paths); i++) {
-		if (bufs[i].data != NULL)
-			OPENSSL_cleanse(bufs[i].data, bufs[i].len);
-		buf_free(&bufs[i]);
-	}
+	for (size_t i = 0; bufs != NULL && i < strv_len(paths); i++)
+		buf_free_wiped(&bufs[i]);
 	free(bufs);
 	free(srcs);
 	strv_free(more);
