@@ -10,6 +10,7 @@
 
 #include "modelmux/config.h"
 #include "modelmux/gate.h"
+#include "modelmux/log.h"
 #include "modelmux/util.h"
 
 #define BUCKET_KEY_MAX  (sizeof("authfail:") + GATE_MAX_IP_BYTES)

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,20 @@ log_flush(void)
 	}
 	B.len = 0;
 	B.urgent = false;
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	log_flush();
+	fputs("modelmux: fatal: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
 }
 
 void

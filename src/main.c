@@ -264,6 +264,13 @@ reap_remaining(void)
 	}
 }
 
+/* x* allocations that fail end here: the pending log lines go out before the abort. */
+static void __attribute__((noreturn))
+out_of_memory(size_t n)
+{
+	fatal("out of memory (%zu bytes)", n);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -292,6 +299,7 @@ main(int argc, char **argv)
 		sigaddset(&set, *s);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	util_set_oom_handler(out_of_memory);
 
 	while ((ch = getopt_long(argc, argv, "c:l:th", opts, NULL)) != -1) {
 		switch (ch) {

@@ -10,20 +10,24 @@
 
 #include <openssl/crypto.h>
 
-#include "modelmux/log.h"
 #include "modelmux/util.h"
 
-void
-fatal(const char *fmt, ...)
-{
-	va_list ap;
+/* Out of memory for fixed-size state: the registered handler (main's logs the batch first),
+ * else a message and abort. The handler must not return. */
+static void (*oom_handler)(size_t n);
 
-	log_flush();
-	fputs("modelmux: fatal: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
+void
+util_set_oom_handler(void (*h)(size_t n))
+{
+	oom_handler = h;
+}
+
+static void __attribute__((noreturn))
+oom(size_t n)
+{
+	if (oom_handler != NULL)
+		oom_handler(n);
+	fprintf(stderr, "modelmux: fatal: out of memory (%zu bytes)\n", n);
 	abort();
 }
 
@@ -33,7 +37,7 @@ xmalloc(size_t n)
 	void *p = malloc(n ? n : 1);
 
 	if (p == NULL)
-		fatal("out of memory (%zu bytes)", n);
+		oom(n);
 	return p;
 }
 
@@ -43,7 +47,7 @@ xcalloc(size_t nmemb, size_t n)
 	void *p = calloc(nmemb ? nmemb : 1, n ? n : 1);
 
 	if (p == NULL)
-		fatal("out of memory (%zu x %zu bytes)", nmemb, n);
+		oom(nmemb * n);
 	return p;
 }
 
@@ -53,7 +57,7 @@ xrealloc(void *p, size_t n)
 	void *q = realloc(p, n ? n : 1);
 
 	if (q == NULL)
-		fatal("out of memory (%zu bytes)", n);
+		oom(n);
 	return q;
 }
 
@@ -63,7 +67,7 @@ xreallocarray(void *p, size_t nmemb, size_t n)
 	void *q = reallocarray(p, nmemb ? nmemb : 1, n ? n : 1);
 
 	if (q == NULL)
-		fatal("out of memory (%zu x %zu bytes)", nmemb, n);
+		oom(nmemb * n);
 	return q;
 }
 
@@ -73,7 +77,7 @@ xstrdup(const char *s)
 	char *d = strdup(s);
 
 	if (d == NULL)
-		fatal("out of memory");
+		oom(0);
 	return d;
 }
 
@@ -83,7 +87,7 @@ xstrndup(const char *s, size_t n)
 	char *d = strndup(s, n);
 
 	if (d == NULL)
-		fatal("out of memory");
+		oom(0);
 	return d;
 }
 
@@ -95,7 +99,7 @@ xasprintf(const char *fmt, ...)
 
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) == -1)
-		fatal("out of memory");
+		oom(0);
 	va_end(ap);
 	return s;
 }
@@ -151,7 +155,7 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
 	if (n < 0 || buf_reserve(b, (size_t)n) == -1)
-		fatal("out of memory");
+		oom(n < 0 ? 0 : (size_t)n + 1);
 	va_start(ap, fmt);
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);

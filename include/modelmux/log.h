@@ -50,6 +50,9 @@ const char *log_qn(char *buf, size_t n, const char *s, size_t len);
  * fills; off (the default) writes each line at once. */
 void log_set_batching(bool on);
 void log_flush(void);
+/* Writes the pending batch, then "modelmux: fatal: <message>", and aborts: only at start-up or
+ * for a broken invariant. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Writes the batch only if it holds a line that must reach stderr before the next answer goes
  * out: any line but an access line, which is logged once its answer has gone. */
 void log_flush_urgent(void);

@@ -27,8 +27,9 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Request-sized buffers: NULL on failure, never abort. */
 __attribute__((warn_unused_result)) void *try_realloc(void *p, size_t n);
 
-/* Aborts with a message: only at start-up or for a broken invariant. */
-void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Called when an x* allocation fails (n: the size asked, 0 if unknown); it must not return.
+ * Without one, a message goes to stderr and the process aborts. */
+void util_set_oom_handler(void (*h)(size_t n));
 
 /* A growable byte buffer. `len` bytes are valid; `data` is NUL-terminated when non-NULL. */
 struct buf {

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "modelmux/config.h"
+#include "modelmux/log.h"
 #include "modelmux/util.h"
 
 static struct cfg *

@@ -7,6 +7,7 @@
 #include "check.h"
 #include "modelmux/config.h"
 #include "modelmux/gate.h"
+#include "modelmux/log.h"
 #include "modelmux/util.h"
 
 #define MODEL_TAIL "models:\n  m: {cmd: \"true\", proxy: \"http://h:1\"}\n"
