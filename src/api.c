@@ -324,7 +324,7 @@ on_load_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 static enum api_result
 load_model(struct api_call *c, const char *name)
 {
-	const char *msg = NULL;
+	char        msg[SCHED_MSG_MAX];
 	char        why[300];
 	int         status = 0;
 
@@ -333,7 +333,8 @@ load_model(struct api_call *c, const char *name)
 		reply_error(&c->reply, 404, "model_not_found", why);
 		return API_DONE;
 	}
-	switch (sched_acquire(&c->ticket, c->model, on_load_granted, c, &status, &msg)) {
+	switch (sched_acquire(&c->ticket, c->model, on_load_granted, c, &status, msg,
+	    sizeof(msg))) {
 	case 1:
 		sched_release(&c->ticket);
 		reply_load_ok(c);

@@ -1420,11 +1420,11 @@ wants_loading_state(const struct mm_req *r)
 static void
 acquire_model(struct mm_req *r)
 {
-	const char *msg = NULL;
-	int         status = 0;
+	char msg[SCHED_MSG_MAX];
+	int  status = 0;
 
 	r->up_headers = upstream_headers(r, &r->up_headers_size);
-	switch (sched_acquire(&r->ticket, r->model, on_granted, r, &status, &msg)) {
+	switch (sched_acquire(&r->ticket, r->model, on_granted, r, &status, msg, sizeof(msg))) {
 	case 1:
 		r->t_granted = loop_now_ms();
 		start_upstream(r);

@@ -385,6 +385,29 @@ evicts(const struct sched_model *x, const struct sched_model *v)
 	return gx->exclusive && !gv->persistent;
 }
 
+/* The eviction policy: the models that must stop before `w` may start are marked
+ * evict_wanted. FIFO across models: a victim first serves its own requests that are older. */
+static void
+mark_victims(const struct sched_model *w)
+{
+	for (size_t i = 0; i < S.n; i++) {
+		struct sched_model *v = S.models[i];
+
+		if (is_running(v) && evicts(w, v) && (v->head == NULL || v->head->seq > w->head->seq))
+			v->evict_wanted = true;
+	}
+}
+
+/* May `w` start now: is nothing running that it would evict? */
+static bool
+has_room(const struct sched_model *w)
+{
+	for (size_t i = 0; i < S.n; i++)
+		if (is_running(S.models[i]) && evicts(w, S.models[i]))
+			return false;
+	return true;
+}
+
 static uint64_t
 grace_ms(const struct sched_model *m)
 {
@@ -397,6 +420,25 @@ static unsigned
 concurrency(const struct sched_model *m)
 {
 	return m->cfg->concurrency_limit ? (unsigned)m->cfg->concurrency_limit : CFG_DEF_CONCURRENCY;
+}
+
+/* May a waiting request be given m now? The one grant rule, for the fast path and the queue:
+ * ready, below its limit, not being unloaded, reloaded, or swapped out (unless its batch of
+ * queued requests is still being served). */
+static bool
+can_grant(const struct sched_model *m)
+{
+	return m->state == MODEL_READY && m->inflight < concurrency(m) && !m->unload_wanted &&
+	       m->next_cfg == NULL && (!m->evict_wanted || m->batch_left > 0);
+}
+
+/* A grant uses up one place of the batch being served before a swap, and stops the TTL. */
+static void
+note_grant(struct sched_model *m)
+{
+	if (m->batch_left > 0)
+		m->batch_left--;
+	cancel_ttl(m);
 }
 
 static void
@@ -498,22 +540,14 @@ pump_once(void)
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
 		if (w->state != MODEL_STOPPED || w->hold_until > S.fx.now_ms())
 			continue;
-		/* FIFO across models: a victim first serves its own requests that are older. */
-		for (size_t i = 0; i < S.n; i++)
-			if (is_running(S.models[i]) && evicts(w, S.models[i]) &&
-			    (S.models[i]->head == NULL || S.models[i]->head->seq > w->head->seq))
-				S.models[i]->evict_wanted = true;
+		mark_victims(w);
 	}
 	/* 2. Grants. */
 	for (size_t i = 0; i < S.n; i++) {
 		struct sched_model *m = S.models[i];
 
-		while (m->head && m->state == MODEL_READY && m->inflight < concurrency(m) &&
-		    !m->unload_wanted && m->next_cfg == NULL &&
-		    (!m->evict_wanted || m->batch_left > 0)) {
-			if (m->batch_left > 0)
-				m->batch_left--;
-			cancel_ttl(m);
+		while (m->head && can_grant(m)) {
+			note_grant(m);
 			ticket_grant(m->head);
 		}
 	}
@@ -545,14 +579,9 @@ pump_once(void)
 	}
 	/* 4. Starts, oldest waiter first; a start makes later candidates wait for it. */
 	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
-		bool clear = true;
-
 		if (w->state != MODEL_STOPPED || S.shutting_down || w->hold_until > S.fx.now_ms())
 			continue;
-		for (size_t i = 0; i < S.n && clear; i++)
-			if (is_running(S.models[i]) && evicts(w, S.models[i]))
-				clear = false;
-		if (clear)
+		if (has_room(w))
 			start_model(w);
 	}
 }
@@ -594,20 +623,19 @@ sched_set_drain_cb(sched_drain_cb cb)
 
 int
 sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb cb, void *arg,
-    int *status, const char **msg)
+    int *status, char *msg, size_t msgn)
 {
 	struct sched_model *m = model_of(c);
-	static char         why[SCHED_ERR_MAX + 512];
 
 	t->retry_after_s = 0;
 	if (m == NULL) {
 		*status = 404;
-		*msg = "model not found";
+		snprintf(msg, msgn, "model not found");
 		return -1;
 	}
 	if (S.shutting_down) {
 		*status = 503;
-		*msg = "modelmux is shutting down";
+		snprintf(msg, msgn, "modelmux is shutting down");
 		t->retry_after_s = 5;
 		return -1;
 	}
@@ -618,20 +646,16 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 	if (m->hold_until > S.fx.now_ms()) {
 		uint64_t left = m->hold_until - S.fx.now_ms();
 
-		snprintf(why, sizeof(why), "model %s crashed %d times in %d s; held back for %llu s "
+		snprintf(msg, msgn, "model %s crashed %d times in %d s; held back for %llu s "
 		    "(last error: %s)", c->id, S.cfg->crash.max_crashes, S.cfg->crash.window_s,
 		    (unsigned long long)((left + 999) / 1000), m->last_error);
 		t->model = NULL;
 		t->retry_after_s = (int)((left + 999) / 1000);
 		*status = 503;
-		*msg = why;
 		return -1;
 	}
-	if (m->state == MODEL_READY && m->head == NULL && m->inflight < concurrency(m) &&
-	    !m->unload_wanted && m->next_cfg == NULL && (!m->evict_wanted || m->batch_left > 0)) {
-		if (m->batch_left > 0)
-			m->batch_left--;
-		cancel_ttl(m);
+	if (m->head == NULL && can_grant(m)) {
+		note_grant(m);
 		t->state = TICKET_ACTIVE;
 		m->inflight++;
 		metrics_queue_wait(c->id, 0);
@@ -639,14 +663,13 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 	}
 	if (m->queued >= (size_t)S.cfg->queue.per_model ||
 	    S.queued_total >= (size_t)S.cfg->queue.total) {
-		snprintf(why, sizeof(why), "too many requests waiting for model %s (%zu queued)",
+		snprintf(msg, msgn, "too many requests waiting for model %s (%zu queued)",
 		    c->id, m->queued);
 		log_warn("sched", "model=%s msg=\"queue full\" queued=%zu total=%zu", c->id, m->queued,
 		    S.queued_total);
 		t->model = NULL;
 		t->retry_after_s = 1;
 		*status = 429;
-		*msg = why;
 		return -1;
 	}
 	t->state = TICKET_QUEUED;
@@ -907,10 +930,11 @@ sched_preload(void)
 {
 	for (char **p = S.cfg->preload; p && *p; p++) {
 		struct sched_ticket *t = xcalloc(1, sizeof(*t));
-		const char          *msg = NULL;
+		char                 msg[SCHED_MSG_MAX];
 		int                  status = 0;
 
-		switch (sched_acquire(t, cfg_find_model(S.cfg, *p), on_preloaded, *p, &status, &msg)) {
+		switch (sched_acquire(t, cfg_find_model(S.cfg, *p), on_preloaded, *p, &status, msg,
+		    sizeof(msg))) {
 		case 1:
 			sched_release(t);
 			free(t);

@@ -12,6 +12,7 @@
 #include "modelmux/config.h"
 
 #define SCHED_ERR_MAX             1024  /* bytes of a model's last error kept */
+#define SCHED_MSG_MAX             (SCHED_ERR_MAX + 512) /* a refusal's message, with its error */
 #define SCHED_CRASH_HISTORY       16    /* crash times kept per model (bounds crashBackoff.maxCrashes) */
 
 enum model_state {
@@ -67,10 +68,10 @@ void sched_init(struct cfg *cfg, const struct sched_effects *fx);
 void sched_free(void);
 
 /* Asks for model `m` (a model of the current config). Returns 1 when granted at once (ticket
- * active), 0 when queued (cb reports later), or -1 when refused now: *status and *msg say why
- * (msg static or owned by the scheduler until the next call). */
+ * active), 0 when queued (cb reports later), or -1 when refused now: *status and the caller's
+ * msg[msgn] (SCHED_MSG_MAX holds any) say why; t->retry_after_s is set when there is one. */
 int  sched_acquire(struct sched_ticket *t, const struct cfg_model *m, sched_grant_cb cb, void *arg,
-    int *status, const char **msg);
+    int *status, char *msg, size_t msgn);
 /* Ends a ticket: an active one releases the model, a queued one leaves the queue, an idle one
  * is a no-op. Never calls the ticket's callback. */
 void sched_release(struct sched_ticket *t);

@@ -126,12 +126,13 @@ static struct cfg *cfg;
 static void
 acquire(struct req *r, const char *model)
 {
-	int         status = 0;
-	const char *msg = NULL;
+	int  status = 0;
+	char msg[SCHED_MSG_MAX];
 
 	memset(r, 0, sizeof(*r));
 	r->outcome = -1;
-	r->rc = sched_acquire(&r->t, cfg_find_model(cfg, model), on_grant, r, &status, &msg);
+	r->rc = sched_acquire(&r->t, cfg_find_model(cfg, model), on_grant, r, &status, msg,
+	    sizeof(msg));
 	if (r->rc == 1)
 		r->outcome = 0;
 	else if (r->rc == -1)
