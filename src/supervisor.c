@@ -10,8 +10,8 @@
 
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
+#include "modelmux/probe.h"
 #include "modelmux/supervisor.h"
-#include "modelmux/upstream.h"
 #include "modelmux/util.h"
 
 extern char **environ;
@@ -50,9 +50,7 @@ struct sup_proc {
 	uint64_t         poll_timer;
 	uint64_t         pipe_timer;  /* puts parked pipes back in the loop's events */
 	uint64_t         kill_timer;
-	struct up_xfer  *probe;      /* a health or reachability probe in flight */
-	uint64_t         probe_timer; /* its deadline */
-	int              probe_status;
+	struct probe     probe;      /* a health or reachability probe */
 	bool             probe_soon; /* an output line arrived while a probe was in flight */
 	/* Descendants outside the process group (they called setsid or setpgid), seen when the
 	 * stop began: killpg does not reach them. */
@@ -134,7 +132,7 @@ emit_line(struct sup_proc *p, struct out_pipe *o, const char *line, size_t len)
 	if (p->phase == PHASE_STARTING && p->health_url != NULL) {
 		uint64_t since = loop_now_ms() - p->last_probe_ms;
 
-		if (p->probe != NULL) {
+		if (probe_busy(&p->probe)) {
 			p->probe_soon = true;
 		} else if (since >= SUP_PROBE_MIN_GAP_MS) {
 			probe_start(p);
@@ -241,25 +239,6 @@ static void become_ready(struct sup_proc *p);
 static void fail_start(struct sup_proc *p, enum sup_event ev, const char *reason);
 
 static void
-probe_head(void *arg, int status, const struct up_header *h, size_t n, long long content_length)
-{
-	(void)h;
-	(void)n;
-	(void)content_length;
-	((struct sup_proc *)arg)->probe_status = status;
-}
-
-/* The body is dropped as it comes: a server that sends a lot only costs reads until the
- * probe's deadline. */
-static size_t
-probe_body(void *arg, const char *p, size_t n)
-{
-	(void)arg;
-	(void)p;
-	return n;
-}
-
-static void
 poll_tick(void *arg)
 {
 	struct sup_proc *p = arg;
@@ -287,7 +266,7 @@ poll_tick(void *arg)
 		free(why);
 		return;
 	}
-	if (p->probe == NULL)
+	if (!probe_busy(&p->probe))
 		probe_start(p);
 }
 
@@ -313,26 +292,13 @@ become_ready(struct sup_proc *p)
 	p->cb(p, SUP_READY, NULL, p->arg);
 }
 
-static void probe_done(void *arg, bool ok, const char *reason);
-
-static const struct up_callbacks probe_cb = {
-	.head = probe_head,
-	.body = probe_body,
-	.done = probe_done,
-};
-
 static void
-probe_done(void *arg, bool ok, const char *reason)
+probe_done(void *arg, int status)
 {
 	struct sup_proc *p = arg;
-	long             status = ok ? p->probe_status : 0;
 
-	(void)reason;
-	if (ok)
+	if (status > 0)
 		p->last_progress_ms = loop_now_ms();
-	loop_timer_cancel(p->probe_timer);
-	p->probe_timer = 0;
-	p->probe = NULL;
 	if (p->phase == PHASE_RUNNING) { /* a reachability probe */
 		if (p->reach_known && p->reachable != (status > 0))
 			log_warn("sup", "model=%s pid=%d msg=\"%s\"", p->name, (int)p->pid,
@@ -362,30 +328,10 @@ probe_done(void *arg, bool ok, const char *reason)
 	schedule_poll(p);
 }
 
-static void
-on_probe_deadline(void *arg)
-{
-	struct sup_proc *p = arg;
-
-	p->probe_timer = 0;
-	up_cancel(p->probe);
-	p->probe = NULL;
-	probe_done(p, false, "timed out");
-}
-
-/* A GET of url with its own connection (the question is whether the backend accepts one now,
- * and the requests' pool keeps connections made with their model's settings only). */
 static bool
-probe_send(struct sup_proc *p, const char *url, uint64_t timeout_ms)
+probe_send_to(struct sup_proc *p, const char *url, uint64_t timeout_ms)
 {
-	struct up_request r = { .url = url, .method = "GET", .fresh = true };
-	const char       *err;
-
-	p->probe_status = 0;
-	if ((p->probe = up_start(&r, &probe_cb, p, &err)) == NULL)
-		return false;
-	p->probe_timer = loop_timer_add(MM_MAX(timeout_ms, 1), on_probe_deadline, p);
-	return true;
+	return probe_send(&p->probe, url, timeout_ms, probe_done, p);
 }
 
 static void
@@ -397,7 +343,7 @@ probe_start(struct sup_proc *p)
 		schedule_poll(p);
 		return;
 	}
-	if (!probe_send(p, p->health_url, MM_MIN(p->health_deadline_ms - now,
+	if (!probe_send_to(p, p->health_url, MM_MIN(p->health_deadline_ms - now,
 	    (uint64_t)SUP_PROBE_TIMEOUT_MS))) {
 		schedule_poll(p);
 		return;
@@ -411,11 +357,11 @@ sup_probe_reach(struct sup_proc *p)
 	const char *url = p->reach_url ? p->reach_url : p->health_url;
 	uint64_t    now = loop_now_ms();
 
-	if (p->phase != PHASE_RUNNING || url == NULL || p->probe != NULL ||
+	if (p->phase != PHASE_RUNNING || url == NULL || probe_busy(&p->probe) ||
 	    now - p->last_probe_ms < SUP_REACH_INTERVAL_MS)
 		return;
 	p->last_probe_ms = now; /* a failure to start one also waits for the next interval */
-	(void)probe_send(p, url, SUP_REACH_TIMEOUT_MS);
+	(void)probe_send_to(p, url, SUP_REACH_TIMEOUT_MS);
 }
 
 bool
@@ -426,17 +372,6 @@ sup_reachability(const struct sup_proc *p, bool *reachable, uint64_t *age_ms)
 	*reachable = p->reachable;
 	*age_ms = loop_now_ms() - p->reach_ms;
 	return true;
-}
-
-static void
-probe_cancel(struct sup_proc *p)
-{
-	if (p->probe == NULL)
-		return;
-	up_cancel(p->probe);
-	p->probe = NULL;
-	loop_timer_cancel(p->probe_timer);
-	p->probe_timer = 0;
 }
 
 /* --- spawn --- */
@@ -819,7 +754,7 @@ sup_stop(struct sup_proc *p, uint64_t grace_ms)
 {
 	if (p->phase == PHASE_STOPPING && p->kill_timer != 0 && grace_ms > 0)
 		return;
-	probe_cancel(p);
+	probe_cancel(&p->probe);
 	loop_timer_cancel(p->poll_timer);
 	p->poll_timer = 0;
 	if (p->phase != PHASE_STOPPING) {
@@ -863,7 +798,7 @@ proc_free(struct sup_proc *p)
 			break;
 		}
 	}
-	probe_cancel(p);
+	probe_cancel(&p->probe);
 	loop_timer_cancel(p->poll_timer);
 	loop_timer_cancel(p->kill_timer);
 	loop_timer_cancel(p->pipe_timer);
