@@ -13,11 +13,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "modelmux/backend.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/sched.h"
-#include "modelmux/supervisor.h"
 #include "modelmux/util.h"
 
 struct sched_model {
@@ -27,7 +27,7 @@ struct sched_model {
 	struct cfg             *next_owner;
 	bool                    retired;     /* reload removed it: freed once stopped and idle */
 	enum model_state        state;
-	void                   *proc;
+	struct backend         *backend;     /* NULL unless the real effects started one */
 	struct sched_ticket    *head, *tail; /* FIFO of waiting tickets */
 	size_t                  queued;
 	size_t                  inflight;
@@ -69,29 +69,22 @@ static void pump(void);
 static void check_unloads(void *arg);
 static void reap_retired(void);
 
-/* --- real effects: supervisor + loop --- */
+/* --- real effects: backends + loop --- */
 
 static void
-on_proc_event(struct sup_proc *p, enum sup_event ev, const char *reason, void *arg)
+on_backend_event(void *arg, enum backend_event ev, int status, const char *msg)
 {
 	struct sched_model *m = arg;
-	char                tail[2048], *msg;
 
-	(void)p;
 	switch (ev) {
-	case SUP_READY:
+	case BACKEND_READY:
 		sched_on_ready(m);
 		break;
-	case SUP_START_FAILED:
-	case SUP_START_TIMEOUT:
-		sup_tail(p, 8, tail, sizeof(tail));
-		msg = xasprintf("model %s failed to start: %s%s%s", m->cfg->id, reason,
-		    *tail ? "; last output: " : "", tail);
-		sched_on_start_failed(m, ev == SUP_START_TIMEOUT ? 504 : 502, msg);
-		free(msg);
+	case BACKEND_START_FAILED:
+		sched_on_start_failed(m, status, msg);
 		break;
-	case SUP_EXITED:
-		sched_on_exited(m, reason);
+	case BACKEND_EXITED:
+		sched_on_exited(m, msg);
 		break;
 	}
 }
@@ -99,38 +92,15 @@ on_proc_event(struct sup_proc *p, enum sup_event ev, const char *reason, void *a
 static int
 real_start(struct sched_model *m, char **err)
 {
-	const struct cfg_model *c = m->cfg;
-	char                   *url = NULL;
-	struct sup_proc        *p;
-	int                     hct = c->health_check_timeout_s ? c->health_check_timeout_s
-	                                                        : S.cfg->health_check_timeout_s;
-
-	if (c->check_endpoint != NULL)
-		url = xasprintf("%s%s", c->proxy, c->check_endpoint);
-	struct sup_spec spec = {
-		.name = c->id,
-		.exe = c->exe,
-		.argv = c->argv,
-		.env = c->env,
-		.health_url = url,
-		.reach_url = url ? NULL : c->proxy, /* checkEndpoint: none — any answer at all */
-		.health_timeout_ms = (uint64_t)hct * 1000u,
-		.stall_timeout_ms = (uint64_t)(c->load_stall_timeout_s >= 0 ? c->load_stall_timeout_s
-		                                                            : S.cfg->load_stall_timeout_s) * 1000u,
-		.stop_argv = c->stop_argv,
-		.stop_exe = c->stop_exe,
-	};
-	p = sup_start(&spec, on_proc_event, m, err);
-	free(url);
-	m->proc = p;
-	return p ? 0 : -1;
+	m->backend = backend_start(S.cfg, m->cfg, on_backend_event, m, err);
+	return m->backend ? 0 : -1;
 }
 
 static void
 real_stop(struct sched_model *m, uint64_t grace_ms)
 {
-	if (m->proc != NULL)
-		sup_stop(m->proc, grace_ms);
+	if (m->backend != NULL)
+		backend_stop(m->backend, grace_ms);
 }
 
 static const struct sched_effects real_fx = {
@@ -213,21 +183,19 @@ enum model_state sched_model_state(const struct sched_model *m) { return m->stat
 size_t sched_model_inflight(const struct sched_model *m) { return m->inflight; }
 size_t sched_model_queued(const struct sched_model *m) { return m->queued; }
 unsigned sched_model_starts(const struct sched_model *m) { return m->starts; }
-void sched_model_set_proc(struct sched_model *m, void *proc) { m->proc = proc; }
-void *sched_model_proc(const struct sched_model *m) { return m->proc; }
 
 void
 sched_model_probe(struct sched_model *m)
 {
-	if (m->state == MODEL_READY && m->proc != NULL)
-		sup_probe_reach(m->proc);
+	if (m->state == MODEL_READY && m->backend != NULL)
+		backend_probe(m->backend);
 }
 
 bool
 sched_model_reachable(const struct sched_model *m, bool *reachable, uint64_t *age_ms)
 {
-	return m->state == MODEL_READY && m->proc != NULL &&
-	    sup_reachability(m->proc, reachable, age_ms);
+	return m->state == MODEL_READY && m->backend != NULL &&
+	    backend_reachable(m->backend, reachable, age_ms);
 }
 
 const char *
@@ -774,7 +742,7 @@ sched_on_exited(struct sched_model *m, const char *reason)
 {
 	if (m->state == MODEL_READY)
 		note_crash(m, reason);
-	m->proc = NULL;
+	m->backend = NULL;
 	m->exits++;
 	if (m->next_cfg != NULL) {
 		/* Reloaded with a new definition: the next start uses it. */

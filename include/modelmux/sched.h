@@ -49,7 +49,7 @@ struct sched_ticket {
 	void                *arg;
 };
 
-/* What the scheduler does to the world. The defaults run real processes on the loop. */
+/* What the scheduler does to the world. The defaults start backends (backend.h) on the loop. */
 struct sched_effects {
 	/* Start m's process; 0, or -1 with *err (caller frees). Later, exactly one of
 	 * sched_on_ready / sched_on_start_failed, then sched_on_exited, is reported. */
@@ -151,8 +151,5 @@ size_t sched_queued_total(void);
 bool   sched_is_stopping(void);
 /* Is the model held back after a crash loop? */
 bool   sched_model_held(const struct sched_model *m);
-/* Set by the effects: opaque process handle. */
-void  sched_model_set_proc(struct sched_model *m, void *proc);
-void *sched_model_proc(const struct sched_model *m);
 
 #endif

@@ -1,0 +1,324 @@
+/* backend: one interface over the kinds of backend a model can have (backend.h). */
+#include <stdlib.h>
+
+#include "modelmux/backend.h"
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
+#include "modelmux/probe.h"
+#include "modelmux/supervisor.h"
+#include "modelmux/util.h"
+
+struct backend_ops {
+	const char *kind;
+	int       (*start)(struct backend *b, const struct cfg *top, char **err);
+	void      (*stop)(struct backend *b, uint64_t grace_ms);
+	void      (*probe)(struct backend *b);
+	bool      (*reachable)(const struct backend *b, bool *reachable, uint64_t *age_ms);
+};
+
+struct backend {
+	const struct backend_ops *ops;
+	const struct cfg_model   *m;
+	backend_cb                cb;
+	void                     *arg;
+	/* a process */
+	struct sup_proc          *proc;
+	/* a remote server */
+	char                     *health_url; /* NULL: ready at once (checkEndpoint: none) */
+	char                     *reach_url;
+	struct probe              probe;
+	uint64_t                  timer;      /* next poll, or the EXITED report */
+	uint64_t                  deadline_ms;
+	uint64_t                  started_ms, last_probe_ms;
+	bool                      ready, stopping;
+	bool                      reach_known, reach_ok;
+	uint64_t                  reach_ms;
+};
+
+static uint64_t
+health_timeout_ms(const struct cfg *top, const struct cfg_model *m)
+{
+	int s = m->health_check_timeout_s ? m->health_check_timeout_s : top->health_check_timeout_s;
+
+	return (uint64_t)s * 1000u;
+}
+
+static char *
+health_url(const struct cfg_model *m)
+{
+	return m->check_endpoint ? xasprintf("%s%s", m->proxy, m->check_endpoint) : NULL;
+}
+
+/* Reports an event; frees the record after EXITED. */
+static void
+report(struct backend *b, enum backend_event ev, int status, const char *msg)
+{
+	b->cb(b->arg, ev, status, msg);
+	if (ev != BACKEND_EXITED)
+		return;
+	probe_cancel(&b->probe);
+	loop_timer_cancel(b->timer);
+	free(b->health_url);
+	free(b->reach_url);
+	free(b);
+}
+
+/* --- a local process, under the supervisor --- */
+
+static void
+on_proc_event(struct sup_proc *p, enum sup_event ev, const char *reason, void *arg)
+{
+	struct backend *b = arg;
+	char            tail[2048], *msg;
+
+	switch (ev) {
+	case SUP_READY:
+		report(b, BACKEND_READY, 0, NULL);
+		break;
+	case SUP_START_FAILED:
+	case SUP_START_TIMEOUT:
+		sup_tail(p, 8, tail, sizeof(tail));
+		msg = xasprintf("model %s failed to start: %s%s%s", b->m->id, reason,
+		    *tail ? "; last output: " : "", tail);
+		report(b, BACKEND_START_FAILED, ev == SUP_START_TIMEOUT ? 504 : 502, msg);
+		free(msg);
+		break;
+	case SUP_EXITED:
+		report(b, BACKEND_EXITED, 0, reason);
+		break;
+	}
+}
+
+static int
+proc_start(struct backend *b, const struct cfg *top, char **err)
+{
+	const struct cfg_model *c = b->m;
+	char                   *url = health_url(c);
+	int                     stall = c->load_stall_timeout_s >= 0 ? c->load_stall_timeout_s
+	                                                             : top->load_stall_timeout_s;
+	struct sup_spec         spec = {
+		.name = c->id,
+		.exe = c->exe,
+		.argv = c->argv,
+		.env = c->env,
+		.health_url = url,
+		.reach_url = url ? NULL : c->proxy, /* checkEndpoint: none — any answer at all */
+		.health_timeout_ms = health_timeout_ms(top, c),
+		.stall_timeout_ms = (uint64_t)stall * 1000u,
+		.stop_argv = c->stop_argv,
+		.stop_exe = c->stop_exe,
+	};
+
+	b->proc = sup_start(&spec, on_proc_event, b, err);
+	free(url);
+	return b->proc ? 0 : -1;
+}
+
+static void
+proc_stop(struct backend *b, uint64_t grace_ms)
+{
+	sup_stop(b->proc, grace_ms);
+}
+
+static void
+proc_probe(struct backend *b)
+{
+	sup_probe_reach(b->proc);
+}
+
+static bool
+proc_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms)
+{
+	return sup_reachability(b->proc, reachable, age_ms);
+}
+
+static const struct backend_ops process_ops = {
+	.kind = "process",
+	.start = proc_start,
+	.stop = proc_stop,
+	.probe = proc_probe,
+	.reachable = proc_reachable,
+};
+
+/* --- a remote server: nothing to run, only its health to wait for --- */
+
+static void remote_poll(void *arg);
+
+static void
+remote_exited(void *arg)
+{
+	struct backend *b = arg;
+
+	b->timer = 0;
+	report(b, BACKEND_EXITED, 0, "released");
+}
+
+/* Ends the start with a failure; EXITED follows from the loop. */
+static void
+remote_fail(struct backend *b, const char *why)
+{
+	char *msg = xasprintf("model %s failed to start: %s", b->m->id, why);
+
+	b->stopping = true;
+	report(b, BACKEND_START_FAILED, 504, msg);
+	free(msg);
+	b->timer = loop_timer_add(0, remote_exited, b);
+}
+
+static void
+remote_ready(struct backend *b)
+{
+	b->ready = true;
+	b->reach_known = b->reach_ok = true;
+	b->reach_ms = loop_now_ms();
+	log_info("backend", "model=%s msg=ready kind=remote ms=%llu", b->m->id,
+	    (unsigned long long)(loop_now_ms() - b->started_ms));
+	report(b, BACKEND_READY, 0, NULL);
+}
+
+static void
+remote_probed(void *arg, int status)
+{
+	struct backend *b = arg;
+
+	if (b->stopping)
+		return;
+	if (b->ready) { /* a reachability probe */
+		if (b->reach_known && b->reach_ok != (status > 0))
+			log_warn("backend", "model=%s msg=\"%s\"", b->m->id,
+			    status > 0 ? "backend answers again" : "backend does not answer");
+		b->reach_known = true;
+		b->reach_ok = status > 0;
+		b->reach_ms = loop_now_ms();
+		return;
+	}
+	if (status == 200) {
+		remote_ready(b);
+		return;
+	}
+	b->timer = loop_timer_add(BACKEND_REMOTE_POLL_MS, remote_poll, b);
+}
+
+static void
+remote_poll(void *arg)
+{
+	struct backend *b = arg;
+	uint64_t        now = loop_now_ms();
+
+	b->timer = 0;
+	if (b->health_url == NULL) { /* checkEndpoint: none */
+		remote_ready(b);
+		return;
+	}
+	if (now >= b->deadline_ms) {
+		char *why = xasprintf("health check of %s did not pass in %llu s", b->health_url,
+		    (unsigned long long)((b->deadline_ms - b->started_ms + 999) / 1000));
+
+		remote_fail(b, why);
+		free(why);
+		return;
+	}
+	b->last_probe_ms = now;
+	if (!probe_send(&b->probe, b->health_url,
+	    MM_MIN(b->deadline_ms - now, (uint64_t)SUP_PROBE_TIMEOUT_MS), remote_probed, b))
+		b->timer = loop_timer_add(BACKEND_REMOTE_POLL_MS, remote_poll, b);
+}
+
+static int
+remote_start(struct backend *b, const struct cfg *top, char **err)
+{
+	(void)err;
+	b->health_url = health_url(b->m);
+	b->reach_url = xstrdup(b->health_url ? b->health_url : b->m->proxy);
+	b->started_ms = loop_now_ms();
+	b->deadline_ms = b->started_ms + health_timeout_ms(top, b->m);
+	log_info("backend", "model=%s msg=\"waiting for remote server\" proxy=%s", b->m->id,
+	    b->m->proxy);
+	b->timer = loop_timer_add(0, remote_poll, b);
+	return 0;
+}
+
+static void
+remote_stop(struct backend *b, uint64_t grace_ms)
+{
+	(void)grace_ms;
+	if (b->stopping)
+		return;
+	b->stopping = true;
+	probe_cancel(&b->probe);
+	loop_timer_cancel(b->timer);
+	b->timer = loop_timer_add(0, remote_exited, b);
+}
+
+static void
+remote_probe(struct backend *b)
+{
+	uint64_t now = loop_now_ms();
+
+	if (!b->ready || b->stopping || probe_busy(&b->probe) ||
+	    now - b->last_probe_ms < SUP_REACH_INTERVAL_MS)
+		return;
+	b->last_probe_ms = now;
+	(void)probe_send(&b->probe, b->reach_url, SUP_REACH_TIMEOUT_MS, remote_probed, b);
+}
+
+static bool
+remote_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms)
+{
+	if (!b->ready || !b->reach_known)
+		return false;
+	*reachable = b->reach_ok;
+	*age_ms = loop_now_ms() - b->reach_ms;
+	return true;
+}
+
+static const struct backend_ops remote_ops = {
+	.kind = "remote",
+	.start = remote_start,
+	.stop = remote_stop,
+	.probe = remote_probe,
+	.reachable = remote_reachable,
+};
+
+/* --- the interface --- */
+
+struct backend *
+backend_start(const struct cfg *top, const struct cfg_model *m, backend_cb cb, void *arg,
+    char **err)
+{
+	struct backend *b = xcalloc(1, sizeof(*b));
+
+	b->ops = m->argv != NULL ? &process_ops : &remote_ops;
+	b->m = m;
+	b->cb = cb;
+	b->arg = arg;
+	if (b->ops->start(b, top, err) == -1) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void
+backend_stop(struct backend *b, uint64_t grace_ms)
+{
+	b->ops->stop(b, grace_ms);
+}
+
+void
+backend_probe(struct backend *b)
+{
+	b->ops->probe(b);
+}
+
+bool
+backend_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms)
+{
+	return b->ops->reachable(b, reachable, age_ms);
+}
+
+const char *
+backend_kind(const struct backend *b)
+{
+	return b->ops->kind;
+}
