@@ -392,80 +392,57 @@ enum api_result
 api_handle(struct api_call *c)
 {
 	static const char load_prefix[] = "/api/models/load/", unload_prefix[] = "/api/models/unload";
-	const char       *path = c->path, *method = c->method;
 	struct api_reply *out = &c->reply;
+	struct buf        b = { 0 };
+	cJSON            *o;
 
 	memset(out, 0, sizeof(*out));
-	if (strcmp(path, "/health") == 0) {
-		if (method_is(method, "GET", out, path)) {
-			out->status = 200;
-			out->ctype = "text/plain";
-			out->body = xstrdup("OK"); /* llama-swap's answer; the warning rides in a header */
-			if (A.exposed)
-				out->warning = "listening beyond loopback without apiKeys";
-		}
-		return API_DONE;
-	}
-	if (strcmp(path, "/health/ready") == 0) {
-		if (method_is(method, "GET", out, path)) {
-			cJSON *o = cJSON_CreateObject();
+	switch (c->op) {
+	case OP_HEALTH:
+		out->status = 200;
+		out->ctype = "text/plain";
+		out->body = xstrdup("OK"); /* llama-swap's answer; the warning rides in a header */
+		if (A.exposed)
+			out->warning = "listening beyond loopback without apiKeys";
+		break;
+	case OP_READY:
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "status", sched_is_stopping() ? "stopping" : "ready");
+		reply_json(out, sched_is_stopping() ? 503 : 200, o);
+		break;
+	case OP_LOGS:
+		log_history(&b, NULL);
+		out->status = 200;
+		out->ctype = "text/plain; charset=utf-8";
+		out->body = b.data ? b.data : xstrdup("");
+		break;
+	case OP_METRICS:
+		render_metrics(c->cfg, out);
+		break;
+	case OP_API_HEALTH:
+		health_detail(c->cfg, out);
+		break;
+	case OP_MODELS:
+		list_models(c->cfg, out);
+		break;
+	case OP_RUNNING:
+		list_running(c->cfg, out);
+		break;
+	case OP_UNLOAD_MOVED: /* state-changing routes are POST only */
+		method_is("GET", "POST", out, unload_prefix);
+		break;
+	case OP_LOAD:
+		return load_model(c, c->path + sizeof(load_prefix) - 1);
+	case OP_UNLOAD: {
+		const char *rest = c->path + sizeof(unload_prefix) - 1;
 
-			cJSON_AddStringToObject(o, "status", sched_is_stopping() ? "stopping" : "ready");
-			reply_json(out, sched_is_stopping() ? 503 : 200, o);
-		}
-		return API_DONE;
-	}
-	if (strcmp(path, "/logs") == 0) {
-		if (method_is(method, "GET", out, path)) {
-			struct buf b = { 0 };
-
-			log_history(&b, NULL);
-			out->status = 200;
-			out->ctype = "text/plain; charset=utf-8";
-			out->body = b.data ? b.data : xstrdup("");
-		}
-		return API_DONE;
-	}
-	if (strcmp(path, "/metrics") == 0) {
-		if (method_is(method, "GET", out, path))
-			render_metrics(c->cfg, out);
-		return API_DONE;
-	}
-	if (strcmp(path, "/api/health") == 0) {
-		if (method_is(method, "GET", out, path))
-			health_detail(c->cfg, out);
-		return API_DONE;
-	}
-	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {
-		if (method_is(method, "GET", out, path))
-			list_models(c->cfg, out);
-		return API_DONE;
-	}
-	if (strcmp(path, "/running") == 0) {
-		if (method_is(method, "GET", out, path))
-			list_running(c->cfg, out);
-		return API_DONE;
-	}
-	/* State-changing routes are POST only; llama-swap's GET /unload points to the POST. */
-	if (strcmp(path, "/unload") == 0) {
-		method_is("GET", "POST", out, "/api/models/unload");
-		return API_DONE;
-	}
-	if (strncmp(path, load_prefix, sizeof(load_prefix) - 1) == 0 && path[sizeof(load_prefix) - 1]) {
-		if (!method_is(method, "POST", out, path))
-			return API_DONE;
-		return load_model(c, path + sizeof(load_prefix) - 1);
-	}
-	if (strncmp(path, unload_prefix, sizeof(unload_prefix) - 1) == 0) {
-		const char *rest = path + sizeof(unload_prefix) - 1;
-
-		if (*rest != '\0' && (*rest != '/' || rest[1] == '\0'))
-			return API_NOT_FOUND;
-		if (!method_is(method, "POST", out, path))
-			return API_DONE;
 		return unload_models(c, *rest ? rest + 1 : NULL);
 	}
-	return API_NOT_FOUND;
+	default: /* not ours: a bug in the caller */
+		reply_error(out, 404, "not_found", "no such route");
+		break;
+	}
+	return API_DONE;
 }
 
 void

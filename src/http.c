@@ -57,6 +57,7 @@ struct mm_req {
 	const char            *method;   /* MHD's, valid for the request's life */
 	enum req_phase         phase;
 	struct route           route;
+	bool                   method_ok;   /* the route takes this method */
 	struct cfg            *cfg;
 	struct buf             body;
 	bool                   body_too_large;
@@ -1097,7 +1098,7 @@ start_upstream(struct mm_req *r)
 		start_ws(r, proxy);
 		return;
 	}
-	if (r->route.kind == ROUTE_MULTIPART_MODEL || r->route.kind == ROUTE_UPSTREAM) {
+	if (r->route.body == BODY_SPOOL) {
 		r->send_pos = 0;
 		ur.body = NULL;
 		ur.body_len = (size_t)mp_send_len(r);
@@ -1339,7 +1340,7 @@ body_limit(const struct mm_req *r)
 
 	if (r->route.kind == ROUTE_MULTIPART_MODEL)
 		return r->cfg->limits.max_multipart_body_bytes;
-	if (r->route.kind == ROUTE_API)
+	if (r->route.body == BODY_NONE)
 		return (int)HTTP_API_BODY_MAX;
 	if (r->route.kind == ROUTE_UPSTREAM && (ct = header(r, "Content-Type")) != NULL &&
 	    str_has_prefix_ci(ct, "multipart/"))
@@ -1640,22 +1641,13 @@ end_feed(struct mm_req *r)
 
 /* GET /logs/stream[/<model>] and /api/events: history (or a snapshot), then live, until the
  * client leaves (or the daemon stops). */
-static bool
+static void
 start_feed(struct mm_req *r)
 {
 	static const char logs[] = "/logs/stream";
-	bool              events = strcmp(r->path, "/api/events") == 0;
+	bool              events = r->route.op == OP_EVENTS;
 	struct MHD_Response *resp;
 
-	if (!events && strncmp(r->path, logs, sizeof(logs) - 1) != 0)
-		return false;
-	if (!events && r->path[sizeof(logs) - 1] != '\0' &&
-	    (r->path[sizeof(logs) - 1] != '/' || r->path[sizeof(logs)] == '\0'))
-		return false;
-	if (strcmp(r->method, "GET") != 0) {
-		reply_error(r, 405, "method_not_allowed", "%s: use GET", r->path);
-		return true;
-	}
 	r->sub_events = events;
 	if (!events && r->path[sizeof(logs) - 1] == '/')
 		r->sub_model = xstrdup(r->path + sizeof(logs));
@@ -1683,26 +1675,28 @@ start_feed(struct mm_req *r)
 	}
 	if (H.stopping) /* on a kept-alive connection during the stop: history only */
 		end_feed(r);
-	return true;
+}
+
+static void
+refuse_method(struct mm_req *r)
+{
+	const char *want = router_allow(&r->route);
+
+	reply_error(r, 405, "method_not_allowed", "method %s is not allowed here; use %s %.200s",
+	    r->method, want, r->path);
+	MHD_add_response_header(r->pending, "Allow", want);
 }
 
 static void
 dispatch_api(struct mm_req *r)
 {
-	char q[300];
-
-	if (start_feed(r))
-		return;
 	r->api.cfg = r->cfg;
+	r->api.op = r->route.op;
 	r->api.method = r->method;
 	r->api.path = r->path;
 	r->api.done = on_api_done;
 	r->api.arg = r;
 	switch (api_handle(&r->api)) {
-	case API_NOT_FOUND:
-		reply_error(r, 404, "not_found", "no route for %s %s", r->method,
-		    log_q(q, sizeof(q), r->path));
-		break;
 	case API_DONE:
 		api_reply(r);
 		break;
@@ -1758,11 +1752,14 @@ conflicting_lengths(const struct mm_req *r)
 static enum gate_scope
 route_scope(const struct mm_req *r)
 {
-	if (strcmp(r->path, "/health") == 0)
+	switch (r->route.scope) {
+	case ROUTE_OPEN:
 		return GATE_DENIED;
-	if (r->route.kind != ROUTE_API || strcmp(r->path, "/v1/models") == 0 ||
-	    strcmp(r->path, "/models") == 0)
+	case ROUTE_USER:
 		return GATE_USER;
+	case ROUTE_ADMIN:
+		break;
+	}
 	return GATE_ADMIN;
 }
 
@@ -1906,7 +1903,6 @@ first_call(struct mm_req *r)
 	struct conn_ctx *cc = conn_ctx_of(r->conn);
 	const char      *rid = header(r, "X-Request-ID");
 	const char *q = strchr(r->uri, '?');
-	bool        method_ok;
 	const union MHD_ConnectionInfo *hs;
 
 	if (cc != NULL) {
@@ -1919,7 +1915,7 @@ first_call(struct mm_req *r)
 		gen_id(r->id, sizeof(r->id));
 	r->path = q ? xstrndup(r->uri, (size_t)(q - r->uri)) : xstrdup(r->uri);
 	r->query = q ? q + 1 : NULL;
-	r->route = router_match(r->method, r->path, &method_ok);
+	r->route = router_match(r->method, r->path, &r->method_ok);
 	r->phase = PH_BODY;
 	/* MHD's memory per connection is larger than these limits, so a head past them reaches us
 	 * (a JSON answer) before it would fill MHD's pool (its own HTML answer). Such a head may
@@ -1947,11 +1943,16 @@ first_call(struct mm_req *r)
 	 * with a 408 (on_body_idle); MHD's, a second later, only closes, and stays as a backstop. */
 	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
 	    (unsigned)r->cfg->limits.body_idle_timeout_s + 1u);
-	if (!method_ok) {
-		const char *want = r->route.kind == ROUTE_QUERY_MODEL ? "GET" : "POST";
+	if (r->route.kind == ROUTE_NONE) {
+		char lq[300];
 
-		reply_error(r, 405, "method_not_allowed", "%s %s: use %s", r->method, r->path, want);
-		MHD_add_response_header(r->pending, "Allow", want);
+		reply_error(r, 404, "not_found", "no route for %s %s", r->method,
+		    log_q(lq, sizeof(lq), r->path));
+		return;
+	}
+	/* A route that takes no body is told so after the little it tolerates (or a 413). */
+	if (!r->method_ok && r->route.body != BODY_NONE) {
+		refuse_method(r);
 		return;
 	}
 	if (r->route.kind == ROUTE_UPSTREAM) {
@@ -2031,8 +2032,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		loop_timer_cancel(r->body_timer);
 		r->body_timer = 0;
 	}
-	if (*upload_size > 0 &&
-	    (r->route.kind == ROUTE_MULTIPART_MODEL || r->route.kind == ROUTE_UPSTREAM)) {
+	if (*upload_size > 0 && r->route.body == BODY_SPOOL) {
 		/* Spooled as it comes (bounded memory), scanned on the way when multipart, then sent
 		 * on as it came. */
 		const char *err = NULL;
@@ -2059,7 +2059,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (*upload_size > 0 && r->route.kind == ROUTE_API) {
+	if (*upload_size > 0 && r->route.body == BODY_NONE) {
 		/* Management routes take no body: a little is tolerated and dropped, no more. */
 		r->drained += *upload_size;
 		*upload_size = 0;
@@ -2093,14 +2093,29 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (r->route.kind == ROUTE_JSON_MODEL)
+	switch (r->route.kind) {
+	case ROUTE_JSON_MODEL:
 		dispatch_model(r);
-	else if (r->route.kind == ROUTE_UPSTREAM || r->route.kind == ROUTE_QUERY_MODEL)
+		break;
+	case ROUTE_UPSTREAM:
+	case ROUTE_QUERY_MODEL:
 		dispatch_upstream(r);
-	else if (r->route.kind == ROUTE_MULTIPART_MODEL)
+		break;
+	case ROUTE_MULTIPART_MODEL:
 		dispatch_multipart(r);
-	else
-		dispatch_api(r);
+		break;
+	case ROUTE_FEED:
+	case ROUTE_API:
+		if (!r->method_ok)
+			refuse_method(r);
+		else if (r->route.kind == ROUTE_FEED)
+			start_feed(r);
+		else
+			dispatch_api(r);
+		break;
+	case ROUTE_NONE: /* answered in first_call */
+		break;
+	}
 	return r->pending ? queue_pending(r) : MHD_YES;
 }
 

@@ -7,84 +7,120 @@
 #include "modelmux/router.h"
 #include "modelmux/util.h"
 
-/* POST routes whose JSON body names the model (llama-swap's list). */
-static const struct {
-	const char *path;
-	const char *endpoint;
-} json_routes[] = {
-	{ "/v1/chat/completions", "chat" },
-	{ "/v1/completions", "completions" },
-	{ "/v1/embeddings", "embeddings" },
-	{ "/v1/responses", "responses" },
-	{ "/v1/messages", "messages" },
-	{ "/v1/messages/count_tokens", "count_tokens" },
-	{ "/v1/rerank", "rerank" },
-	{ "/v1/reranking", "rerank" },
-	{ "/rerank", "rerank" },
-	{ "/reranking", "rerank" },
-	{ "/infill", "infill" },
-	{ "/completion", "completion" },
-	{ "/v1/audio/speech", "speech" },
-	{ "/v1/images/generations", "images" },
-};
-
 #define UPSTREAM_PREFIX "/upstream/"
 
-/* GET routes whose ?model= names the model (llama-swap's list). */
-static const struct {
-	const char *path;
-	const char *endpoint;
-} query_routes[] = {
-	{ "/v1/audio/voices", "voices" },
-	{ "/props", "props" },
+/* How a table path meets a request path. */
+enum route_match {
+	MATCH_EXACT = 0, /* the same */
+	MATCH_PREFIX,    /* starts with it and goes on (/api/models/load/<model>, /upstream/…) */
+	MATCH_TREE,      /* the same, or it then "/<more>" (/logs/stream/<model>) */
+	MATCH_START,     /* starts with it (/upstream/: what follows is checked later) */
 };
 
-/* POST multipart routes whose "model" form field names the model. */
+#define GET_HEAD (ROUTE_GET | ROUTE_HEAD)
+#define JSON(path, ep)      { path, MATCH_EXACT, { ROUTE_JSON_MODEL, ep, ROUTE_USER, BODY_JSON, OP_NONE, ROUTE_POST } }
+#define QUERY(path, ep)     { path, MATCH_EXACT, { ROUTE_QUERY_MODEL, ep, ROUTE_USER, BODY_JSON, OP_NONE, GET_HEAD } }
+#define MULTIPART(path, ep) { path, MATCH_EXACT, { ROUTE_MULTIPART_MODEL, ep, ROUTE_USER, BODY_SPOOL, OP_NONE, ROUTE_POST } }
+#define API(path, m, op, scope, methods) { path, m, { ROUTE_API, "api", scope, BODY_NONE, op, methods } }
+#define FEED(path, m, op)   { path, m, { ROUTE_FEED, "api", ROUTE_ADMIN, BODY_NONE, op, ROUTE_GET } }
+
 static const struct {
-	const char *path;
-	const char *endpoint;
-} multipart_routes[] = {
-	{ "/v1/audio/transcriptions", "transcriptions" },
-	{ "/v1/audio/translations", "translations" },
-	{ "/v1/images/edits", "image_edits" },
+	const char      *path;
+	enum route_match match;
+	struct route     r;
+} routes[] = {
+	/* Model routes: the JSON body's "model" names the model (llama-swap's list). */
+	JSON("/v1/chat/completions", "chat"),
+	JSON("/v1/completions", "completions"),
+	JSON("/v1/embeddings", "embeddings"),
+	JSON("/v1/responses", "responses"),
+	JSON("/v1/messages", "messages"),
+	JSON("/v1/messages/count_tokens", "count_tokens"),
+	JSON("/v1/rerank", "rerank"),
+	JSON("/v1/reranking", "rerank"),
+	JSON("/rerank", "rerank"),
+	JSON("/reranking", "rerank"),
+	JSON("/infill", "infill"),
+	JSON("/completion", "completion"),
+	JSON("/v1/audio/speech", "speech"),
+	JSON("/v1/images/generations", "images"),
+	/* ?model= names the model. */
+	QUERY("/v1/audio/voices", "voices"),
+	QUERY("/props", "props"),
+	/* The multipart "model" field names the model. */
+	MULTIPART("/v1/audio/transcriptions", "transcriptions"),
+	MULTIPART("/v1/audio/translations", "translations"),
+	MULTIPART("/v1/images/edits", "image_edits"),
+	/* Raw passthrough: the path names the model. */
+	{ UPSTREAM_PREFIX, MATCH_START,
+	  { ROUTE_UPSTREAM, "upstream", ROUTE_USER, BODY_SPOOL, OP_NONE, ROUTE_ANY } },
+	/* Management. */
+	API("/health", MATCH_EXACT, OP_HEALTH, ROUTE_OPEN, GET_HEAD),
+	API("/health/ready", MATCH_EXACT, OP_READY, ROUTE_ADMIN, GET_HEAD),
+	API("/api/health", MATCH_EXACT, OP_API_HEALTH, ROUTE_ADMIN, GET_HEAD),
+	API("/v1/models", MATCH_EXACT, OP_MODELS, ROUTE_USER, GET_HEAD),
+	API("/models", MATCH_EXACT, OP_MODELS, ROUTE_USER, GET_HEAD),
+	API("/running", MATCH_EXACT, OP_RUNNING, ROUTE_ADMIN, GET_HEAD),
+	API("/metrics", MATCH_EXACT, OP_METRICS, ROUTE_ADMIN, GET_HEAD),
+	API("/logs", MATCH_EXACT, OP_LOGS, ROUTE_ADMIN, GET_HEAD),
+	API("/unload", MATCH_EXACT, OP_UNLOAD_MOVED, ROUTE_ADMIN, ROUTE_ANY),
+	API("/api/models/load/", MATCH_PREFIX, OP_LOAD, ROUTE_ADMIN, ROUTE_POST),
+	API("/api/models/unload", MATCH_TREE, OP_UNLOAD, ROUTE_ADMIN, ROUTE_POST),
+	FEED("/logs/stream", MATCH_TREE, OP_LOG_FEED),
+	FEED("/api/events", MATCH_EXACT, OP_EVENTS),
 };
+
+static const struct route no_route = { ROUTE_NONE, "api", ROUTE_ADMIN, BODY_NONE, OP_NONE, ROUTE_ANY };
+
+static bool
+path_matches(const char *path, const char *want, enum route_match m)
+{
+	size_t n = strlen(want);
+
+	switch (m) {
+	case MATCH_EXACT:
+		return strcmp(path, want) == 0;
+	case MATCH_PREFIX:
+		return strncmp(path, want, n) == 0 && path[n] != '\0';
+	case MATCH_TREE:
+		return strncmp(path, want, n) == 0 &&
+		    (path[n] == '\0' || (path[n] == '/' && path[n + 1] != '\0'));
+	case MATCH_START:
+		return strncmp(path, want, n) == 0;
+	}
+	return false;
+}
+
+static unsigned
+method_bit(const char *method)
+{
+	if (strcmp(method, "GET") == 0)
+		return ROUTE_GET;
+	if (strcmp(method, "HEAD") == 0)
+		return ROUTE_HEAD;
+	if (strcmp(method, "POST") == 0)
+		return ROUTE_POST;
+	return 1u << 31; /* any other: only ROUTE_ANY routes take it */
+}
 
 struct route
 router_match(const char *method, const char *path, bool *method_ok)
 {
-	struct route r = { ROUTE_API, "api" };
-
+	for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++) {
+		if (!path_matches(path, routes[i].path, routes[i].match))
+			continue;
+		*method_ok = routes[i].r.methods == ROUTE_ANY ||
+		             (routes[i].r.methods & method_bit(method)) != 0;
+		return routes[i].r;
+	}
 	*method_ok = true;
-	if (strncmp(path, UPSTREAM_PREFIX, sizeof(UPSTREAM_PREFIX) - 1) == 0) {
-		r.kind = ROUTE_UPSTREAM;
-		r.endpoint = "upstream";
-		return r;
-	}
-	for (size_t i = 0; i < MM_ARRAY_LEN(multipart_routes); i++) {
-		if (strcmp(path, multipart_routes[i].path) == 0) {
-			r.kind = ROUTE_MULTIPART_MODEL;
-			r.endpoint = multipart_routes[i].endpoint;
-			*method_ok = strcmp(method, "POST") == 0;
-			return r;
-		}
-	}
-	for (size_t i = 0; i < MM_ARRAY_LEN(query_routes); i++) {
-		if (strcmp(path, query_routes[i].path) == 0) {
-			r.kind = ROUTE_QUERY_MODEL;
-			r.endpoint = query_routes[i].endpoint;
-			*method_ok = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-			return r;
-		}
-	}
-	for (size_t i = 0; i < MM_ARRAY_LEN(json_routes); i++) {
-		if (strcmp(path, json_routes[i].path) == 0) {
-			r.kind = ROUTE_JSON_MODEL;
-			r.endpoint = json_routes[i].endpoint;
-			*method_ok = strcmp(method, "POST") == 0;
-			return r;
-		}
-	}
-	return r;
+	return no_route;
+}
+
+const char *
+router_allow(const struct route *r)
+{
+	return (r->methods & ROUTE_POST) ? "POST" : "GET";
 }
 
 int

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "modelmux/config.h"
+#include "modelmux/router.h"
 #include "modelmux/sched.h"
 
 struct api_reply {
@@ -17,10 +18,12 @@ struct api_reply {
 	const char *warning; /* static; sent as X-Modelmux-Warning */
 };
 
-/* One management request. The caller (http) fills cfg, method, path and done, and keeps the
- * struct alive until the reply is delivered or api_cancel is called. */
+/* One management request, of a route the router classed ROUTE_API with its method allowed. The
+ * caller (http) fills cfg, op, method, path and done, and keeps the struct alive until the
+ * reply is delivered or api_cancel is called. */
 struct api_call {
 	const struct cfg   *cfg;
+	enum route_op       op;
 	const char         *method;
 	const char         *path;
 	void              (*done)(struct api_call *c); /* an API_PENDING reply is ready in `reply` */
@@ -34,8 +37,7 @@ struct api_call {
 };
 
 enum api_result {
-	API_NOT_FOUND = 0, /* not a management route */
-	API_DONE,          /* c->reply is ready */
+	API_DONE = 0,      /* c->reply is ready */
 	API_PENDING,       /* c->done will be called (from the loop) */
 };
 

@@ -14,22 +14,70 @@ struct cJSON;
 #define ROUTER_MAX_JSON_DEPTH 64 /* nesting accepted in a request body */
 #define ROUTER_MAX_TOKEN_COUNT 1e15 /* larger (or negative) usage counts are ignored */
 
+/* What a route is; http answers each kind its own way. */
 enum route_kind {
-	ROUTE_API = 0,      /* not a model route: management or 404, answered by api */
-	ROUTE_JSON_MODEL,   /* POST, JSON body with a "model" field */
-	ROUTE_UPSTREAM,     /* /upstream/<model>/<path>: any method, raw passthrough */
-	ROUTE_QUERY_MODEL,  /* GET, the model in the ?model= query parameter */
+	ROUTE_NONE = 0,        /* no such route: 404, before any body is read */
+	ROUTE_API,             /* management: answered by api (route.op) */
+	ROUTE_FEED,            /* a live feed (/logs/stream[/<model>], /api/events): http streams it */
+	ROUTE_JSON_MODEL,      /* POST, JSON body with a "model" field */
+	ROUTE_UPSTREAM,        /* /upstream/<model>/<path>: any method, raw passthrough */
+	ROUTE_QUERY_MODEL,     /* GET, the model in the ?model= query parameter */
 	ROUTE_MULTIPART_MODEL, /* POST multipart/form-data, the model in its "model" field */
 };
 
-struct route {
-	enum route_kind kind;
-	const char     *endpoint; /* label for logs and metrics, e.g. "chat" */
+/* The key a route needs when keys are configured. */
+enum route_scope {
+	ROUTE_OPEN = 0, /* none (/health) */
+	ROUTE_USER,     /* a plain key: model routes and the model list */
+	ROUTE_ADMIN,    /* an admin key: management routes (and unknown paths) */
 };
 
-/* Classifies a request path (without the query string). Never fails: unknown paths are
- * ROUTE_API. *method_ok is false when the path is a model route but the method is wrong. */
+/* What happens to a request body. */
+enum route_body {
+	BODY_NONE = 0,  /* none taken: a few bytes are tolerated and dropped, more is 413 */
+	BODY_JSON,      /* kept in memory up to limits.maxJsonBodyBytes */
+	BODY_SPOOL,     /* spooled as it streams (memory, then an unlinked file) and sent on */
+};
+
+/* Management operations, for api. */
+enum route_op {
+	OP_NONE = 0,
+	OP_HEALTH,        /* GET /health */
+	OP_READY,         /* GET /health/ready */
+	OP_LOGS,          /* GET /logs */
+	OP_METRICS,       /* GET /metrics */
+	OP_API_HEALTH,    /* GET /api/health */
+	OP_MODELS,        /* GET /v1/models, /models */
+	OP_RUNNING,       /* GET /running */
+	OP_UNLOAD_MOVED,  /* /unload: llama-swap's GET, pointed at the POST */
+	OP_LOAD,          /* POST /api/models/load/<model> */
+	OP_UNLOAD,        /* POST /api/models/unload[/<model>] */
+	OP_LOG_FEED,      /* GET /logs/stream[/<model>] */
+	OP_EVENTS,        /* GET /api/events */
+};
+
+#define ROUTE_GET  (1u << 0)
+#define ROUTE_HEAD (1u << 1)
+#define ROUTE_POST (1u << 2)
+#define ROUTE_ANY  0u
+
+/* One row of the route table: every path modelmux answers, in one place (router.c). */
+struct route {
+	enum route_kind  kind;
+	const char      *endpoint; /* label for logs and metrics, e.g. "chat"; "api" for the rest */
+	enum route_scope scope;
+	enum route_body  body;
+	enum route_op    op;
+	unsigned         methods;  /* ROUTE_GET | …; ROUTE_ANY = every method */
+};
+
+/* Classifies a request path (without the query string). Never fails: an unknown path is
+ * ROUTE_NONE (scope admin, no body). *method_ok is false when the path is known but the method
+ * is not one of its own. */
 struct route router_match(const char *method, const char *path, bool *method_ok);
+
+/* The method a route wants, for a 405's Allow header and message ("POST"). */
+const char *router_allow(const struct route *r);
 
 /* Splits "/upstream/<model>/<rest>" (raw path): finds the longest model id or alias that the
  * path continues with (ids may hold '/'), sets *m and *rest (pointing into path, after the

@@ -23,10 +23,56 @@ test_match(void)
 	r = router_match("POST", "/v1/embeddings", &ok);
 	ASSERT_STR_EQ(r.endpoint, "embeddings");
 	r = router_match("POST", "/v1/chat/completions/", &ok);
-	ASSERT_INT_EQ(r.kind, ROUTE_API);
+	ASSERT_INT_EQ(r.kind, ROUTE_NONE);
 	r = router_match("GET", "/v1/models", &ok);
 	ASSERT_INT_EQ(r.kind, ROUTE_API);
 	ASSERT_TRUE(ok);
+}
+
+/* The table: every route's kind, key scope, body policy and operation in one place. */
+static void
+test_table(void)
+{
+	bool         ok;
+	struct route r;
+
+	r = router_match("GET", "/health", &ok);
+	ASSERT_INT_EQ(r.scope, ROUTE_OPEN);
+	ASSERT_INT_EQ(r.op, OP_HEALTH);
+	r = router_match("POST", "/health", &ok);
+	ASSERT_FALSE(ok);
+	ASSERT_INT_EQ(r.body, BODY_NONE);
+	r = router_match("HEAD", "/v1/models", &ok);
+	ASSERT_TRUE(ok);
+	ASSERT_INT_EQ(r.scope, ROUTE_USER);
+	r = router_match("GET", "/running", &ok);
+	ASSERT_INT_EQ(r.scope, ROUTE_ADMIN);
+	r = router_match("GET", "/logs/stream/demo", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_FEED);
+	ASSERT_INT_EQ(r.op, OP_LOG_FEED);
+	r = router_match("GET", "/logs/streamx", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_NONE);
+	r = router_match("GET", "/logs/stream/", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_NONE);
+	r = router_match("POST", "/api/models/unload/", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_NONE);
+	r = router_match("POST", "/api/models/unload/x", &ok);
+	ASSERT_INT_EQ(r.op, OP_UNLOAD);
+	r = router_match("POST", "/api/models/load/", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_NONE);
+	r = router_match("DELETE", "/upstream/", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_UPSTREAM);
+	ASSERT_TRUE(ok);
+	ASSERT_INT_EQ(r.body, BODY_SPOOL);
+	r = router_match("POST", "/v1/audio/transcriptions", &ok);
+	ASSERT_INT_EQ(r.body, BODY_SPOOL);
+	ASSERT_STR_EQ(router_allow(&r), "POST");
+	r = router_match("POST", "/props", &ok);
+	ASSERT_FALSE(ok);
+	ASSERT_STR_EQ(router_allow(&r), "GET");
+	r = router_match("GET", "/nope", &ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_NONE);
+	ASSERT_INT_EQ(r.scope, ROUTE_ADMIN);
 }
 
 static cJSON *
@@ -303,6 +349,7 @@ int
 main(void)
 {
 	test_match();
+	test_table();
 	test_query();
 	test_model();
 	test_peek();
