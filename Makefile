@@ -69,7 +69,7 @@ FUZZ_CFLAGS   = -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -std=c17 -D_GNU_SOURC
                 -DMM_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_OBJ     := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
-FUZZ_MAXLEN  := config=16384 split=4096 json=8192 multipart=8192 path=4096 auth=2048 usage=8192 h1=8192
+FUZZ_MAXLEN  := hdr=4096 config=16384 split=4096 json=8192 multipart=8192 path=4096 auth=2048 usage=8192 h1=8192
 
 $(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(FUZZ_BUILD)/obj
 	@echo "  CC      $@"

@@ -27,6 +27,7 @@
 
 #include "modelmux/api.h"
 #include "modelmux/gate.h"
+#include "modelmux/hdrcheck.h"
 #include "modelmux/http.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
@@ -55,6 +56,8 @@ struct mm_req {
 	char                  *path;     /* raw path, no query */
 	const char            *query;    /* into uri, after '?'; NULL if none */
 	const char            *method;   /* MHD's, valid for the request's life */
+	const char            *version;  /* MHD's: "HTTP/1.1", "HTTP/1.0" */
+	bool                   target_cut; /* a NUL in the request target cut what MHD gave us */
 	enum req_phase         phase;
 	struct route           route;
 	bool                   method_ok;   /* the route takes this method */
@@ -1737,6 +1740,40 @@ count_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *va
 	return MHD_YES;
 }
 
+static enum MHD_Result
+scan_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size, const char *value,
+    size_t value_size)
+{
+	(void)kind;
+	hdr_scan_field(cls, key, key_size, value, value_size);
+	return MHD_YES;
+}
+
+/* A head that a backend might read otherwise than modelmux (hdrcheck.h) is refused before
+ * anything starts, and the connection closed: what follows it cannot be framed with certainty. */
+static bool
+head_ok(struct mm_req *r)
+{
+	struct hdr_scan s = { 0 };
+	const char     *why = NULL;
+	int             status;
+
+	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, scan_field, &s);
+	status = hdr_verdict(&s, strcmp(r->version, MHD_HTTP_VERSION_1_1) == 0, &why);
+	if (status == 0 && r->target_cut) {
+		status = 400;
+		why = "a NUL in the request target";
+	}
+	if (status == 0)
+		return true;
+	metrics_refusal("malformed");
+	refuse_now(r, status, status == 501 ? "not_implemented" : "invalid_request",
+	    "malformed request head: %s", why);
+	if (r->pending != NULL)
+		MHD_add_response_header(r->pending, MHD_HTTP_HEADER_CONNECTION, "close");
+	return false;
+}
+
 /* Two different Content-Length headers make the body's end ambiguous (RFC 9112 6.3). */
 static bool
 conflicting_lengths(const struct mm_req *r)
@@ -1933,6 +1970,8 @@ first_call(struct mm_req *r)
 		    r->cfg->limits.max_header_bytes);
 		return;
 	}
+	if (!head_ok(r))
+		return;
 	if (conflicting_lengths(r)) {
 		reply_error(r, 400, "invalid_request", "conflicting Content-Length headers");
 		return;
@@ -1990,6 +2029,23 @@ first_call(struct mm_req *r)
 	}
 }
 
+/* libmicrohttpd 0.9.75 splits the request line in place: the target it hands over ends at
+ * the first NUL (so did the copy on_uri took), and the version follows the target's true end in
+ * the same buffer, after the blanks it turned into NULs. A target longer than the copy was cut
+ * by a NUL. */
+static bool
+target_cut(const char *url, const char *version, const char *copy)
+{
+	size_t n;
+
+	if (version <= url || version - url > (1 << 20))
+		return false; /* not laid out that way: nothing to tell */
+	n = (size_t)(version - url);
+	while (n > 0 && (url[n - 1] == '\0' || url[n - 1] == ' '))
+		n--;
+	return n > strlen(copy);
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
     const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
@@ -1998,7 +2054,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 	(void)cls;
 	(void)url;
-	(void)version;
 	if (r == NULL)
 		return MHD_NO;
 	if (r->client_gone)
@@ -2006,6 +2061,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	if (r->phase == PH_HEAD) {
 		r->conn = conn;
 		r->method = method;
+		r->version = version;
+		r->target_cut = target_cut(url, version, r->uri);
 		first_call(r);
 		/* An early answer (413, 405) goes out without reading the body. */
 		return r->pending ? queue_pending(r) : MHD_YES;

@@ -73,8 +73,10 @@ function waitAnswer(c, timeout = 2000) {
 test('a 10 GB Content-Length is refused with 413 at once, without reading the body', async (t) => {
   const port = await h.freePorts(2);
   const d = await h.startDaemon(t, { config: config(port) });
+  // (With Transfer-Encoding too, the framing is ambiguous: 400 before any size check, in
+  // 25-smuggling.test.js.)
   for (const extra of [['Content-Length: 10737418240'], ['Content-Length: 1025'],
-    ['Content-Length: 10737418240', 'Transfer-Encoding: chunked']]) {
+    ['Content-Length: 10737418240', 'Content-Length: 10737418240']]) {
     const c = connect(d);
     await c.ready;
     c.s.write(head('POST', CHAT, ['Content-Type: application/json', ...extra]));

@@ -1,0 +1,80 @@
+// Request smuggling and header injection: every attack goes on a raw socket and is refused
+// before anything starts (400/501 with an OpenAI error, the connection closed); the backend
+// never sees the injected header or the hidden request.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const h = require('./lib/harness');
+
+// Sends raw bytes and reads until the server closes (or a deadline), returning what came.
+function raw(d, bytes, { localAddress } = {}) {
+  const port = Number(d.addr.split(':').pop());
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port, localAddress });
+    const chunks = [];
+    const timer = setTimeout(() => { s.destroy(); resolve({ text: Buffer.concat(chunks).toString('latin1'), closed: false }); }, 3000 * h.SLOW);
+    s.on('data', (b) => chunks.push(b));
+    s.on('error', reject);
+    s.on('close', () => { clearTimeout(timer); resolve({ text: Buffer.concat(chunks).toString('latin1'), closed: true }); });
+    s.write(bytes);
+  });
+}
+
+function answer(r) {
+  const end = r.text.indexOf('\r\n\r\n');
+  const status = Number(r.text.split(' ')[1]);
+  return { status, head: r.text.slice(0, end), body: r.text.slice(end + 4), closed: r.closed };
+}
+
+const BODY = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
+const SMUGGLED = 'GET /echo?SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n';
+
+function chat(extra, body = BODY) {
+  return `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${extra}` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+test('header injection and framing attacks are refused before anything starts', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT}\n`,
+  });
+  const attacks = [
+    ['a bare CR smuggling Authorization', chat('X-N: a\rAuthorization: Bearer stolen\r\n'), 400, /CR, LF, NUL/],
+    ['a bare CR smuggling Content-Length: 0 and a hidden request',
+      chat('X-N: a\rContent-Length: 0\r\n', BODY + SMUGGLED), 400, /CR, LF, NUL/],
+    ['whitespace before the colon', 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
+      `Transfer-Encoding : chunked\r\nContent-Length: ${BODY.length}\r\n\r\n${BODY}`, 400, /not a token/],
+    ['Content-Length with Transfer-Encoding', 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
+      `Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`, 400, /both Content-Length/],
+    ['an unknown transfer coding', 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
+      'Transfer-Encoding: xchunked\r\n\r\n', 501, /other than chunked/],
+    ['a transfer coding list', 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
+      'Transfer-Encoding: chunked, identity\r\n\r\n', 400, /list/],
+    ['no Host', 'GET /v1/models HTTP/1.1\r\n\r\n', 400, /no Host/],
+    ['two Hosts', 'GET /v1/models HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400, /more than one Host/],
+    ['a NUL in the request target', 'GET /health\0/../../etc HTTP/1.1\r\nHost: x\r\n\r\n', 400, /NUL/],
+  ];
+  for (const [what, bytes, status, re] of attacks) {
+    const t0 = Date.now();
+    const a = answer(await raw(d, bytes));
+    assert.equal(a.status, status, `${what}: ${a.head}`);
+    const e = JSON.parse(a.body).error;
+    assert.match(e.message, re, what);
+    assert.equal(e.code, status === 501 ? 'not_implemented' : 'invalid_request', what);
+    assert.match(a.head, /\r\nConnection: close/i, `${what}: the connection is closed`);
+    assert.ok(a.closed, `${what}: closed`);
+    assert.ok(Date.now() - t0 < 2000 * h.SLOW, `${what}: answered at once`);
+  }
+  // Nothing reached a backend: the model was never even started.
+  assert.equal(d.logCount(/model=m pid=\d+ msg=ready/), 0, 'no model was started by an attack:\n' + d.tail(60));
+  assert.equal(await d.waitLogCount(/code=(invalid_request|not_implemented) msg="malformed request head/, 9), 9);
+  // And the clean form of the same request works, without the client's credentials.
+  const ok = answer(await raw(d, chat('Authorization: Bearer client-key\r\nConnection: close\r\n')));
+  assert.equal(ok.status, 200);
+  const echo = JSON.parse(ok.body).echo;
+  assert.equal(echo.headers.authorization, undefined);
+  assert.equal(echo.path, '/v1/chat/completions');
+  await d.stop();
+});
