@@ -1587,6 +1587,42 @@ top_allowed(struct ld *ld, struct node *v, const char *path, void *obj)
 	strv_free(v0);
 }
 
+/* trustedProxies: addresses or blocks ("10.0.0.0/8", "::1") of front proxies. */
+static void
+top_trusted(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	struct cfg *c = obj;
+	char      **v0;
+	size_t      k = 0;
+
+	if (node_is_null(v))
+		return;
+	v0 = get_strv(ld, v, path, NULL);
+	free(c->trusted_proxies);
+	c->trusted_proxies = NULL;
+	c->ntrusted_proxies = 0;
+	if (strv_len(v0) > CFG_MAX_TRUSTED_PROXIES) {
+		ld_err(ld, v, path, "more than %d entries", CFG_MAX_TRUSTED_PROXIES);
+		strv_free(v0);
+		return;
+	}
+	c->trusted_proxies = xcalloc(strv_len(v0) + 1, sizeof(*c->trusted_proxies));
+	for (size_t i = 0; v0[i] != NULL; i++, k++) {
+		char *ip;
+
+		while (v->kids[k]->kind != NODE_SCALAR)
+			k++;
+		if (cidr_parse(v0[i], &c->trusted_proxies[c->ntrusted_proxies]) == 0) {
+			c->ntrusted_proxies++;
+			continue;
+		}
+		ip = path_index(path, k);
+		ld_err(ld, v->kids[k], ip, "%s: not an IP address or address/prefix", v0[i]);
+		free(ip);
+	}
+	strv_free(v0);
+}
+
 /* Resolves name like execvp would (PATH, or as written when it has a '/') to a real path of an
  * executable regular file; NULL if none. */
 static char *
@@ -2557,6 +2593,7 @@ static const struct field top_fields[] = {
 	FLD_SUB("rateLimit", rate_fields),
 	FLD_SUB("limits", limits_fields),
 	FLD_FN("allowedCommands", top_allowed),
+	FLD_FN("trustedProxies", top_trusted),
 	FLD_FN("tls", top_tls),
 	FLD_FN("listen", top_listen),
 	FLD_UNSUP("logTimeFormat"),
@@ -2615,6 +2652,7 @@ cfg_free(struct cfg *c)
 	strv_free(c->cors.methods);
 	strv_free(c->cors.headers);
 	strv_free(c->allowed_commands);
+	free(c->trusted_proxies);
 	free(c->tls_cert_pem);
 	if (c->tls_key_pem != NULL)
 		OPENSSL_cleanse(c->tls_key_pem, strlen(c->tls_key_pem));

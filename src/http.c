@@ -118,7 +118,10 @@ struct mm_req {
 	bool                   client_gone;
 	int                    watch_fd;
 	uint64_t               watch_timer;
-	char                   ip[GATE_MAX_IP_BYTES];
+	char                   ip[GATE_MAX_IP_BYTES];   /* the client: the peer, or the address a
+	                                                 * trusted proxy forwarded for */
+	char                   peer[GATE_MAX_IP_BYTES]; /* the connection's other end */
+	char                  *forwarded_for;          /* a trusted proxy's X-Forwarded-For chain */
 	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
 	uint64_t               t_start, t_granted, t_first_byte;
 	unsigned long long     bytes_out;
@@ -856,6 +859,8 @@ forwardable(const char *name)
 		"trailer", "upgrade", "content-length", "expect", "x-request-id", "traceparent",
 		/* The client's credentials are for modelmux, never for a backend. */
 		"authorization", "x-api-key", "cookie", "proxy-authorization",
+		/* Set by modelmux from what it knows of the client (upstream_headers). */
+		"x-forwarded-for", "forwarded",
 	};
 
 	for (size_t i = 0; i < MM_ARRAY_LEN(drop); i++)
@@ -868,8 +873,28 @@ forwardable(const char *name)
  * memory, or the caller's buffers), then written out in one allocation. */
 struct hdr_collect {
 	struct { const char *k, *v; } *p, first[HTTP_HDR_STACK];
-	size_t n, cap, bytes;
+	size_t      n, cap, bytes;
+	const char *hop;  /* the Connection header's list: the fields it names stop here too */
 };
+
+/* Does the comma-separated list name `name` (case-insensitive, blanks around)? */
+static bool
+list_names(const char *list, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = list; p != NULL && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+		const char *e;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		for (e = p; *e && *e != ',' && *e != ' ' && *e != '\t'; e++)
+			;
+		if ((size_t)(e - p) == nl && strncasecmp(p, name, nl) == 0)
+			return true;
+	}
+	return false;
+}
 
 static void
 hdr_push(struct hdr_collect *c, const char *key, const char *value)
@@ -918,9 +943,11 @@ hdr_pack(struct hdr_collect *c, size_t *size)
 static enum MHD_Result
 collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
+	struct hdr_collect *c = cls;
+
 	(void)kind;
-	if (forwardable(key))
-		hdr_push(cls, key, value);
+	if (forwardable(key) && !list_names(c->hop, key))
+		hdr_push(c, key, value);
 	return MHD_YES;
 }
 
@@ -932,12 +959,21 @@ upstream_headers(struct mm_req *r, size_t *size)
 	struct hdr_collect c;
 	const char        *tp = header(r, "traceparent");
 	char               trace[sizeof(shape)], rnd[33], span[17], *bearer = NULL, **v;
+	char              *xff, fwd[GATE_MAX_IP_BYTES + 40];
 
 	c.p = c.first;
 	c.n = c.bytes = 0;
 	c.cap = MM_ARRAY_LEN(c.first);
+	c.hop = header(r, "Connection");
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
 	hdr_push(&c, "X-Request-ID", r->id);
+	/* Who the client is: a trusted proxy's chain goes on with its own address; anyone else's
+	 * claim is replaced. */
+	xff = r->forwarded_for ? xasprintf("%s, %s", r->forwarded_for, r->peer) : xstrdup(r->peer);
+	hdr_push(&c, "X-Forwarded-For", xff);
+	snprintf(fwd, sizeof(fwd), strchr(r->ip, ':') ? "for=\"[%s]\";proto=%s" : "for=%s;proto=%s",
+	    r->ip, H.tls ? "https" : "http");
+	hdr_push(&c, "Forwarded", fwd);
 	/* The client's credentials were dropped; the backend may have its own. */
 	if (r->model->upstream_api_key != NULL) {
 		bearer = xasprintf("Bearer %s", r->model->upstream_api_key);
@@ -958,6 +994,7 @@ upstream_headers(struct mm_req *r, size_t *size)
 		hdr_push(&c, "traceparent", trace);
 	}
 	v = hdr_pack(&c, size);
+	free(xff);
 	if (bearer != NULL) {
 		OPENSSL_cleanse(bearer, strlen(bearer));
 		free(bearer);
@@ -1813,6 +1850,70 @@ conn_ip(struct MHD_Connection *conn, char *out, size_t n)
 		snprintf(out, n, "unknown");
 }
 
+static bool
+trusted_proxy(const struct cfg *c, const char *ip)
+{
+	for (size_t i = 0; i < c->ntrusted_proxies; i++)
+		if (cidr_match(&c->trusted_proxies[i], ip))
+			return true;
+	return false;
+}
+
+struct xff_join {
+	struct buf b;
+	bool       too_long;
+};
+
+static enum MHD_Result
+join_xff(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct xff_join *j = cls;
+
+	(void)kind;
+	if (strcasecmp(key, "X-Forwarded-For") != 0 || value == NULL)
+		return MHD_YES;
+	if ((j->b.len > 0 && buf_append(&j->b, ", ", 2, HTTP_XFF_MAX) == -1) ||
+	    buf_append(&j->b, value, strlen(value), HTTP_XFF_MAX) == -1)
+		j->too_long = true;
+	return j->too_long ? MHD_NO : MHD_YES;
+}
+
+/* A trusted proxy's X-Forwarded-For: the client is the right-most address that is not itself
+ * a trusted proxy. A chain that is too long or holds something other than an address is not
+ * believed past that point. */
+static void
+forwarded_client(struct mm_req *r)
+{
+	struct xff_join j = { 0 };
+	char           *start, *end;
+
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_xff, &j);
+	if (j.too_long || j.b.len == 0) {
+		buf_free(&j.b);
+		return;
+	}
+	r->forwarded_for = xstrdup(j.b.data);
+	start = j.b.data;
+	for (end = start + j.b.len; end > start;) {
+		char       *comma = memrchr(start, ',', (size_t)(end - start));
+		char       *p = comma ? comma + 1 : start;
+		struct cidr one;
+
+		*end = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		for (char *e = end; e > p && (e[-1] == ' ' || e[-1] == '\t');)
+			*--e = '\0';
+		if (strlen(p) >= sizeof(r->ip) || cidr_parse(p, &one) == -1 || strchr(p, '/'))
+			break;
+		snprintf(r->ip, sizeof(r->ip), "%s", p);
+		if (!trusted_proxy(r->cfg, p))
+			break;
+		end = comma ? comma : start;
+	}
+	buf_free(&j.b);
+}
+
 /* The client's address as text: formatted once per connection, not per request. */
 static void
 client_ip(struct mm_req *r)
@@ -1820,12 +1921,15 @@ client_ip(struct mm_req *r)
 	struct conn_ctx *cc = conn_ctx_of(r->conn);
 
 	if (cc == NULL) {
-		conn_ip(r->conn, r->ip, sizeof(r->ip));
-		return;
+		conn_ip(r->conn, r->peer, sizeof(r->peer));
+	} else {
+		if (cc->ip[0] == '\0')
+			conn_ip(r->conn, cc->ip, sizeof(cc->ip));
+		memcpy(r->peer, cc->ip, sizeof(r->peer));
 	}
-	if (cc->ip[0] == '\0')
-		conn_ip(r->conn, cc->ip, sizeof(cc->ip));
-	memcpy(r->ip, cc->ip, sizeof(r->ip));
+	memcpy(r->ip, r->peer, sizeof(r->ip));
+	if (r->cfg->ntrusted_proxies > 0 && trusted_proxy(r->cfg, r->peer))
+		forwarded_client(r);
 }
 
 static void
@@ -2326,6 +2430,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	cJSON_free(r->up_body);
 	free(r->model_name);
 	free(r->up_path);
+	free(r->forwarded_for);
 	free(r->path);
 	free(r->uri);
 	cfg_unref(r->cfg);

@@ -1,4 +1,5 @@
 /* util: allocation helpers, byte buffers, string vectors. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -348,4 +349,64 @@ hex_digit(int c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+int
+cidr_parse(const char *s, struct cidr *c)
+{
+	char        host[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	size_t      hl = slash ? (size_t)(slash - s) : strlen(s);
+	long long   bits;
+
+	memset(c, 0, sizeof(*c));
+	if (hl == 0 || hl >= sizeof(host))
+		return -1;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (inet_pton(AF_INET, host, c->addr) == 1)
+		c->family = AF_INET;
+	else if (inet_pton(AF_INET6, host, c->addr) == 1)
+		c->family = AF_INET6;
+	else
+		return -1;
+	c->prefix = c->family == AF_INET ? 32 : 128;
+	if (slash != NULL) {
+		if (parse_int(slash + 1, 0, c->prefix, &bits) == -1)
+			return -1;
+		c->prefix = (unsigned)bits;
+	}
+	return 0;
+}
+
+bool
+cidr_match(const struct cidr *c, const char *ip)
+{
+	unsigned char a[16];
+	const unsigned char *p = a;
+	int           fam;
+
+	if (inet_pton(AF_INET, ip, a) == 1) {
+		fam = AF_INET;
+	} else if (inet_pton(AF_INET6, ip, a) == 1) {
+		static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+		fam = AF_INET6;
+		if (c->family == AF_INET && memcmp(a, mapped, sizeof(mapped)) == 0) {
+			fam = AF_INET;
+			p = a + 12;
+		}
+	} else {
+		return false;
+	}
+	if (fam != c->family)
+		return false;
+	for (unsigned bit = 0; bit < c->prefix; bit += 8) {
+		unsigned      left = c->prefix - bit;
+		unsigned char mask = left >= 8 ? 0xff : (unsigned char)(0xff << (8 - left));
+
+		if ((p[bit / 8] & mask) != (c->addr[bit / 8] & mask))
+			return false;
+	}
+	return true;
 }

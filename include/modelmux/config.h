@@ -29,6 +29,7 @@ struct cJSON;
 /* Defaults (llama-swap's unless said). */
 #define CFG_DEF_LISTEN               "127.0.0.1:8080" /* ours: loopback, not all interfaces */
 #define CFG_DEF_HEALTH_TIMEOUT_S     120
+#define CFG_MAX_TRUSTED_PROXIES      256 /* trustedProxies entries */
 #define CFG_DEF_START_PORT           5800
 #define CFG_DEF_UNLOAD_TIMEOUT_S     10
 #define CFG_DEF_CONCURRENCY          10
@@ -168,6 +169,9 @@ struct cfg {
 		int max_json_depth, header_timeout_s, body_idle_timeout_s;     /* limits.* */
 	} limits;
 	char **allowed_commands;        /* absolute paths or "dir/" prefixes; NULL when the key is absent */
+	struct cidr *trusted_proxies;   /* trustedProxies: front proxies whose X-Forwarded-For is
+	                                 * believed; NULL when none */
+	size_t ntrusted_proxies;
 	char  *tls_cert_pem;            /* tls.cert contents (PEM), NULL when TLS is off */
 	char  *tls_key_pem;             /* tls.key contents (PEM); wiped when freed */
 	char **preload;                 /* hooks.on_startup.preload, resolved to model ids */

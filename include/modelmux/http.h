@@ -16,6 +16,7 @@
 #define HTTP_POOL_SLACK        (4u << 10)  /* connection memory past the header limit: the
                                               * answer head, MHD bookkeeping */
 #define HTTP_MP_MEMORY         (64u << 10) /* multipart bytes kept in memory before spooling */
+#define HTTP_XFF_MAX           4096 /* a trusted proxy's X-Forwarded-For chain believed */
 #define HTTP_API_BODY_MAX      (64u << 10) /* body bytes a management route tolerates */
 #define HTTP_SUB_WINDOW        (256u << 10) /* bytes a live log/event reader may lag behind */
 #define HTTP_LOADING_TICK_MS   750          /* sendLoadingState progress period */

@@ -84,6 +84,17 @@ int  parse_int(const char *s, long long min, long long max, long long *out);
 /* Sets O_NONBLOCK on fd; -1 on failure. */
 int  set_nonblock(int fd);
 
+/* An address block: "192.0.2.7", "10.0.0.0/8", "::1", "2001:db8::/32". */
+struct cidr {
+	int           family;     /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	unsigned      prefix;     /* bits that must match */
+};
+/* Parses s into *c; 0, or -1 when it is not an address with an optional /prefix in range. */
+int  cidr_parse(const char *s, struct cidr *c);
+/* Is the textual address ip (v4, v6, or v4-mapped v6) inside c? False if ip does not parse. */
+bool cidr_match(const struct cidr *c, const char *ip);
+
 /* Functions the conventions forbid in this project. */
 #pragma GCC poison sprintf strcpy strcat system popen atoi
 

@@ -78,3 +78,48 @@ test('header injection and framing attacks are refused before anything starts', 
   assert.equal(echo.path, '/v1/chat/completions');
   await d.stop();
 });
+
+// A request through a raw socket that waits for the JSON answer; returns { status, json }.
+async function rawChat(d, extra, localAddress) {
+  const a = answer(await raw(d, chat(`${extra}Connection: close\r\n`), { localAddress }));
+  return { status: a.status, json: JSON.parse(a.body) };
+}
+
+test('hop-by-hop headers stop here; X-Forwarded-For and Forwarded say who the client is', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT}\n`,
+  });
+  const r = await rawChat(d, 'Connection: X-Secret, keep-alive\r\nX-Secret: for-the-next-hop\r\n' +
+    'Keep-Alive: timeout=5\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Kept: yes\r\n');
+  assert.equal(r.status, 200);
+  const hd = r.json.echo.headers;
+  assert.equal(hd['x-secret'], undefined, 'named in Connection: not forwarded');
+  assert.equal(hd['keep-alive'], undefined);
+  assert.equal(hd['x-kept'], 'yes');
+  assert.equal(hd['x-forwarded-for'], '127.0.0.1', 'a claim from an untrusted peer is replaced');
+  assert.equal(hd.forwarded, 'for=127.0.0.1;proto=http');
+  await d.stop();
+});
+
+test('trustedProxies: a front proxy\'s X-Forwarded-For names the client, and keys its rate limit', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\ntrustedProxies: ["127.0.0.2", "10.0.0.0/8"]\n` +
+      'rateLimit:\n  perIP: {rate: 0.001, burst: 2}\n' +
+      `models:\n  m:\n    cmd: ${h.FAKE} --port \${PORT}\n`,
+  });
+  const via = (client) => rawChat(d, `X-Forwarded-For: ${client}, 10.1.2.3\r\n`, '127.0.0.2');
+  const a = await via('203.0.113.9');
+  assert.equal(a.status, 200);
+  assert.equal(a.json.echo.headers['x-forwarded-for'], '203.0.113.9, 10.1.2.3, 127.0.0.2');
+  assert.equal(a.json.echo.headers.forwarded, 'for=203.0.113.9;proto=http');
+  assert.equal((await via('203.0.113.9')).status, 200);
+  assert.equal((await via('203.0.113.9')).status, 429, 'the forwarded client has used its burst');
+  assert.equal((await via('198.51.100.4')).status, 200, 'another client behind the same proxy has its own');
+  // The same header from an untrusted peer is not believed: its own address is keyed.
+  const u = await rawChat(d, 'X-Forwarded-For: 192.0.2.1\r\n', '127.0.0.3');
+  assert.equal(u.status, 200);
+  assert.equal(u.json.echo.headers['x-forwarded-for'], '127.0.0.3');
+  await d.stop();
+});

@@ -610,6 +610,8 @@ test_value_errors(void)
 	ERR_AFTER("    cmdStop: \"kill 'x\"\n",
 	    "cfg.yaml:5:5: models.demo.cmdStop: unterminated quote");
 #undef ERR_AFTER
+	EXPECT_ERR("trustedProxies: [10.0.0.0/8, nope]\nmodels:\n  demo:\n    cmd: r\n    proxy: http://h:1\n",
+	    "cfg.yaml:1:30: trustedProxies[1]: nope: not an IP address or address/prefix");
 	EXPECT_ERR("models:\n  demo:\n    proxy: http://h:1\n",
 	    "cfg.yaml:2:3: models.demo.cmd: missing required key");
 	EXPECT_ERR("models:\n  demo:\n    cmd: \"  \"\n    proxy: http://h:1\n",

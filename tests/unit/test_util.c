@@ -105,9 +105,36 @@ test_lring_churn(void)
 	}
 }
 
+static void
+test_cidr(void)
+{
+	struct cidr c;
+
+	ASSERT_INT_EQ(cidr_parse("10.0.0.0/8", &c), 0);
+	ASSERT_TRUE(cidr_match(&c, "10.200.3.4"));
+	ASSERT_FALSE(cidr_match(&c, "11.0.0.1"));
+	ASSERT_TRUE(cidr_match(&c, "::ffff:10.1.1.1")); /* v4-mapped */
+	ASSERT_FALSE(cidr_match(&c, "not an address"));
+	ASSERT_INT_EQ(cidr_parse("127.0.0.2", &c), 0);
+	ASSERT_TRUE(cidr_match(&c, "127.0.0.2"));
+	ASSERT_FALSE(cidr_match(&c, "127.0.0.3"));
+	ASSERT_INT_EQ(cidr_parse("2001:db8::/33", &c), 0);
+	ASSERT_TRUE(cidr_match(&c, "2001:db8:7fff::1"));
+	ASSERT_FALSE(cidr_match(&c, "2001:db8:8000::1"));
+	ASSERT_FALSE(cidr_match(&c, "10.0.0.1"));
+	ASSERT_INT_EQ(cidr_parse("0.0.0.0/0", &c), 0);
+	ASSERT_TRUE(cidr_match(&c, "8.8.8.8"));
+	ASSERT_INT_EQ(cidr_parse("10.0.0.0/33", &c), -1);
+	ASSERT_INT_EQ(cidr_parse("10.0.0.0/", &c), -1);
+	ASSERT_INT_EQ(cidr_parse("/8", &c), -1);
+	ASSERT_INT_EQ(cidr_parse("host.example", &c), -1);
+	ASSERT_INT_EQ(cidr_parse("::1/129", &c), -1);
+}
+
 int
 main(void)
 {
+	test_cidr();
 	test_lring();
 	test_lring_churn();
 	CHECK_DONE();
