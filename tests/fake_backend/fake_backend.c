@@ -31,6 +31,8 @@
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
+#include "llama_like.h"
+
 #define FAKE_MAX_JSON_BODY	(1024 * 1024)	/* JSON bodies kept for parsing */
 #define FAKE_BYTES_CHUNK	(64 * 1024)
 #define FAKE_SPEECH_LEN		1024
@@ -1568,7 +1570,8 @@ usage(void)
 	    "  [--chunk-delay MS] [--delay MS] [--reply TEXT] [--ignore-term]\n"
 	    "  [--start-log FILE] [--request-log FILE] [--stderr-lines N]\n"
 	    "  [--size-bytes N] [--exit-while-starting MS]\n"
-	    "  [--malformed head|chunk] [--fork-setsid-grandchild]\n");
+	    "  [--malformed head|chunk] [--fork-setsid-grandchild]\n"
+	    "  [--llama-like [--threads N] [--keepalive S] [--parallel|--slots N]]\n");
 	exit(2);
 }
 
@@ -1586,6 +1589,9 @@ parse_num(const char *s, const char *name, long long min, long long max)
 	}
 	return v;
 }
+
+/* --llama-like: port -1 until main fills it in (see llama_like.c). */
+static struct llama_opts llama = { .port = 0, .threads = 3, .keepalive_s = 5, .slots = 1 };
 
 static void
 parse_args(int argc, char **argv)
@@ -1613,6 +1619,11 @@ parse_args(int argc, char **argv)
 		{ "exit-while-starting", required_argument, NULL, 17 },
 		{ "malformed",		required_argument, NULL, 18 },
 		{ "fork-setsid-grandchild", no_argument,   NULL, 19 },
+		{ "llama-like",		no_argument,	   NULL, 40 },
+		{ "threads",		required_argument, NULL, 41 },
+		{ "keepalive",		required_argument, NULL, 42 },
+		{ "parallel",		required_argument, NULL, 43 },
+		{ "slots",		required_argument, NULL, 43 },
 		{ NULL, 0, NULL, 0 }
 	};
 	const long long ms_max = 24LL * 3600 * 1000;
@@ -1659,6 +1670,10 @@ parse_args(int argc, char **argv)
 			opt.malformed = optarg;
 			break;
 		case 19: opt.fork_grandchild = true; break;
+		case 40: llama.port = -1; break;
+		case 41: llama.threads = (int)parse_num(optarg, name, 1, 64); break;
+		case 42: llama.keepalive_s = (int)parse_num(optarg, name, 1, 3600); break;
+		case 43: llama.slots = (int)parse_num(optarg, name, 1, 64); break;
 		default: usage();
 		}
 	}
@@ -1795,6 +1810,15 @@ main(int argc, char **argv)
 
 	if (opt.listen_delay > 0 && wait_signal(&set, opt.listen_delay))
 		return 0;
+	if (llama.port == -1) {
+		llama.host = opt.host;
+		llama.port = (int)opt.port;
+		llama.model = opt.model;
+		llama.reply = opt.reply;
+		llama.delay_ms = opt.delay;
+		llama.health_delay = opt.health_delay;
+		return llama_like_run(&llama);
+	}
 	if ((d = start_daemon()) == NULL) {
 		say("fake: cannot listen on %s:%lld", opt.host, opt.port);
 		return 1;
