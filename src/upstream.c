@@ -229,6 +229,20 @@ send_head(struct up_xfer *x)
 	x->cb->head(x->arg, x->status, x->h, x->nh, x->content_length);
 }
 
+/* Acknowledges what came on fd at once, and the next segments too. A backend that writes its
+ * response head and body separately with Nagle on (llama-server, cpp-httplib) holds the body
+ * until the head is acknowledged, and on a reused connection Linux delays that ACK by up to
+ * 40 ms: every reply after the first would wait for it. TCP_QUICKACK is not sticky (the kernel
+ * goes back to delayed ACKs on its own), so it is set again around every read. */
+static void
+quickack(int fd)
+{
+	int one = 1;
+
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static size_t
 on_header(char *p, size_t size, size_t nmemb, void *arg)
 {
@@ -245,6 +259,7 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
 	}
 	if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
 		const char *sp = memchr(p, ' ', len);
+
 
 		headers_clear(x);
 		x->status = sp ? (int)strtol(sp + 1, NULL, 10) : 0;
@@ -777,6 +792,7 @@ d_recv(struct up_xfer *x)
 	if (n > 0) {
 		d->got_bytes = true;
 		d->rlen += (size_t)n;
+		quickack(d->fd);
 		return d_deliver(x);
 	}
 	if (d_retry(x))
@@ -874,6 +890,7 @@ d_send(struct up_xfer *x)
 	free(d->piece);
 	d->piece = NULL;
 	d->phase = UP_RECV;
+	quickack(d->fd);
 	if (!d->paused)
 		d_watch(x, UP_EV_IN);
 }
