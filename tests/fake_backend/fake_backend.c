@@ -1111,6 +1111,12 @@ h_voices(struct req *r, struct MHD_Connection *c)
 	return respond_json(c, MHD_HTTP_OK, o);
 }
 
+/* --llama-like: port -1 until main fills it in (see llama_like.c); its /props says
+ * total_slots = --parallel or --slots. The plain fake's /props says it only with --slots, so
+ * a test can give --parallel (llama-server's flag, in argv) and no total_slots. */
+static struct llama_opts llama = { .port = 0, .threads = 3, .keepalive_s = 5, .slots = 1 };
+static bool slots_given;
+
 static enum MHD_Result
 h_props(struct req *r, struct MHD_Connection *c)
 {
@@ -1119,7 +1125,8 @@ h_props(struct req *r, struct MHD_Connection *c)
 
 	cJSON_AddNumberToObject(g, "n_ctx", 4096);
 	cJSON_AddStringToObject(o, "model_path", opt.model);
-	cJSON_AddNumberToObject(o, "total_slots", 1);
+	if (slots_given)
+		cJSON_AddNumberToObject(o, "total_slots", llama.slots);
 	cJSON_AddItemToObject(o, "echo", make_echo(r));
 	return respond_json(c, MHD_HTTP_OK, o);
 }
@@ -1590,9 +1597,6 @@ parse_num(const char *s, const char *name, long long min, long long max)
 	return v;
 }
 
-/* --llama-like: port -1 until main fills it in (see llama_like.c). */
-static struct llama_opts llama = { .port = 0, .threads = 3, .keepalive_s = 5, .slots = 1 };
-
 static void
 parse_args(int argc, char **argv)
 {
@@ -1623,7 +1627,7 @@ parse_args(int argc, char **argv)
 		{ "threads",		required_argument, NULL, 41 },
 		{ "keepalive",		required_argument, NULL, 42 },
 		{ "parallel",		required_argument, NULL, 43 },
-		{ "slots",		required_argument, NULL, 43 },
+		{ "slots",		required_argument, NULL, 44 },
 		{ NULL, 0, NULL, 0 }
 	};
 	const long long ms_max = 24LL * 3600 * 1000;
@@ -1674,6 +1678,9 @@ parse_args(int argc, char **argv)
 		case 41: llama.threads = (int)parse_num(optarg, name, 1, 64); break;
 		case 42: llama.keepalive_s = (int)parse_num(optarg, name, 1, 3600); break;
 		case 43: llama.slots = (int)parse_num(optarg, name, 1, 64); break;
+		case 44: llama.slots = (int)parse_num(optarg, name, 1, 64);
+			slots_given = true;
+			break;
 		default: usage();
 		}
 	}
