@@ -231,7 +231,6 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 			cJSON_AddStringToObject(o, "state", sched_state_name(sched_model_state(sm)));
 			cJSON_AddNumberToObject(o, "inflight", (double)sched_model_inflight(sm));
 			cJSON_AddNumberToObject(o, "queued", (double)sched_model_queued(sm));
-			add_concurrency(o, sm);
 			cJSON_AddNumberToObject(o, "starts", sched_model_starts(sm));
 			cJSON_AddBoolToObject(o, "held_back", sched_model_held(sm));
 			if (sched_model_last_error(sm)[0])
