@@ -31,7 +31,7 @@ const P12 = ['modelmux', ...LOGGED, 'nginx', 'haproxy'];
 const label = (p) => (p === 'modelmux_log' ? 'modelmux, access log on' : p);
 const f1 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(1));
 const f0 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(0));
-const ms1 = (us) => (us == null || Number.isNaN(us) ? 'n/a' : (us / 1000).toFixed(1));
+const ms1 = (us) => (us == null || Number.isNaN(us) ? 'n/a' : (us / 1000).toFixed(Math.abs(us) < 10000 ? 2 : 1));
 const f2 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(2));
 const mb = (kb) => (kb == null ? 'n/a' : (kb / 1024).toFixed(1));
 const sub = (a, b) => (a == null || b == null ? null : a - b);
