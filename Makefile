@@ -40,9 +40,10 @@ $(DAEMON): src/main.c $(BUILD)/libmodelmux.a
 	@$(CC) $(MM_CFLAGS) -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
 
 # The fake/demo backend is a test tool: it may use MHD's own threads.
-$(FAKE): tests/fake_backend/fake_backend.c | $(BUILD)
+$(FAKE): tests/fake_backend/fake_backend.c tests/fake_backend/llama_like.c \
+    tests/fake_backend/llama_like.h | $(BUILD)
 	@echo "  LINK    $@"
-	@$(CC) $(MM_CFLAGS) -o $@ $< $(LDLIBS) -lpthread
+	@$(CC) $(MM_CFLAGS) -o $@ $< tests/fake_backend/llama_like.c $(LDLIBS) -lpthread
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmodelmux.a | $(BUILD)/tests
 	@echo "  LINK    $@"

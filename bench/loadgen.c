@@ -5,9 +5,10 @@
  * line on stdout (percentiles come from every sample, sorted — never from averages).
  *
  *   lat   -u URL -n N -c C [-w W] [-M m1,m2 [-e K]]  N chat requests at concurrency C: latency
- *         [-o FILE]                                  p50/p99/p99.9 and req/s (-e: next model
+ *         [-o FILE] [-F]                             p50/p99/p99.9 and req/s (-e: next model
  *                                                    every K requests, to force swaps; -o:
- *                                                    append every sample to FILE)
+ *                                                    append every sample to FILE; -F: a new
+ *                                                    connection for every request)
  *   dist  FILE...                                    the distribution of the samples in FILEs
  *   sse   -u URL -n N -c C [-M m]                    N SSE chat streams, C at a time: time to
  *                                                    first event, gaps between events
@@ -52,6 +53,7 @@ static struct {
 	long        n, c, warmup, swap_every, secs, port, reps;
 	long long   size;
 	bool        stream;
+	bool        fresh;
 	int         pids[MAX_PIDS];
 	int         npids;
 	char      **argv;
@@ -323,6 +325,10 @@ easy_new(struct xfer *x)
 	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, json_hdrs);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	if (O.fresh) {
+		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	}
 	x->h = h;
 	return h;
 }
@@ -980,7 +986,7 @@ main(int argc, char **argv)
 		usage();
 	O.mode = argv[1];
 	optind = 2;
-	while ((ch = getopt(argc, argv, "u:U:n:c:w:M:e:t:p:k:z:SP:T:d:o:r:")) != -1) {
+	while ((ch = getopt(argc, argv, "u:U:n:c:w:M:e:t:p:k:z:SFP:T:d:o:r:")) != -1) {
 		switch (ch) {
 		case 'u': O.url = optarg; break;
 		case 'U': O.unload_url = optarg; break;
@@ -992,6 +998,7 @@ main(int argc, char **argv)
 		case 'k': O.kind = optarg; break;
 		case 'z': O.size = atoll(optarg); break;
 		case 'S': O.stream = true; break;
+		case 'F': O.fresh = true; break;
 		case 'P': O.port = atol(optarg); break;
 		case 'T': O.tag = optarg; break;
 		case 'd': O.body = optarg; break;

@@ -31,6 +31,7 @@ const P12 = ['modelmux', ...LOGGED, 'nginx', 'haproxy'];
 const label = (p) => (p === 'modelmux_log' ? 'modelmux, access log on' : p);
 const f1 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(1));
 const f0 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(0));
+const ms1 = (us) => (us == null || Number.isNaN(us) ? 'n/a' : (us / 1000).toFixed(Math.abs(us) < 10000 ? 2 : 1));
 const f2 = (x) => (x == null || Number.isNaN(x) ? 'n/a' : x.toFixed(2));
 const mb = (kb) => (kb == null ? 'n/a' : (kb / 1024).toFixed(1));
 const sub = (a, b) => (a == null || b == null ? null : a - b);
@@ -130,6 +131,16 @@ out.results.start = {
   errors: (cold?.errors || 0) + (sw?.errors || 0),
 };
 
+// ---- 8. llama-like backend
+const llka = get('ll_ka', 'direct')?.lat_us, llnew = get('ll_new', 'direct')?.lat_us, llmm = get('ll_mm', 'modelmux')?.lat_us;
+const llc8 = get('ll_c8', 'modelmux');
+out.results.llama_like = {
+  keepalive_direct_us: llka, new_conn_direct_us: llnew, modelmux_us: llmm,
+  modelmux_minus_new_p50_us: sub(llmm?.p50, llnew?.p50), keepalive_minus_modelmux_p50_us: sub(llka?.p50, llmm?.p50),
+  c8: llc8 && { lat_us: llc8.lat_us, errors: llc8.errors + llc8.non200, p99_over_p50: llc8.lat_us.p99 / llc8.lat_us.p50 },
+};
+const LL = out.results.llama_like;
+
 // ---- targets
 const st = out.results.start, mem = out.results.memory;
 const tgt = (name, ok, value) => { out.targets[name] = { ok, value }; };
@@ -141,6 +152,12 @@ tgt('idle RSS < 10 MB', idle?.rss_kb < 10240, idle?.rss_kb);
 tgt(`${meta.hold_streams} streams < 64 MB`, hold.modelmux?.rss_peak_kb < 65536 && hold.modelmux?.opened === meta.hold_streams,
   hold.modelmux?.rss_peak_kb);
 tgt('zero memory growth (RssAnon+VmSwap)', mem.growth_kb != null && mem.growth_kb <= 0, mem.growth_kb);
+tgt('llama-like: p50 ≤ a new connection direct + 0.1 ms', LL.modelmux_minus_new_p50_us != null && LL.modelmux_minus_new_p50_us <= 100,
+  LL.modelmux_minus_new_p50_us);
+tgt('llama-like: p50 ≥ 20 ms under a keep-alive client direct', LL.keepalive_minus_modelmux_p50_us >= 20000,
+  LL.keepalive_minus_modelmux_p50_us);
+tgt('llama-like: 8 at once vs 3 HTTP threads, p99 < 2× p50', LL.c8 != null && LL.c8.errors === 0 && LL.c8.p99_over_p50 < 2,
+  LL.c8?.p99_over_p50);
 
 // ---- table
 const ok = (b) => (b ? 'met' : '**missed**');
@@ -162,6 +179,12 @@ row('first SSE event added < 1 ms', `${f1(sse.modelmux?.ttfe_added_p50_us)} µs 
 row('idle RSS < 10 MB', `${mb(idle?.rss_kb)} MB`, ok(t['idle RSS < 10 MB'].ok));
 row(`${meta.hold_streams} streams < 64 MB`, `${mb(hold.modelmux?.rss_peak_kb)} MB`, ok(t[`${meta.hold_streams} streams < 64 MB`].ok));
 row('zero memory growth', `${f0(mem.growth_kb)} KB`, ok(t['zero memory growth (RssAnon+VmSwap)'].ok));
+row('llama-like backend, small reply: p50 ≤ new connection direct + 0.1 ms', `${f1(LL.modelmux_minus_new_p50_us)} µs`,
+  ok(t['llama-like: p50 ≤ a new connection direct + 0.1 ms'].ok));
+row('llama-like backend, small reply: p50 ≥ 20 ms under a keep-alive client direct', `${ms1(LL.keepalive_minus_modelmux_p50_us)} ms`,
+  ok(t['llama-like: p50 ≥ 20 ms under a keep-alive client direct'].ok));
+row('llama-like backend, 8 at once vs 3 HTTP threads: p99 < 2× p50', `${f2(LL.c8?.p99_over_p50)}×`,
+  ok(t['llama-like: 8 at once vs 3 HTTP threads, p99 < 2× p50'].ok));
 blank();
 
 T.push(`**1. Added latency** (small non-streaming chat request, µs, path minus direct; loadgen, every sample kept: ` +
@@ -245,6 +268,17 @@ row('cold start through modelmux: TTFB', ms(cold?.ttfb_us.p50), ms(cold?.ttfb_us
 row('**cold start overhead**', ms(st.cold_overhead_p50_us), '');
 row('swap m1↔m2 through modelmux: TTFB (stop one, start the other)', ms(sw?.ttfb_us.p50), ms(sw?.ttfb_us.max));
 row('**swap overhead** (fake backend stop alone: ' + ms(sp?.stop_us.p50) + ' ms)', ms(st.swap_overhead_p50_us), '');
+blank();
+
+T.push('**8. A llama-server-like backend** (the fake\'s `--llama-like` mode: head and body in two writes with Nagle on, ' +
+  '3 HTTP threads each held by a connection until it has idled 5 s, /props total_slots; no concurrencyLimit: learned from /props)');
+blank();
+head('Path', 'p50 (ms)', 'p99 (ms)', 'max (ms)', 'requests');
+const llrow = (name, d) => row(name, ms1(d?.p50), ms1(d?.p99), ms1(d?.max), d?.n ?? 'n/a');
+llrow('small chat reply, direct, keep-alive client (curl)', llka);
+llrow('small chat reply, direct, a new connection per request', llnew);
+llrow('small chat reply, through modelmux (keep-alive client)', llmm);
+llrow(`8 at once through modelmux, backend: 3 HTTP threads, 2 slots, 20 ms a reply (${LL.c8?.errors ?? 'n/a'} errors)`, LL.c8?.lat_us);
 blank();
 
 const table = T.join('\n');

@@ -139,12 +139,14 @@ fi
 # D1 main fake, D2 bulk fake, D3 hold fake, M1 M2 BIG HOLD modelmux's children,
 # NGX1..3 nginx, HAP1..3 HAProxy, MMPORT modelmux, MMLPORT the access-logging modelmux
 # and PLOG its child
-BASE=$("$LG" ports -n 16)
+BASE=$("$LG" ports -n 19)
 D1=$BASE; D2=$((BASE + 1)); D3=$((BASE + 2))
 PM1=$((BASE + 3)); PM2=$((BASE + 4)); PBIG=$((BASE + 5)); PHOLD=$((BASE + 6))
 NGX1=$((BASE + 7)); NGX2=$((BASE + 8)); NGX3=$((BASE + 9))
 HAP1=$((BASE + 10)); HAP2=$((BASE + 11)); HAP3=$((BASE + 12)); MMPORT=$((BASE + 13))
 MMLPORT=$((BASE + 14)); PLOG=$((BASE + 15))
+# DL the llama-like fake direct, PLL PLC modelmux's llama-like children
+DL=$((BASE + 16)); PLL=$((BASE + 17)); PLC=$((BASE + 18))
 
 # the fake backend's roles (same flags direct and under modelmux)
 WORD=$(printf '%500s' '' | tr ' ' x)
@@ -152,6 +154,8 @@ BIG_CHUNKS=160000
 F_MAIN="--chunks 200 --chunk-delay 5 --size-bytes 104857600"
 F_BIG="--chunks $BIG_CHUNKS --chunk-delay 0 --reply $WORD --size-bytes 104857600"
 F_HOLD="--chunks 100000 --chunk-delay 1000"
+F_LL="--llama-like --threads 3 --parallel 1"
+F_LC="--llama-like --threads 3 --slots 2 --delay 20"
 
 start_bg() {	# name cmd...: starts a process, logs to $TMP/name.log, records its pid
 	n=$1; shift
@@ -201,6 +205,12 @@ models:
     cmd: $FAKE --port $PHOLD --model hold $F_HOLD
     proxy: http://127.0.0.1:$PHOLD
     concurrencyLimit: 2000
+  ll:
+    cmd: $FAKE --port $PLL --model ll $F_LL
+    proxy: http://127.0.0.1:$PLL
+  lc:
+    cmd: $FAKE --port $PLC --model lc $F_LC
+    proxy: http://127.0.0.1:$PLC
 EOF
 }
 # Optional keys, each kept only when `modelmux -t` accepts it without a word about it.
@@ -452,6 +462,28 @@ run "$LG" cold -n 5 -M m1 -u "$(base modelmux 1)$CHAT" -U "$(base modelmux 1)/ap
     -T "$(tag cold modelmux)" >>"$RES"
 run "$LG" swap -n 6 -M m1,m2 -u "$(base modelmux 1)$CHAT" -T "$(tag swap modelmux)" >>"$RES"
 run "$LG" proc -p "$PID_mm" -T "$(tag end modelmux)" >>"$RES"
+
+# ---- 8. a llama-server-like backend -----------------------------------------------------------
+# The fake's --llama-like mode does what llama-server does on the wire: head and body in two
+# writes with Nagle on (a client that keeps its connection and delays its ACK gets every reply
+# 40 ms late), a few HTTP threads each held by a connection until it has idled 5 s, /props
+# total_slots. ll and lc get no concurrencyLimit: modelmux learns it from /props.
+say "8. llama-like backend: small replies (kept vs new connections), 8 at once against 3 HTTP threads"
+start_bg dl "$FAKE" --port "$DL" --model ll $F_LL
+wait_ok "$(url "$DL" /health)"
+run "$LG" req -u "$(base modelmux 1)/api/models/load/ll" -d "" -t 30 >/dev/null || fail "load ll"
+DLU=http://127.0.0.1:$DL$CHAT
+for r in $(seq "$ROUNDS"); do
+	run "$LG" lat -u "$DLU" -M ll -n 40 -w 2 -c 1 -o "$TMP/s-llka" -T "$(tag ll_ka_round direct)" >>"$RES"
+	run "$LG" lat -F -u "$DLU" -M ll -n 600 -w 20 -c 1 -o "$TMP/s-llnew" -T "$(tag ll_new_round direct)" >>"$RES"
+	run "$LG" lat -u "$(base modelmux 1)$CHAT" -M ll -n 600 -w 20 -c 1 -o "$TMP/s-llmm" \
+	    -T "$(tag ll_mm_round modelmux)" >>"$RES"
+done
+run "$LG" dist -T "$(tag ll_ka direct)" "$TMP/s-llka" >>"$RES"
+run "$LG" dist -T "$(tag ll_new direct)" "$TMP/s-llnew" >>"$RES"
+run "$LG" dist -T "$(tag ll_mm modelmux)" "$TMP/s-llmm" >>"$RES"
+run "$LG" req -u "$(base modelmux 1)/api/models/load/lc" -d "" -t 30 >/dev/null || fail "load lc"
+run "$LG" lat -u "$(base modelmux 1)$CHAT" -M lc -n 400 -w 16 -c 8 -T "$(tag ll_c8 modelmux)" >>"$RES"
 
 # ---- report -----------------------------------------------------------------------------------
 mkdir -p "$OUT"

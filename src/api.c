@@ -120,6 +120,14 @@ list_models(const struct cfg *cfg, struct api_reply *out)
 	reply_json(out, 200, root);
 }
 
+/* What a model's backend gets at once, and where that number comes from. */
+static void
+add_concurrency(cJSON *o, const struct sched_model *sm)
+{
+	cJSON_AddNumberToObject(o, "concurrency", sched_model_concurrency(sm));
+	cJSON_AddStringToObject(o, "concurrency_from", sched_model_concurrency_source(sm));
+}
+
 static void
 list_running(const struct cfg *cfg, struct api_reply *out)
 {
@@ -139,6 +147,7 @@ list_running(const struct cfg *cfg, struct api_reply *out)
 		cJSON_AddNumberToObject(o, "ttl", m->ttl_s < 0 ? cfg->global_ttl_s : m->ttl_s);
 		cJSON_AddNumberToObject(o, "inflight", (double)sched_model_inflight(sm));
 		cJSON_AddNumberToObject(o, "queued", (double)sched_model_queued(sm));
+		add_concurrency(o, sm);
 		if (m->name)
 			cJSON_AddStringToObject(o, "name", m->name);
 		if (m->description)

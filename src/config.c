@@ -2190,7 +2190,7 @@ model_defaults(struct cfg_model *m, const struct node *key)
 	m->timeouts.response_header_s = 0;
 	m->timeouts.tls_handshake_s = 10;
 	m->timeouts.expect_continue_s = 1;
-	m->timeouts.idle_conn_s = 90;
+	m->timeouts.idle_conn_s = CFG_DEF_IDLE_CONN_S;
 }
 
 /* Applies macros, then ${PORT}, to every value of the model but `macros`. */

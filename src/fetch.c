@@ -1,5 +1,8 @@
 /* fetch: curl multi socket interface on the loop (epoll watchers + one loop timer). */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "modelmux/fetch.h"
@@ -24,8 +27,14 @@ on_sock(int fd, uint32_t events, void *arg)
 	int flags = 0;
 
 	(void)arg;
-	if (events & EPOLLIN)
+	if (events & EPOLLIN) {
+		/* Leave delayed-ACK mode before curl reads: the read that drains the socket then
+		 * acknowledges at once (see upstream.c's quickack). */
+		int one = 1;
+
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 		flags |= CURL_CSELECT_IN;
+	}
 	if (events & EPOLLOUT)
 		flags |= CURL_CSELECT_OUT;
 	if (events & (EPOLLERR | EPOLLHUP))

@@ -1130,6 +1130,7 @@ start_upstream(struct mm_req *r)
 		.tls_handshake_s = r->model->timeouts.tls_handshake_s,
 		.keepalive_s = r->model->timeouts.keepalive_s,
 		.idle_conn_s = r->model->timeouts.idle_conn_s,
+		.idle_max = r->ticket.model ? sched_model_concurrency(r->ticket.model) : 0,
 	};
 
 	if (r->ws) {

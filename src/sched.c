@@ -17,6 +17,7 @@
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/props.h"
 #include "modelmux/sched.h"
 #include "modelmux/util.h"
 
@@ -45,6 +46,8 @@ struct sched_model {
 	size_t                  ncrashes;
 	uint64_t                hold_until;  /* crash loop: refuse starts until then */
 	char                    last_error[SCHED_ERR_MAX];
+	unsigned                slots;       /* learned concurrency of this process; 0 = none */
+	const char             *slots_from;  /* "props" or "argv" (static) */
 };
 
 static struct {
@@ -68,6 +71,7 @@ static struct {
 static void pump(void);
 static void check_unloads(void *arg);
 static void reap_retired(void);
+static void ask_props(struct sched_model *m);
 
 /* --- real effects: backends + loop --- */
 
@@ -79,6 +83,7 @@ on_backend_event(void *arg, enum backend_event ev, int status, const char *msg)
 	switch (ev) {
 	case BACKEND_READY:
 		sched_on_ready(m);
+		ask_props(m);
 		break;
 	case BACKEND_START_FAILED:
 		sched_on_start_failed(m, status, msg);
@@ -87,6 +92,41 @@ on_backend_event(void *arg, enum backend_event ev, int status, const char *msg)
 		sched_on_exited(m, msg);
 		break;
 	}
+}
+
+/* Which process a /props answer is about: the model by name (it may be gone by then) and its
+ * start count. */
+struct props_ctx {
+	char    *id;
+	unsigned starts;
+};
+
+static void
+on_props(int slots, void *arg)
+{
+	struct props_ctx   *c = arg;
+	struct sched_model *m = slots > 0 ? sched_model_get(c->id) : NULL;
+
+	if (m != NULL && m->starts == c->starts && m->state == MODEL_READY)
+		sched_model_set_slots(m, (unsigned)slots, "props");
+	free(c->id);
+	free(c);
+}
+
+/* A model without concurrencyLimit: ask its backend how many requests it serves at once.
+ * Not one with checkEndpoint: none — modelmux sends such a backend no request of its own. */
+static void
+ask_props(struct sched_model *m)
+{
+	struct props_ctx *c;
+
+	if (m->cfg->concurrency_limit != 0 || m->cfg->check_endpoint == NULL ||
+	    m->state != MODEL_READY)
+		return;
+	c = xcalloc(1, sizeof(*c));
+	c->id = xstrdup(m->cfg->id);
+	c->starts = m->starts;
+	props_ask(m->cfg->proxy, m->cfg->upstream_api_key, on_props, c);
 }
 
 static int
@@ -147,6 +187,7 @@ sched_init(struct cfg *cfg, const struct sched_effects *fx)
 void
 sched_free(void)
 {
+	props_cancel_all();
 	S.fx.timer_cancel(S.unload_timer);
 	S.fx.timer_cancel(S.shutdown_timer);
 	for (struct sched_unload *u = S.unloads; u; u = u->next) {
@@ -384,10 +425,59 @@ grace_ms(const struct sched_model *m)
 	return (uint64_t)(s ? s : CFG_DEF_UNLOAD_TIMEOUT_S) * 1000u;
 }
 
+/* concurrencyLimit when set; else what the running backend said (/props) or its argv says
+ * (-np); else the default. */
 static unsigned
 concurrency(const struct sched_model *m)
 {
-	return m->cfg->concurrency_limit ? (unsigned)m->cfg->concurrency_limit : CFG_DEF_CONCURRENCY;
+	if (m->cfg->concurrency_limit)
+		return (unsigned)m->cfg->concurrency_limit;
+	return m->slots ? m->slots : CFG_DEF_CONCURRENCY;
+}
+
+unsigned sched_model_concurrency(const struct sched_model *m) { return concurrency(m); }
+
+const char *
+sched_model_concurrency_source(const struct sched_model *m)
+{
+	if (m->cfg->concurrency_limit)
+		return "config";
+	return m->slots ? m->slots_from : "default";
+}
+
+/* The value of llama-server's -np / --parallel in argv (either "-np N" or "-np=N"); 0 when
+ * absent or not a number in 1..SCHED_MAX_SLOTS. The last one wins, as in its parser. */
+unsigned
+sched_argv_parallel(char *const *argv)
+{
+	unsigned n = 0;
+
+	for (size_t i = 1; argv != NULL && argv[i] != NULL; i++) {
+		const char *a = argv[i], *v = NULL;
+		long long   x;
+
+		if (strcmp(a, "-np") == 0 || strcmp(a, "--parallel") == 0)
+			v = argv[i + 1];
+		else if (strncmp(a, "-np=", 4) == 0)
+			v = a + 4;
+		else if (strncmp(a, "--parallel=", 11) == 0)
+			v = a + 11;
+		if (v != NULL && parse_int(v, 1, SCHED_MAX_SLOTS, &x) == 0)
+			n = (unsigned)x;
+	}
+	return n;
+}
+
+void
+sched_model_set_slots(struct sched_model *m, unsigned slots, const char *from)
+{
+	if (slots == 0 || slots > SCHED_MAX_SLOTS || (m->slots == slots && m->slots_from == from))
+		return;
+	m->slots = slots;
+	m->slots_from = from;
+	log_info("sched", "model=%s msg=\"backend concurrency\" slots=%u from=%s%s", m->cfg->id, slots,
+	    from, m->cfg->concurrency_limit ? " used=no reason=concurrencyLimit" : "");
+	pump();
 }
 
 /* May a waiting request be given m now? The one grant rule, for the fast path and the queue:
@@ -466,6 +556,8 @@ start_model(struct sched_model *m)
 	metrics_model_start(m->cfg->id);
 	m->stop_sent = false;
 	m->last_error[0] = '\0';
+	m->slots = sched_argv_parallel(m->cfg->argv);
+	m->slots_from = m->slots ? "argv" : NULL;
 	set_state(m, MODEL_STARTING);
 	if (S.fx.start(m, &err) == 0) {
 		free(err);

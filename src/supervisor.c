@@ -840,7 +840,10 @@ on_exit_status(struct sup_proc *p, int status)
 	for (size_t i = 0; i < MM_ARRAY_LEN(p->out); i++)
 		if (p->out[i].fd != -1 && pipe_drain(p, &p->out[i], true))
 			pipe_close(&p->out[i]);
-	log_info("sup", "model=%s pid=%d msg=exited status=\"%s\"", p->name, (int)p->pid, what);
+	/* stopped=yes: we asked it to stop, so however it ended (llama-server aborts, signal 6, on
+	 * SIGTERM) it is a stop, not a crash. */
+	log_info("sup", "model=%s pid=%d msg=exited status=\"%s\"%s", p->name, (int)p->pid, what,
+	    p->phase == PHASE_STOPPING ? " stopped=yes" : "");
 	if (p->phase == PHASE_STARTING) {
 		char *why = xasprintf("%s while starting", what);
 

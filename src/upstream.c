@@ -84,6 +84,7 @@ struct up_direct {
 	uint64_t                timer;     /* connect timeout, or the deferred resume/failure */
 	char                    why[160];  /* a failure's text, also for the deferred report */
 	long                    connect_s, keepalive_s, idle_s;
+	unsigned                idle_max;
 };
 
 struct up_xfer {
@@ -229,6 +230,23 @@ send_head(struct up_xfer *x)
 	x->cb->head(x->arg, x->status, x->h, x->nh, x->content_length);
 }
 
+/* Takes fd out of delayed-ACK ("ping-pong") mode. A backend that writes its response head and
+ * body separately with Nagle on (llama-server, cpp-httplib) holds the body until the head is
+ * acknowledged, and on a reused connection Linux, having seen us answer data with data, delays
+ * that ACK by up to 40 ms: every reply after the first would wait for it. The mode comes back
+ * only when we send soon after receiving, so the option is set again after every request goes
+ * out: then each read that drains the socket acknowledges at once, for the whole response
+ * (a streamed one included). One syscall per request; re-arming after every read as well
+ * measured no faster. */
+static void
+quickack(int fd)
+{
+	int one = 1;
+
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static size_t
 on_header(char *p, size_t size, size_t nmemb, void *arg)
 {
@@ -245,6 +263,7 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
 	}
 	if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
 		const char *sp = memchr(p, ' ', len);
+
 
 		headers_clear(x);
 		x->status = sp ? (int)strtol(sp + 1, NULL, 10) : 0;
@@ -417,9 +436,13 @@ struct up_idle {
 	socklen_t               salen;
 	struct sockaddr_storage sa;
 	uint64_t                since;
+	uint64_t                expires;  /* closed then (ms, loop clock); 0 = never */
 };
 static struct up_idle idle[FETCH_MAX_IDLE_CONNS];
 static size_t         nidle;
+static uint64_t       sweep_timer, sweep_at;
+
+static void idle_arm(void);
 
 static void
 idle_drop(size_t i)
@@ -468,10 +491,47 @@ idle_take(const struct sockaddr_storage *sa, socklen_t salen, long idle_s)
 	return -1;
 }
 
-/* Puts a connection in the pool; `mask` is what the loop watches on it now (0: not in it). */
+/* Closes the idle connections whose time is up: a backend with a few HTTP threads
+ * (llama-server) gives one to each open connection, so one we keep but do not use holds a
+ * thread another client needs, and one it closes first may meet our next request. */
 static void
-idle_put(int fd, const struct sockaddr_storage *sa, socklen_t salen, uint32_t mask)
+on_sweep(void *arg)
 {
+	uint64_t now = loop_now_ms();
+
+	(void)arg;
+	sweep_timer = 0;
+	for (size_t i = nidle; i-- > 0;)
+		if (idle[i].expires != 0 && idle[i].expires <= now)
+			idle_drop(i);
+	idle_arm();
+}
+
+/* Arms the sweep for the earliest expiry, if it is not armed for it already. */
+static void
+idle_arm(void)
+{
+	uint64_t first = 0, now = loop_now_ms();
+
+	for (size_t i = 0; i < nidle; i++)
+		if (idle[i].expires != 0 && (first == 0 || idle[i].expires < first))
+			first = idle[i].expires;
+	if (first == 0 || (sweep_timer != 0 && sweep_at <= first))
+		return;
+	loop_timer_cancel(sweep_timer);
+	sweep_at = first;
+	sweep_timer = loop_timer_add(first > now ? first - now : 0, on_sweep, NULL);
+}
+
+/* Puts a connection in the pool; `mask` is what the loop watches on it now (0: not in it).
+ * It is closed after idle_s (0: kept), and at most idle_max (0: no cap of its own) stay idle
+ * to the same address: the oldest goes first. */
+static void
+idle_put(int fd, const struct sockaddr_storage *sa, socklen_t salen, uint32_t mask, long idle_s,
+    unsigned idle_max)
+{
+	size_t same = 0;
+
 	if (mask == 0 ? loop_fd_add(fd, UP_EV_IN, on_idle, NULL) == -1
 	    : (mask != UP_EV_IN && loop_fd_mod(fd, UP_EV_IN) == -1)) {
 		loop_fd_del(fd);
@@ -479,13 +539,25 @@ idle_put(int fd, const struct sockaddr_storage *sa, socklen_t salen, uint32_t ma
 		return;
 	}
 	loop_fd_rebind(fd, on_idle, NULL);
+	for (size_t i = 0; i < nidle; i++)
+		same += idle[i].salen == salen && memcmp(&idle[i].sa, sa, salen) == 0;
+	for (size_t i = 0; idle_max > 0 && same >= idle_max && i < nidle;) {
+		if (idle[i].salen == salen && memcmp(&idle[i].sa, sa, salen) == 0) {
+			idle_drop(i);
+			same--;
+		} else {
+			i++;
+		}
+	}
 	if (nidle == FETCH_MAX_IDLE_CONNS)
 		idle_drop(0);
 	idle[nidle].fd = fd;
 	idle[nidle].salen = salen;
 	memcpy(&idle[nidle].sa, sa, salen);
 	idle[nidle].since = loop_now_ms();
+	idle[nidle].expires = idle_s > 0 ? idle[nidle].since + (uint64_t)idle_s * 1000u : 0;
 	nidle++;
+	idle_arm();
 }
 
 void
@@ -503,6 +575,8 @@ up_free_pool(void)
 		curl_easy_cleanup(pool[--npool]);
 	while (nidle > 0)
 		idle_drop(nidle - 1);
+	loop_timer_cancel(sweep_timer);
+	sweep_timer = 0;
 	up_trim();
 }
 
@@ -562,7 +636,7 @@ d_finish(struct up_xfer *x, bool ok, const char *reason)
 
 	if (ok && !d->close && !d->fresh && d->sent_all && d->rpos == d->rlen &&
 	    d->framing != UP_F_CLOSE && d->fd != -1) {
-		idle_put(d->fd, &d->sa, d->salen, d->mask);
+		idle_put(d->fd, &d->sa, d->salen, d->mask, d->idle_s, d->idle_max);
 		d->fd = -1;
 	}
 	if (ok)
@@ -874,6 +948,7 @@ d_send(struct up_xfer *x)
 	free(d->piece);
 	d->piece = NULL;
 	d->phase = UP_RECV;
+	quickack(d->fd);
 	if (!d->paused)
 		d_watch(x, UP_EV_IN);
 }
@@ -1028,6 +1103,7 @@ direct_start(struct up_xfer *x, const struct up_request *r, const struct h1_url 
 	d->connect_s = r->connect_timeout_s;
 	d->keepalive_s = r->keepalive_s;
 	d->idle_s = r->idle_conn_s;
+	d->idle_max = r->idle_max;
 	d->rewind = r->rewind;
 	d->fresh = r->fresh;
 	if (!bodyless) {

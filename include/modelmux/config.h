@@ -33,6 +33,7 @@ struct cJSON;
 #define CFG_DEF_START_PORT           5800
 #define CFG_DEF_UNLOAD_TIMEOUT_S     10
 #define CFG_DEF_CONCURRENCY          10
+#define CFG_DEF_IDLE_CONN_S          4  /* under llama-server's (and uvicorn's) 5 s keep-alive */
 #define CFG_DEF_CHECK_ENDPOINT       "/health"
 #define CFG_DEF_PROXY                "http://127.0.0.1:${PORT}"
 /* Ours: the scheduler's bounds (queue.*, crashBackoff.*). */
@@ -109,7 +110,7 @@ struct cfg_model {
 	struct cJSON *metadata;         /* metadata as JSON (types kept), or NULL */
 	struct {
 		int connect_s, keepalive_s, response_header_s, tls_handshake_s, expect_continue_s,
-		    idle_conn_s;        /* timeouts.*: defaults 30, 30, 0, 10, 1, 90; 0 = none */
+		    idle_conn_s;        /* timeouts.*: defaults 30, 30, 0, 10, 1, 4; 0 = none */
 	} timeouts;
 	bool   ignore_websockets;       /* compat.ignoreWebsockets */
 	struct cfg_group *group;        /* the model's group (explicit or the implicit one); never NULL */

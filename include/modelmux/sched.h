@@ -13,6 +13,7 @@
 
 #define SCHED_ERR_MAX             1024  /* bytes of a model's last error kept */
 #define SCHED_MSG_MAX             (SCHED_ERR_MAX + 512) /* a refusal's message, with its error */
+#define SCHED_MAX_SLOTS           1024  /* a learned backend concurrency past this is not believed */
 #define SCHED_CRASH_HISTORY       16    /* crash times kept per model (bounds crashBackoff.maxCrashes) */
 
 enum model_state {
@@ -138,6 +139,16 @@ const char *sched_state_name(enum model_state s);
 /* The last start failure or crash of a model ("" if none); owned by the scheduler. */
 const char *sched_model_last_error(const struct sched_model *m);
 size_t sched_model_inflight(const struct sched_model *m);
+/* Requests m's backend gets at once: concurrencyLimit if set, else what its running process
+ * said on /props (total_slots) or its argv (-np/--parallel), else CFG_DEF_CONCURRENCY. The
+ * source is "config", "props", "argv" or "default" (static). */
+unsigned sched_model_concurrency(const struct sched_model *m);
+const char *sched_model_concurrency_source(const struct sched_model *m);
+/* Sets what m's running process serves at once (from: static "props" or "argv"); waiting
+ * requests are granted up to it. Ignored past SCHED_MAX_SLOTS or 0. */
+void sched_model_set_slots(struct sched_model *m, unsigned slots, const char *from);
+/* llama-server's -np/--parallel value in argv ("-np N", "-np=N"), 0 when absent or bad. */
+unsigned sched_argv_parallel(char *const *argv);
 size_t sched_model_queued(const struct sched_model *m);
 unsigned sched_model_starts(const struct sched_model *m);
 /* Asks for a fresh reachability probe of a ready model's backend (at most one per

@@ -46,7 +46,10 @@ struct up_request {
 	long         header_timeout_s;   /* time to the response head; 0 = none */
 	long         tls_handshake_s;    /* added to the connect timeout for https; 0 = none */
 	long         keepalive_s;        /* TCP keepalive probe period; 0 = off */
-	long         idle_conn_s;        /* a kept connection idle longer is not reused; 0 = any */
+	long         idle_conn_s;        /* a kept connection idle this long is closed (the curl
+	                                  * path: not reused); 0 = kept */
+	unsigned     idle_max;           /* connections kept idle to this backend at most (the
+	                                  * direct path; 0 = only the pool's own limit) */
 	bool         fresh;              /* a connection of its own, closed after (probes) */
 };
 

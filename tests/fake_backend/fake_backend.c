@@ -31,6 +31,8 @@
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
+#include "llama_like.h"
+
 #define FAKE_MAX_JSON_BODY	(1024 * 1024)	/* JSON bodies kept for parsing */
 #define FAKE_BYTES_CHUNK	(64 * 1024)
 #define FAKE_SPEECH_LEN		1024
@@ -1109,6 +1111,12 @@ h_voices(struct req *r, struct MHD_Connection *c)
 	return respond_json(c, MHD_HTTP_OK, o);
 }
 
+/* --llama-like: port -1 until main fills it in (see llama_like.c); its /props says
+ * total_slots = --parallel or --slots. The plain fake's /props says it only with --slots, so
+ * a test can give --parallel (llama-server's flag, in argv) and no total_slots. */
+static struct llama_opts llama = { .port = 0, .threads = 3, .keepalive_s = 5, .slots = 1 };
+static bool slots_given;
+
 static enum MHD_Result
 h_props(struct req *r, struct MHD_Connection *c)
 {
@@ -1117,7 +1125,8 @@ h_props(struct req *r, struct MHD_Connection *c)
 
 	cJSON_AddNumberToObject(g, "n_ctx", 4096);
 	cJSON_AddStringToObject(o, "model_path", opt.model);
-	cJSON_AddNumberToObject(o, "total_slots", 1);
+	if (slots_given)
+		cJSON_AddNumberToObject(o, "total_slots", llama.slots);
 	cJSON_AddItemToObject(o, "echo", make_echo(r));
 	return respond_json(c, MHD_HTTP_OK, o);
 }
@@ -1568,7 +1577,8 @@ usage(void)
 	    "  [--chunk-delay MS] [--delay MS] [--reply TEXT] [--ignore-term]\n"
 	    "  [--start-log FILE] [--request-log FILE] [--stderr-lines N]\n"
 	    "  [--size-bytes N] [--exit-while-starting MS]\n"
-	    "  [--malformed head|chunk] [--fork-setsid-grandchild]\n");
+	    "  [--malformed head|chunk] [--fork-setsid-grandchild]\n"
+	    "  [--llama-like [--threads N] [--keepalive S] [--parallel|--slots N]]\n");
 	exit(2);
 }
 
@@ -1613,6 +1623,11 @@ parse_args(int argc, char **argv)
 		{ "exit-while-starting", required_argument, NULL, 17 },
 		{ "malformed",		required_argument, NULL, 18 },
 		{ "fork-setsid-grandchild", no_argument,   NULL, 19 },
+		{ "llama-like",		no_argument,	   NULL, 40 },
+		{ "threads",		required_argument, NULL, 41 },
+		{ "keepalive",		required_argument, NULL, 42 },
+		{ "parallel",		required_argument, NULL, 43 },
+		{ "slots",		required_argument, NULL, 44 },
 		{ NULL, 0, NULL, 0 }
 	};
 	const long long ms_max = 24LL * 3600 * 1000;
@@ -1659,6 +1674,13 @@ parse_args(int argc, char **argv)
 			opt.malformed = optarg;
 			break;
 		case 19: opt.fork_grandchild = true; break;
+		case 40: llama.port = -1; break;
+		case 41: llama.threads = (int)parse_num(optarg, name, 1, 64); break;
+		case 42: llama.keepalive_s = (int)parse_num(optarg, name, 1, 3600); break;
+		case 43: llama.slots = (int)parse_num(optarg, name, 1, 64); break;
+		case 44: llama.slots = (int)parse_num(optarg, name, 1, 64);
+			slots_given = true;
+			break;
 		default: usage();
 		}
 	}
@@ -1795,6 +1817,15 @@ main(int argc, char **argv)
 
 	if (opt.listen_delay > 0 && wait_signal(&set, opt.listen_delay))
 		return 0;
+	if (llama.port == -1) {
+		llama.host = opt.host;
+		llama.port = (int)opt.port;
+		llama.model = opt.model;
+		llama.reply = opt.reply;
+		llama.delay_ms = opt.delay;
+		llama.health_delay = opt.health_delay;
+		return llama_like_run(&llama);
+	}
 	if ((d = start_daemon()) == NULL) {
 		say("fake: cannot listen on %s:%lld", opt.host, opt.port);
 		return 1;

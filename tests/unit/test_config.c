@@ -144,7 +144,7 @@ test_minimal_defaults(void)
 	ASSERT_INT_EQ(m->timeouts.response_header_s, 0);
 	ASSERT_INT_EQ(m->timeouts.tls_handshake_s, 10);
 	ASSERT_INT_EQ(m->timeouts.expect_continue_s, 1);
-	ASSERT_INT_EQ(m->timeouts.idle_conn_s, 90);
+	ASSERT_INT_EQ(m->timeouts.idle_conn_s, 4);
 	ASSERT_FALSE(m->ignore_websockets);
 	ASSERT_NOT_NULL(m->group);
 	ASSERT_STR_EQ(m->group->name, "(default)");

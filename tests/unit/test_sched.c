@@ -629,10 +629,73 @@ test_reload(void)
 	teardown();
 }
 
+static unsigned
+argv_np(const char *line)
+{
+	char  buf[256], *v[16], *save = NULL;
+	size_t n = 0;
+
+	snprintf(buf, sizeof(buf), "%s", line);
+	for (char *w = strtok_r(buf, " ", &save); w != NULL && n < 15; w = strtok_r(NULL, " ", &save))
+		v[n++] = w;
+	v[n] = NULL;
+	return sched_argv_parallel(v);
+}
+
+/* -np/--parallel in argv, then a backend's own number (/props), set the concurrency; an explicit
+ * concurrencyLimit wins over both. */
+static void
+test_learned_concurrency(void)
+{
+	struct req r[6];
+
+	ASSERT_INT_EQ(argv_np("llama-server -m x.gguf -np 3"), 3);
+	ASSERT_INT_EQ(argv_np("llama-server --parallel=2 -np=5"), 5);
+	ASSERT_INT_EQ(argv_np("llama-server --parallel 4 -c 4096"), 4);
+	ASSERT_INT_EQ(argv_np("llama-server -np 0 --parallel x -np"), 0);
+	ASSERT_INT_EQ(argv_np("llama-server --parallel 99999"), 0);
+	ASSERT_INT_EQ(argv_np("-np 4"), 0); /* argv[0] is the program, never a flag */
+	ASSERT_INT_EQ(sched_argv_parallel(NULL), 0);
+
+	setup("models:\n"
+	    "  a:\n    cmd: /bin/true --port ${PORT} -np 2\n"
+	    "  b:\n    cmd: /bin/true ${PORT} -np 2\n    concurrencyLimit: 4\n");
+	ASSERT_STR_EQ(sched_model_concurrency_source(M("a")), "default");
+	for (int i = 0; i < 6; i++)
+		acquire(&r[i], "a");
+	ASSERT_STR_EQ(sched_model_concurrency_source(M("a")), "argv");
+	sched_on_ready(M("a"));
+	int granted = 0;
+	for (int i = 0; i < 6; i++)
+		granted += r[i].outcome == 0;
+	ASSERT_INT_EQ(granted, 2);
+	ASSERT_INT_EQ(sched_model_queued(M("a")), 4);
+	/* The backend says 3: one more goes at once. */
+	sched_model_set_slots(M("a"), 3, "props");
+	ASSERT_INT_EQ(sched_model_concurrency(M("a")), 3);
+	ASSERT_STR_EQ(sched_model_concurrency_source(M("a")), "props");
+	ASSERT_INT_EQ(sched_model_queued(M("a")), 3);
+	sched_model_set_slots(M("a"), 0, "props"); /* nonsense is ignored */
+	sched_model_set_slots(M("a"), SCHED_MAX_SLOTS + 1, "props");
+	ASSERT_INT_EQ(sched_model_concurrency(M("a")), 3);
+	/* concurrencyLimit wins. */
+	sched_model_set_slots(M("b"), 1, "props");
+	ASSERT_INT_EQ(sched_model_concurrency(M("b")), 4);
+	ASSERT_STR_EQ(sched_model_concurrency_source(M("b")), "config");
+	for (int round = 0; round < 6; round++)
+		for (int i = 0; i < 6; i++)
+			if (r[i].t.state == TICKET_ACTIVE)
+				sched_release(&r[i].t);
+	for (int i = 0; i < 6; i++)
+		ASSERT_INT_EQ(r[i].outcome, 0);
+	teardown();
+}
+
 int
 main(void)
 {
 	log_set_level(LOG_ERROR);
+	test_learned_concurrency();
 	test_single_flight();
 	test_failed_start_fans_out();
 	test_swap_waits_for_busy_and_reap();
