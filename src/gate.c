@@ -1,4 +1,5 @@
 /* gate: API keys, CORS, token buckets and /upstream path checks. See include/modelmux/gate.h. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdint.h>
 #include <strings.h>
@@ -461,9 +462,22 @@ wait_s(double tokens, const struct cfg_rate *rate)
 	return s < 1 ? 1 : s;
 }
 
+/* A per-IP bucket's name. An IPv6 client is keyed by its /64: one host is handed a whole
+ * /64 and can take a new address from it for every request. */
 static void
 bucket_name(char *out, size_t n, const char *kind, const char *ip)
 {
+	unsigned char a[16];
+	char          net[INET6_ADDRSTRLEN];
+
+	if (ip != NULL && strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a) == 1 &&
+	    !IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+		memset(a + 8, 0, 8);
+		if (inet_ntop(AF_INET6, a, net, sizeof(net)) != NULL) {
+			snprintf(out, n, "%s%s/64", kind, net);
+			return;
+		}
+	}
 	snprintf(out, n, "%s%.*s", kind, (int)GATE_MAX_IP_BYTES, ip ? ip : "");
 }
 

@@ -1977,17 +1977,16 @@ gate_pass(struct mm_req *r)
 		}
 	}
 	if (gate_keys_required(r->cfg) && need != GATE_DENIED) {
-		if (gate_auth_blocked(H.rates, r->ip, now, &retry)) {
-			refuse_rate(r, "too many failed authentication attempts", retry);
-			return false;
-		}
 		len = gate_presented_key(header(r, "Authorization"), header(r, "X-API-Key"), key,
 		    sizeof(key));
 		have = len < 0 ? GATE_DENIED : gate_check_key(r->cfg, key, (size_t)len, digest);
 		OPENSSL_cleanse(key, sizeof(key));
+		/* A right key always passes (a shared address full of guessers must not lock out the
+		 * people who have one); wrong ones are slowed by the address's failure bucket. */
 		if (have == GATE_DENIED) {
 			metrics_refusal("auth");
-			if (gate_auth_failure(H.rates, r->ip, now, &retry) == -1) {
+			if (gate_auth_blocked(H.rates, r->ip, now, &retry) ||
+			    gate_auth_failure(H.rates, r->ip, now, &retry) == -1) {
 				refuse_rate(r, "too many failed authentication attempts", retry);
 				return false;
 			}

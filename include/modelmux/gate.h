@@ -6,13 +6,13 @@
  * verdicts back. Everything here runs on the loop thread; nothing is thread-safe.
  *
  * Order of checks the front end applies to each request:
- *   1. gate_auth_blocked(ip)            → 429 with Retry-After while the IP is locked out
- *   2. gate_presented_key + gate_check_key (when gate_keys_required)
- *        denied → gate_auth_failure(ip) → 401 (or 429 when it returns -1)
+ *   1. gate_presented_key + gate_check_key (when gate_keys_required): a right key passes
+ *        denied → gate_auth_blocked(ip) or gate_auth_failure(ip) → 429 with Retry-After,
+ *        else 401
  *        GATE_USER on a management route → 403
- *   3. gate_rate_take(ip, digest or NULL) → 429 with Retry-After
- *   4. Origin header present: gate_origin_allowed / gate_cors_headers (OPTIONS = preflight)
- *   5. /upstream/<model>/<rest>: gate_upstream_path(rest) → 400 with the reason, then
+ *   2. gate_rate_take(ip, digest or NULL) → 429 with Retry-After
+ *   3. Origin header present: gate_origin_allowed / gate_cors_headers (OPTIONS = preflight)
+ *   4. /upstream/<model>/<rest>: gate_upstream_path(rest) → 400 with the reason, then
  *      gate_path_encode before building the upstream URL.
  */
 #ifndef MODELMUX_GATE_H

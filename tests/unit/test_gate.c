@@ -463,9 +463,27 @@ test_paths(void)
 	ASSERT_INT_EQ(gate_path_encode("/abcdef", small, sizeof(small)), 7);
 }
 
+/* IPv6 clients share a bucket per /64; IPv4 ones (and v4-mapped) one per address. */
+static void
+test_v6_prefix(void)
+{
+	struct cfg        *c = load("rateLimit:\n  authFailures: {rate: 0.001, burst: 1}\n" MODEL_TAIL);
+	struct gate_rates *r = gate_rates_new(c);
+	int                ra = 0;
+
+	ASSERT_INT_EQ(gate_auth_failure(r, "2001:db8:1:2:aaaa::1", 1000, &ra), -1);
+	ASSERT_TRUE(gate_auth_blocked(r, "2001:db8:1:2:bbbb::7", 1000, &ra));
+	ASSERT_FALSE(gate_auth_blocked(r, "2001:db8:1:3::1", 1000, &ra));
+	ASSERT_INT_EQ(gate_auth_failure(r, "10.0.0.1", 1000, &ra), -1);
+	ASSERT_FALSE(gate_auth_blocked(r, "10.0.0.2", 1000, &ra));
+	gate_rates_free(r);
+	cfg_unref(c);
+}
+
 int
 main(void)
 {
+	test_v6_prefix();
 	test_presented_key();
 	test_check_key();
 	test_cors();
