@@ -25,6 +25,7 @@
 #include <openssl/x509.h>
 #include <yaml.h>
 
+#include "modelmux/cmdcheck.h"
 #include "modelmux/config.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
@@ -1747,6 +1748,7 @@ command_check(struct ld *ld, const struct node *n, const char *path, char *const
 {
 	char *const *allowed = ld->c->allowed_commands;
 	char        *exe = resolve_exe(argv[0]), *inner;
+	const char  *inline_code;
 	bool         listed = false, exact = false, split;
 	size_t       t;
 
@@ -1762,8 +1764,19 @@ command_check(struct ld *ld, const struct node *n, const char *path, char *const
 		else if (len > 0 && allowed[i][len - 1] == '/' && strncmp(allowed[i], exe, len) == 0)
 			listed = true;
 	}
-	if ((is_shell_name(exe) || is_shell_name(argv[0])) && !exact) {
+	if (ld->c->strict_commands && !exact) {
+		ld_err(ld, n, path, "%s (%s): strictCommands is on: only the executables allowedCommands "
+		    "lists by exact path may run", argv[0], exe);
+		goto fail;
+	}
+	/* A shell by its name, or by the file itself (a renamed copy of dash is still dash). */
+	if ((is_shell_name(exe) || is_shell_name(argv[0]) || cmd_is_shell_file(exe)) && !exact) {
 		ld_err(ld, n, path, "%s: " SHELL_REFUSED, argv[0]);
+		goto fail;
+	}
+	if (!exact && (inline_code = cmd_inline_code(exe, argv)) != NULL) {
+		ld_err(ld, n, path, "%s: an interpreter given its program inline (%s); list %s in "
+		    "allowedCommands to allow it", argv[0], inline_code, exe);
 		goto fail;
 	}
 	if (allowed != NULL && !listed) {
@@ -2594,6 +2607,7 @@ static const struct field top_fields[] = {
 	FLD_SUB("limits", limits_fields),
 	FLD_FN("allowedCommands", top_allowed),
 	FLD_FN("trustedProxies", top_trusted),
+	FLD_BOOL("strictCommands", struct cfg, strict_commands),
 	FLD_FN("tls", top_tls),
 	FLD_FN("listen", top_listen),
 	FLD_UNSUP("logTimeFormat"),

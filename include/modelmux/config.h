@@ -170,6 +170,7 @@ struct cfg {
 		int max_json_depth, header_timeout_s, body_idle_timeout_s;     /* limits.* */
 	} limits;
 	char **allowed_commands;        /* absolute paths or "dir/" prefixes; NULL when the key is absent */
+	bool   strict_commands;         /* strictCommands: only allowedCommands' exact paths may run */
 	struct cidr *trusted_proxies;   /* trustedProxies: front proxies whose X-Forwarded-For is
 	                                 * believed; NULL when none */
 	size_t ntrusted_proxies;

@@ -85,6 +85,40 @@ test('common wrappers (nice, timeout, setsid, nohup, stdbuf) cannot hide a shell
   assert.deepEqual(through, []);
 });
 
+test('a shell under another name, interpreters given inline code, and strictCommands are refused by -t', () => {
+  const dir = h.tmpdir();
+  const renamed = path.join(dir, 'llama-server');
+  fs.copyFileSync(fs.realpathSync('/bin/sh'), renamed); // a copy: another inode, same bytes
+  fs.chmodSync(renamed, 0o755);
+  const refused = [
+    [`${renamed} -c "exec nc -l 4444"`, /llama-server: shell interpreters are not allowed/],
+    ['python3 -c "import os; os.system(1)"', /python3: an interpreter given its program inline \(python -c\)/],
+    ['perl -e "exec q(x)"', /perl: an interpreter given its program inline \(perl -e\)/],
+    ["awk 'BEGIN{system(\"x\")}'", /awk: an interpreter given its program inline \(an awk program\)/],
+    ['env python3 -c x', /python3: an interpreter given its program inline/],
+  ].filter(([cmd]) => !/python3/.test(cmd) || spawnSync('python3', ['-V']).status === 0);
+  for (const [cmd, re] of refused) {
+    const r = check(model(cmd));
+    assert.equal(r.code, 1, `${cmd}: ${r.all}`);
+    assert.match(r.err, /config\.yaml:3:5: models\.m\.cmd: /, cmd);
+    assert.match(r.err, re, cmd);
+  }
+  // A script run by an interpreter (no inline code) is not refused for it.
+  const script = path.join(dir, 'server.pl');
+  fs.writeFileSync(script, '1;\n');
+  assert.equal(check(model(`perl -w ${script}`)).code, 0);
+  // strictCommands: only exact allowedCommands entries may run; a directory is not enough.
+  const fake = fs.realpathSync(h.FAKE);
+  const strict = (allowed) => check(`strictCommands: true\n${allowed}` + model(`${fake} --port 9`));
+  const none = strict('');
+  assert.equal(none.code, 1);
+  assert.match(none.err, /strictCommands is on: only the executables allowedCommands lists by exact path may run/);
+  assert.equal(strict(`allowedCommands: ["${FAKE_DIR}"]\n`).code, 1);
+  const exact = strict(`allowedCommands: ["${fake}"]\n`);
+  assert.equal(exact.code, 0, exact.all);
+  assert.match(exact.out, /configuration OK/);
+});
+
 test('allowedCommands: another directory refuses the fake backend; its directory accepts it', async (t) => {
   const bin = binDir();
   const cmd = `${h.FAKE} --port \${PORT}`;
