@@ -230,7 +230,9 @@ RATE_NOTE="no rateLimit key"
 try_key rateLimit 'rateLimit: {perIP: {rate: 0}, perKey: {rate: 0}}' && RATE_NOTE="rateLimit off (rate: 0)"
 # the 100 MB JSON upload needs a JSON body limit above modelmux's default 32 MiB
 JSON_UP=30000000
-try_key maxJsonBodyBytes 'limits: {maxJsonBodyBytes: 110000000}' && JSON_UP=104857600
+try_key maxJsonBodyBytes 'limits: {maxJsonBodyBytes: 110000000, maxConnectionsPerIP: 4096}' && JSON_UP=104857600 ||
+	try_key maxJsonBodyBytes 'limits: {maxJsonBodyBytes: 110000000}' && JSON_UP=104857600
+# (every load generator is one address: the per-address connection cap would be its limit)
 cfg "$EXTRA" >"$TMP/modelmux.yaml"
 "$MM" -t -c "$TMP/modelmux.yaml" >"$TMP/modelmux-t.log" 2>&1 || fail "modelmux -t: $(cat "$TMP/modelmux-t.log")"
 

@@ -1549,6 +1549,7 @@ static const struct field limits_fields[] = {
 	FLD_INT("maxJsonDepth", struct cfg, limits.max_json_depth, 1, 1024),
 	FLD_INT("headerTimeoutSeconds", struct cfg, limits.header_timeout_s, 1, 3600),
 	FLD_INT("bodyIdleTimeoutSeconds", struct cfg, limits.body_idle_timeout_s, 1, 86400),
+	FLD_INT("maxConnectionsPerIP", struct cfg, limits.max_conns_per_ip, 1, 1 << 16),
 	FLD_END,
 };
 
@@ -2726,6 +2727,7 @@ cfg_new(const char *name)
 	c->limits.max_json_depth = CFG_DEF_MAX_JSON_DEPTH;
 	c->limits.header_timeout_s = CFG_DEF_HEADER_TIMEOUT_S;
 	c->limits.body_idle_timeout_s = CFG_DEF_BODY_IDLE_TIMEOUT_S;
+	c->limits.max_conns_per_ip = CFG_DEF_MAX_CONNS_PER_IP;
 	c->preload = xcalloc(1, sizeof(char *));
 	return c;
 }

@@ -677,3 +677,92 @@ gate_path_encode(const char *path, char *out, size_t n)
 	out[o] = '\0';
 	return (int)o;
 }
+
+/* --- connections per address --- */
+
+struct conn_count {
+	struct conn_count *next;
+	unsigned           n;
+	char               key[GATE_MAX_IP_BYTES + 16];
+};
+
+struct gate_conns {
+	struct conn_count *b[GATE_CONN_BUCKETS];
+};
+
+struct gate_conns *
+gate_conns_new(void)
+{
+	return xcalloc(1, sizeof(struct gate_conns));
+}
+
+void
+gate_conns_free(struct gate_conns *t)
+{
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < GATE_CONN_BUCKETS; i++) {
+		for (struct conn_count *c = t->b[i], *next; c != NULL; c = next) {
+			next = c->next;
+			free(c);
+		}
+	}
+	free(t);
+}
+
+/* The chain slot of ip's count (found or where it would go); *key gets its name. */
+static struct conn_count **
+conn_slot(const struct gate_conns *t, const char *ip, char *key, size_t n)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	bucket_name(key, n, "", ip);
+	for (const char *p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	struct conn_count **pp = (struct conn_count **)&t->b[h % GATE_CONN_BUCKETS];
+
+	while (*pp != NULL && strcmp((*pp)->key, key) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+bool
+gate_conn_open(struct gate_conns *t, const char *ip, unsigned max)
+{
+	char                key[GATE_MAX_IP_BYTES + 16];
+	struct conn_count **pp = conn_slot(t, ip, key, sizeof(key));
+
+	if (*pp == NULL) {
+		*pp = xcalloc(1, sizeof(**pp));
+		snprintf((*pp)->key, sizeof((*pp)->key), "%s", key);
+	}
+	if ((*pp)->n >= max)
+		return false;
+	(*pp)->n++;
+	return true;
+}
+
+void
+gate_conn_close(struct gate_conns *t, const char *ip)
+{
+	char                key[GATE_MAX_IP_BYTES + 16];
+	struct conn_count **pp = conn_slot(t, ip, key, sizeof(key)), *c = *pp;
+
+	if (c == NULL)
+		return;
+	if (c->n > 0)
+		c->n--;
+	if (c->n == 0) {
+		*pp = c->next;
+		free(c);
+	}
+}
+
+unsigned
+gate_conn_count(const struct gate_conns *t, const char *ip)
+{
+	char                      key[GATE_MAX_IP_BYTES + 16];
+	const struct conn_count *c = *conn_slot(t, ip, key, sizeof(key));
+
+	return c ? c->n : 0;
+}

@@ -143,6 +143,9 @@ static struct {
 	bool               tls;      /* the daemon speaks TLS: no answer can bypass MHD */
 	int                mhd_refused; /* status of an answer MHD made itself, not yet logged */
 	struct gate_rates *rates;
+	struct gate_conns *conns;     /* open connections per client address */
+	uint64_t           cap_logged_ms; /* the last "per-address cap" log line */
+	unsigned long      cap_refused;   /* refusals since then */
 	struct ws_pipe    *ws;        /* open WebSockets */
 	char             **draining;  /* models whose WebSockets are to end (sched's drain) */
 	uint64_t           drain_timer;
@@ -165,6 +168,7 @@ struct conn_ctx {
 	struct mm_req         *req;        /* from the request line (on_uri) to the completion */
 	uint64_t               rx_mark;    /* bytes received when the last request ended */
 	char                   ip[GATE_MAX_IP_BYTES]; /* the client's address, once known */
+	bool                   counted;    /* in H.conns under ip */
 };
 
 static bool send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs,
@@ -223,12 +227,39 @@ on_head_deadline(void *arg)
 	H.need_run = true;
 }
 
+/* The whole head must arrive within limits.headerTimeoutSeconds — less as open connections
+ * fill the daemon's table: past half of it, the time shrinks in step with the room left
+ * (down to one second), so slow heads cannot keep the table full. */
 static void
 arm_head_deadline(struct conn_ctx *cc)
 {
+	uint64_t ms = (uint64_t)H.cfg->limits.header_timeout_s * 1000u;
+	size_t   half = HTTP_CONN_LIMIT / 2;
+
+	if (H.nconn > half)
+		ms = MM_MAX(ms * (HTTP_CONN_LIMIT - MM_MIN(H.nconn, HTTP_CONN_LIMIT)) / half, 1000u);
 	loop_timer_cancel(cc->head_timer);
-	cc->head_timer = loop_timer_add((uint64_t)H.cfg->limits.header_timeout_s * 1000u,
-	    on_head_deadline, cc);
+	cc->head_timer = loop_timer_add(ms, on_head_deadline, cc);
+}
+
+/* An address at limits.maxConnectionsPerIP: its new connection is closed at once, counted,
+ * and told in at most one log line a second. */
+static void
+refuse_connection(struct conn_ctx *cc, const union MHD_ConnectionInfo *ci)
+{
+	uint64_t now = loop_now_ms();
+
+	metrics_refusal("connections");
+	H.cap_refused++;
+	if (now - H.cap_logged_ms >= 1000 || H.cap_logged_ms == 0) {
+		log_warn("http", "msg=\"connection refused: address at its cap\" ip=%s cap=%d refused=%lu",
+		    cc->ip, H.cfg->limits.max_conns_per_ip, H.cap_refused);
+		H.cap_logged_ms = now;
+		H.cap_refused = 0;
+	}
+	if (ci != NULL)
+		shutdown(ci->connect_fd, SHUT_RDWR); /* MHD sees it at its next read and closes */
+	H.need_run = true;
 }
 
 static struct conn_ctx *
@@ -2467,7 +2498,13 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		cc = xcalloc(1, sizeof(*cc));
 		cc->conn = conn;
 		*socket_context = cc;
-		arm_head_deadline(cc);
+		conn_ip(conn, cc->ip, sizeof(cc->ip));
+		if (!gate_conn_open(H.conns, cc->ip, (unsigned)H.cfg->limits.max_conns_per_ip)) {
+			refuse_connection(cc, ci);
+		} else {
+			cc->counted = true;
+			arm_head_deadline(cc);
+		}
 	} else {
 		if (H.accept_paused) {
 			H.accept_paused = false;
@@ -2483,6 +2520,8 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 			log_mhd_refusal(conn, id, sizeof(id), H.mhd_refused, NULL);
 		}
 		if (cc != NULL) {
+			if (cc->counted)
+				gate_conn_close(H.conns, cc->ip);
 			loop_timer_cancel(cc->head_timer);
 			free(cc);
 			*socket_context = NULL;
@@ -2671,6 +2710,7 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 		return -1;
 	H.cfg = cfg_ref(cfg);
 	H.rates = gate_rates_new(cfg);
+	H.conns = gate_conns_new();
 	H.tls = cfg->tls_cert_pem != NULL;
 	sched_set_drain_cb(on_drain);
 	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
@@ -2796,6 +2836,8 @@ http_free(void)
 	H.listen_fd = -1;
 	gate_rates_free(H.rates);
 	H.rates = NULL;
+	gate_conns_free(H.conns);
+	H.conns = NULL;
 	cfg_unref(H.cfg);
 	H.cfg = NULL;
 }

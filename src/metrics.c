@@ -23,7 +23,7 @@ struct histo {
 
 static const char *const unload_reasons[] = { "ttl", "swap", "api", "crash", "shutdown" };
 static const char *const refusal_reasons[] = { "auth", "cors", "rate", "size", "path", "timeout",
-	"malformed" };
+	"malformed", "connections", "storage" };
 
 struct route_series {
 	const char        *route; /* a label from the router's tables: static */

@@ -66,6 +66,7 @@ struct cJSON;
 #define CFG_DEF_MAX_JSON_DEPTH       64
 #define CFG_DEF_HEADER_TIMEOUT_S     30
 #define CFG_DEF_BODY_IDLE_TIMEOUT_S  60
+#define CFG_DEF_MAX_CONNS_PER_IP     256
 
 /* A collected list of messages ("file:line:col: key: reason"). */
 struct cfg_errs {
@@ -168,6 +169,7 @@ struct cfg {
 	struct {
 		int max_header_bytes, max_url_bytes, max_json_body_bytes, max_multipart_body_bytes;
 		int max_json_depth, header_timeout_s, body_idle_timeout_s;     /* limits.* */
+		int max_conns_per_ip;           /* limits.maxConnectionsPerIP */
 	} limits;
 	char **allowed_commands;        /* absolute paths or "dir/" prefixes; NULL when the key is absent */
 	bool   strict_commands;         /* strictCommands: only allowedCommands' exact paths may run */

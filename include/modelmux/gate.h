@@ -107,6 +107,23 @@ bool gate_auth_blocked(struct gate_rates *r, const char *ip, uint64_t now_ms, in
 /* Buckets in the table now (never more than rateLimit.tableSize). */
 size_t gate_rates_size(const struct gate_rates *r);
 
+/* ---- connections per address -------------------------------------------------------------- */
+
+#define GATE_CONN_BUCKETS 1024 /* hash chains of the per-address connection counts */
+
+/* Open connections per client address (IPv6 by /64), so one address cannot hold every
+ * connection the daemon has. */
+struct gate_conns;
+struct gate_conns *gate_conns_new(void);
+void gate_conns_free(struct gate_conns *t);
+/* A new connection from ip: true (counted) while ip holds fewer than max, false (not counted)
+ * at the cap. */
+bool gate_conn_open(struct gate_conns *t, const char *ip, unsigned max);
+/* A counted connection from ip closed. */
+void gate_conn_close(struct gate_conns *t, const char *ip);
+/* Connections ip holds now (tests). */
+unsigned gate_conn_count(const struct gate_conns *t, const char *ip);
+
 /* ---- paths --------------------------------------------------------------------------------- */
 
 /* Checks the <rest> of /upstream/<model>/<rest> as it came on the wire (still percent-encoded,

@@ -67,7 +67,7 @@ test('a client that disconnects mid-stream cancels the backend request at once',
 test('after a burst of 300 streams the daemon gives nearly all the memory back, though /health is polled every 300 ms', async (t) => {
   const port = await h.freePorts(1);
   const d = await h.startDaemon(t, {
-    config: `logLevel: debug\nrateLimit: {perIP: {rate: 0}}\nstartPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT} --chunks 1000 --chunk-delay 50\n    concurrencyLimit: 400\n`,
+    config: `logLevel: debug\nrateLimit: {perIP: {rate: 0}}\nlimits: {maxConnectionsPerIP: 1024}\nstartPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT} --chunks 1000 --chunk-delay 50\n    concurrencyLimit: 400\n`,
   });
   assert.equal((await h.post(`${d.url}/v1/chat/completions`, { model: 'm', messages: [] })).status, 200);
   await d.waitLog(/msg="quiet: free heap pages returned to the system"/);

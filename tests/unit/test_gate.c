@@ -480,9 +480,34 @@ test_v6_prefix(void)
 	cfg_unref(c);
 }
 
+static void
+test_conns(void)
+{
+	struct gate_conns *t = gate_conns_new();
+
+	ASSERT_TRUE(gate_conn_open(t, "10.0.0.1", 2));
+	ASSERT_TRUE(gate_conn_open(t, "10.0.0.1", 2));
+	ASSERT_FALSE(gate_conn_open(t, "10.0.0.1", 2));
+	ASSERT_TRUE(gate_conn_open(t, "10.0.0.2", 2));
+	ASSERT_INT_EQ(gate_conn_count(t, "10.0.0.1"), 2);
+	gate_conn_close(t, "10.0.0.1");
+	ASSERT_TRUE(gate_conn_open(t, "10.0.0.1", 2));
+	/* One /64 is one client. */
+	ASSERT_TRUE(gate_conn_open(t, "2001:db8::1", 2));
+	ASSERT_TRUE(gate_conn_open(t, "2001:db8::2", 2));
+	ASSERT_FALSE(gate_conn_open(t, "2001:db8::ffff:3", 2));
+	ASSERT_TRUE(gate_conn_open(t, "2001:db8:0:1::1", 2));
+	gate_conn_close(t, "2001:db8::2");
+	gate_conn_close(t, "2001:db8::1");
+	ASSERT_INT_EQ(gate_conn_count(t, "2001:db8::9"), 0);
+	gate_conn_close(t, "192.0.2.99"); /* never counted: nothing happens */
+	gate_conns_free(t);
+}
+
 int
 main(void)
 {
+	test_conns();
 	test_v6_prefix();
 	test_presented_key();
 	test_check_key();
