@@ -24,7 +24,8 @@ DAEMON   := $(BUILD)/modelmux
 FAKE     := $(BUILD)/mm-fake-backend
 CONFIG   ?= config.example.yaml
 
-.PHONY: all run test unit integration fuzz-replay fuzz check valgrind lint deps clean npm-deps install
+.PHONY: all run test test-node18 unit integration fuzz-replay fuzz check valgrind lint deps deps-run \
+        deps-test deps-dev clean npm-deps install
 
 all: $(DAEMON) $(FAKE)
 
@@ -103,7 +104,7 @@ fuzz: $(FUZZ_BIN)
 	printf "== executions in $(FUZZ_SECONDS) s per harness\n$$summary"; \
 	if [ -n "$$fail" ]; then echo "fuzz: failed:$$fail (see $(FUZZ_BUILD)/fuzz_<h>.log)"; exit 1; fi
 
-run: deps all
+run: deps-run all
 	$(DAEMON) -c $(CONFIG)
 
 unit: $(UNIT_BIN)
@@ -112,13 +113,18 @@ unit: $(UNIT_BIN)
 fuzz-replay: $(FUZZ_RUN)
 	@set -e; for f in $(FUZZ_RUN); do n=$$(basename $$f -replay); echo "== $$n"; $$f fuzz/corpus/$${n#fuzz_}; done
 
-npm-deps:
-	@test -d tests/integration/node_modules/openai || (cd tests/integration && npm install --no-audit --no-fund --silent)
+npm-deps: deps-test
+	@test -d tests/integration/node_modules/openai || \
+	  (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error)
 
 integration: all npm-deps
 	MM_BUILD=$(abspath $(BUILD)) MM_SANITIZE=$(MM_SANITIZE) node --test --test-concurrency=2 tests/integration/
 
-test: all unit fuzz-replay integration
+test: deps-test all unit fuzz-replay integration
+
+# The integration suite again under Debian 12's own Node.js 18 (.ci/node18; needs root).
+test-node18: all npm-deps
+	./.ci/node18
 
 check:
 	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
@@ -127,22 +133,27 @@ check:
 # A representative scenario under valgrind (any definite leak or memory error fails it):
 # requests, streams, swaps, queues, multipart, WebSockets, reload, shutdown.
 VALGRIND_TESTS ?= 01-chat 02-streaming 04-swap 12-queue 15-surface 17-websocket 19-upstream-wire 35-reload
-valgrind: all npm-deps
+valgrind: deps-dev all npm-deps
 	MM_BUILD=$(abspath $(BUILD)) MM_VALGRIND=1 node --test --test-concurrency=1 \
 	  $(patsubst %,tests/integration/%.test.js,$(VALGRIND_TESTS))
 
-lint:
+lint: deps-dev
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr -Iinclude --suppress=missingIncludeSystem src tests/fake_backend
 	clang-tidy --quiet $(LIB_SRC) src/main.c -- $(filter-out -Werror,$(MM_CFLAGS))
 
-deps:
-	@./.ci/deps
+deps: deps-dev
+deps-run deps-test deps-dev:
+	@./.ci/deps $(@:deps-%=%)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
-install: $(DAEMON)
+install: $(DAEMON) $(FAKE)
 	install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/bin/modelmux
+	install -D -m 0755 $(FAKE) $(DESTDIR)$(PREFIX)/libexec/modelmux/demo-backend
+	test -e $(DESTDIR)/etc/modelmux/config.yaml || \
+	  sed 's|/usr/local/|$(PREFIX)/|g' contrib/etc/modelmux/config.yaml | \
+	  install -D -m 0644 /dev/stdin $(DESTDIR)/etc/modelmux/config.yaml
 	install -D -m 0644 contrib/systemd/modelmux.service $(DESTDIR)$(PREFIX)/lib/systemd/system/modelmux.service
 	install -D -m 0644 config.example.yaml $(DESTDIR)$(PREFIX)/share/doc/modelmux/config.example.yaml
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/modelmux/README.md

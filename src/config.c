@@ -1628,7 +1628,7 @@ top_trusted(struct ld *ld, struct node *v, const char *path, void *obj)
 /* Resolves name like execvp would (PATH, or as written when it has a '/') to a real path of an
  * executable regular file; NULL if none. */
 static char *
-resolve_exe(const char *name)
+resolve_exe(const char *name, const char *cfg_file)
 {
 	const char *path = getenv("PATH");
 	char       *copy, *dir, *save = NULL, *real = NULL;
@@ -1636,7 +1636,15 @@ resolve_exe(const char *name)
 
 	if (*name == '\0')
 		return NULL;
-	if (strchr(name, '/') != NULL) {
+	if (name[0] != '/' && strchr(name, '/') != NULL && cfg_file != NULL &&
+	    strchr(cfg_file, '/') != NULL) {
+		/* build/x: beside the config file that says so, wherever modelmux runs from. */
+		const char *slash = strrchr(cfg_file, '/');
+		char       *rel = xasprintf("%.*s/%s", (int)(slash - cfg_file), cfg_file, name);
+
+		real = realpath(rel, NULL);
+		free(rel);
+	} else if (strchr(name, '/') != NULL) {
 		real = realpath(name, NULL);
 	} else {
 		if (path == NULL || *path == '\0')
@@ -1748,7 +1756,7 @@ static char *
 command_check(struct ld *ld, const struct node *n, const char *path, char *const *argv, int depth)
 {
 	char *const *allowed = ld->c->allowed_commands;
-	char        *exe = resolve_exe(argv[0]), *inner;
+	char        *exe = resolve_exe(argv[0], n->file), *inner;
 	const char  *inline_code;
 	bool         listed = false, exact = false, split;
 	size_t       t;

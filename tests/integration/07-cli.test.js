@@ -200,3 +200,16 @@ models:
   assert.match(d.stderr, /backend model=withmacro pid=\d+ stream=stderr line="fake: listening on 127\.0\.0\.1:\d+ model=withmacro /);
   await d.stop();
 });
+
+test('a relative executable in cmd is found beside the config file, from any working directory', () => {
+  const dir = h.tmpdir();
+  fs.mkdirSync(path.join(dir, 'bin'));
+  fs.copyFileSync(h.FAKE, path.join(dir, 'bin', 'demo-backend'));
+  fs.chmodSync(path.join(dir, 'bin', 'demo-backend'), 0o755);
+  const file = path.join(dir, 'config.yaml');
+  fs.writeFileSync(file, 'models:\n  m:\n    cmd: bin/demo-backend --port ${PORT}\n');
+  const x = spawnSync(h.MODELMUX, ['-t', '-c', file], { cwd: '/', encoding: 'utf8' });
+  assert.equal(x.status, 0, x.stderr);
+  assert.match(x.stdout, new RegExp(`exe: ${fs.realpathSync(dir)}/bin/demo-backend`));
+  assert.match(x.stdout, /configuration OK/);
+});

@@ -109,6 +109,8 @@ test('multipart errors: no model field, not multipart, unknown model, truncated 
 
 test('the openai SDK transcribes audio through modelmux', async (t) => {
   const OpenAI = require('openai');
+  // Node 18 (Debian 12's) has File only in node:buffer; the SDK asks for it as a global.
+  globalThis.File ??= require('node:buffer').File;
   const port = await h.freePorts(3);
   const d = await h.startDaemon(t, { config: config(port) });
   const file = path.join(h.tmpdir(), 'clip.wav');
