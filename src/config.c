@@ -1541,6 +1541,20 @@ static const struct field rate_fields[] = {
 	FLD_END,
 };
 
+/* limits.maxSpoolBytes: a byte count past int's range. */
+static void
+limits_spool_bytes(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	struct cfg *c = obj;
+	long long   x;
+
+	if (v->kind != NODE_SCALAR || parse_int(v->str, 0, 1LL << 50, &x) == -1) {
+		ld_err(ld, v, path, "expected a byte count, 0 .. 2^50 (0 = half the free space)");
+		return;
+	}
+	c->limits.max_spool_bytes = x;
+}
+
 static const struct field limits_fields[] = {
 	FLD_INT("maxHeaderBytes", struct cfg, limits.max_header_bytes, 1024, 1 << 20),
 	FLD_INT("maxUrlBytes", struct cfg, limits.max_url_bytes, 256, 1 << 20),
@@ -1550,6 +1564,8 @@ static const struct field limits_fields[] = {
 	FLD_INT("headerTimeoutSeconds", struct cfg, limits.header_timeout_s, 1, 3600),
 	FLD_INT("bodyIdleTimeoutSeconds", struct cfg, limits.body_idle_timeout_s, 1, 86400),
 	FLD_INT("maxConnectionsPerIP", struct cfg, limits.max_conns_per_ip, 1, 1 << 16),
+	FLD_FN("maxSpoolBytes", limits_spool_bytes),
+	FLD_STR("spoolDir", struct cfg, limits.spool_dir),
 	FLD_END,
 };
 
@@ -2676,6 +2692,7 @@ cfg_free(struct cfg *c)
 	strv_free(c->cors.headers);
 	strv_free(c->allowed_commands);
 	free(c->trusted_proxies);
+	free(c->limits.spool_dir);
 	free(c->tls_cert_pem);
 	if (c->tls_key_pem != NULL)
 		OPENSSL_cleanse(c->tls_key_pem, strlen(c->tls_key_pem));

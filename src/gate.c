@@ -682,7 +682,7 @@ gate_path_encode(const char *path, char *out, size_t n)
 
 struct conn_count {
 	struct conn_count *next;
-	unsigned           n;
+	uint64_t           n;
 	char               key[GATE_MAX_IP_BYTES + 16];
 };
 
@@ -727,42 +727,61 @@ conn_slot(const struct gate_conns *t, const char *ip, char *key, size_t n)
 }
 
 bool
-gate_conn_open(struct gate_conns *t, const char *ip, unsigned max)
+gate_tally_add(struct gate_conns *t, const char *ip, uint64_t n, uint64_t max)
 {
 	char                key[GATE_MAX_IP_BYTES + 16];
 	struct conn_count **pp = conn_slot(t, ip, key, sizeof(key));
 
 	if (*pp == NULL) {
+		if (n > max)
+			return false;
 		*pp = xcalloc(1, sizeof(**pp));
 		snprintf((*pp)->key, sizeof((*pp)->key), "%s", key);
 	}
-	if ((*pp)->n >= max)
+	if (n > max || (*pp)->n > max - n)
 		return false;
-	(*pp)->n++;
+	(*pp)->n += n;
 	return true;
 }
 
 void
-gate_conn_close(struct gate_conns *t, const char *ip)
+gate_tally_sub(struct gate_conns *t, const char *ip, uint64_t n)
 {
 	char                key[GATE_MAX_IP_BYTES + 16];
 	struct conn_count **pp = conn_slot(t, ip, key, sizeof(key)), *c = *pp;
 
 	if (c == NULL)
 		return;
-	if (c->n > 0)
-		c->n--;
+	c->n -= MM_MIN(c->n, n);
 	if (c->n == 0) {
 		*pp = c->next;
 		free(c);
 	}
 }
 
-unsigned
-gate_conn_count(const struct gate_conns *t, const char *ip)
+uint64_t
+gate_tally(const struct gate_conns *t, const char *ip)
 {
 	char                      key[GATE_MAX_IP_BYTES + 16];
 	const struct conn_count *c = *conn_slot(t, ip, key, sizeof(key));
 
 	return c ? c->n : 0;
+}
+
+bool
+gate_conn_open(struct gate_conns *t, const char *ip, unsigned max)
+{
+	return gate_tally_add(t, ip, 1, max);
+}
+
+void
+gate_conn_close(struct gate_conns *t, const char *ip)
+{
+	gate_tally_sub(t, ip, 1);
+}
+
+unsigned
+gate_conn_count(const struct gate_conns *t, const char *ip)
+{
+	return (unsigned)gate_tally(t, ip);
 }

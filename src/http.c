@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +75,7 @@ struct mm_req {
 	struct mp_scan        *mp;
 	const char            *mp_error;
 	int                    spool_fd;
+	uint64_t               spool_held;  /* bytes of the spool budget this request holds */
 	uint64_t               body_total;
 	uint64_t               send_pos;    /* bytes of the (rewritten) body handed to curl */
 	uint64_t               cut_a, cut_z; /* the model value's range, replaced by use_model_name */
@@ -144,6 +146,8 @@ static struct {
 	int                mhd_refused; /* status of an answer MHD made itself, not yet logged */
 	struct gate_rates *rates;
 	struct gate_conns *conns;     /* open connections per client address */
+	struct gate_conns *spool_ips; /* spooled bytes per client address */
+	uint64_t           spool_budget, spool_used; /* limits.maxSpoolBytes, and what is held */
 	uint64_t           cap_logged_ms; /* the last "per-address cap" log line */
 	unsigned long      cap_refused;   /* refusals since then */
 	struct ws_pipe    *ws;        /* open WebSockets */
@@ -473,6 +477,12 @@ refuse_now(struct mm_req *r, int status, const char *code, const char *fmt, ...)
 	    log_q(q, sizeof(q), msg), r->ip);
 	json = api_error_json(status, code, msg);
 	reply_text(r, status, "application/json", xstrdup(json), NULL);
+	if (r->ticket.retry_after_s > 0) {
+		char ra[16];
+
+		snprintf(ra, sizeof(ra), "%d", r->ticket.retry_after_s);
+		MHD_add_response_header(r->pending, "Retry-After", ra);
+	}
 	r->refused = true;
 	r->refused_ms = loop_now_ms();
 	if (send_raw(r->conn, status, r->pending, r->id, json)) {
@@ -775,15 +785,62 @@ static const struct up_callbacks up_cb = {
 /* --- multipart bodies --- */
 
 /* An unlinked temporary file for a body past HTTP_MP_MEMORY (O_TMPFILE, else mkstemp+unlink). */
-static int
-spool_open(void)
+/* Where uploads are spooled: limits.spoolDir, else $TMPDIR, else /tmp. */
+static const char *
+spool_dir(const struct cfg *c)
 {
-	const char *dir = getenv("TMPDIR");
+	const char *dir = c->limits.spool_dir ? c->limits.spool_dir : getenv("TMPDIR");
+
+	return dir != NULL && *dir != '\0' ? dir : "/tmp";
+}
+
+/* limits.maxSpoolBytes, or half the spool directory's free space when it is 0. */
+static void
+spool_budget_set(const struct cfg *c)
+{
+	struct statvfs st;
+
+	if (c->limits.max_spool_bytes > 0)
+		H.spool_budget = (uint64_t)c->limits.max_spool_bytes;
+	else if (statvfs(spool_dir(c), &st) == 0)
+		H.spool_budget = (uint64_t)st.f_bavail * st.f_frsize / 2;
+	else
+		H.spool_budget = HTTP_SPOOL_FALLBACK;
+	metrics_set_spool(H.spool_used, H.spool_budget);
+}
+
+/* Charges n bytes of spool to r: 0, or -1 when the budget, or the client's share of it
+ * (1 / HTTP_SPOOL_SHARE), has no room. */
+static int
+spool_charge(struct mm_req *r, size_t n)
+{
+	if (H.spool_used + n > H.spool_budget ||
+	    !gate_tally_add(H.spool_ips, r->ip, n, H.spool_budget / HTTP_SPOOL_SHARE))
+		return -1;
+	H.spool_used += n;
+	r->spool_held += n;
+	metrics_set_spool(H.spool_used, H.spool_budget);
+	return 0;
+}
+
+static void
+spool_release(struct mm_req *r)
+{
+	if (r->spool_held == 0)
+		return;
+	H.spool_used -= MM_MIN(H.spool_used, r->spool_held);
+	gate_tally_sub(H.spool_ips, r->ip, r->spool_held);
+	r->spool_held = 0;
+	metrics_set_spool(H.spool_used, H.spool_budget);
+}
+
+static int
+spool_open(const struct cfg *c)
+{
+	const char *dir = spool_dir(c);
 	char        path[4096];
 	int         fd;
 
-	if (dir == NULL || *dir == '\0')
-		dir = "/tmp";
 	if ((fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) != -1)
 		return fd;
 	snprintf(path, sizeof(path), "%s/modelmux-XXXXXX", dir);
@@ -809,14 +866,17 @@ write_all(int fd, const char *p, size_t n)
 }
 
 /* Keeps a piece of a spooled body (multipart, /upstream): in memory while small, then in the
- * spool file. */
+ * spool file, within the spool budget. Returns 0, -1 (errno: the file failed) or -2 (no room
+ * in the budget). */
 static int
 spool_append(struct mm_req *r, const char *p, size_t n)
 {
 	if (r->spool_fd == -1 && r->body.len + n <= HTTP_MP_MEMORY)
 		return buf_append(&r->body, p, n, HTTP_MP_MEMORY);
+	if (spool_charge(r, (r->spool_fd == -1 ? r->body.len : 0) + n) == -1)
+		return -2;
 	if (r->spool_fd == -1) {
-		if ((r->spool_fd = spool_open()) == -1)
+		if ((r->spool_fd = spool_open(r->cfg)) == -1)
 			return -1;
 		if (write_all(r->spool_fd, r->body.data ? r->body.data : "", r->body.len) == -1)
 			return -1;
@@ -2237,9 +2297,20 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			    body_limit(r));
 			r->drained = *upload_size;
 		} else if (r->mp_error == NULL) {
+			int sp = 0;
+
 			if (r->mp != NULL && mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
 				r->mp_error = err;
-			else if (spool_append(r, upload_data, *upload_size) == -1) {
+			else if ((sp = spool_append(r, upload_data, *upload_size)) == -2) {
+				/* Full: answered now, the rest dropped like an oversized body's. */
+				r->body_too_large = true;
+				buf_free(&r->body);
+				metrics_refusal("storage");
+				r->ticket.retry_after_s = HTTP_SPOOL_RETRY_S;
+				refuse_now(r, 507, "insufficient_storage", "no room to store the upload now "
+				    "(limits.maxSpoolBytes, or this client's share of it); retry later");
+				r->drained = *upload_size;
+			} else if (sp == -1) {
 				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
 				    strerror(errno));
 				r->mp_error = "cannot store the upload";
@@ -2455,6 +2526,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	mp_free(r->mp);
 	if (r->spool_fd >= 0)
 		close(r->spool_fd);
+	spool_release(r);
 	if (r->up_headers != NULL && r->model != NULL && r->model->upstream_api_key != NULL)
 		OPENSSL_cleanse(r->up_headers, r->up_headers_size);
 	free(r->up_headers);
@@ -2711,6 +2783,8 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	H.cfg = cfg_ref(cfg);
 	H.rates = gate_rates_new(cfg);
 	H.conns = gate_conns_new();
+	H.spool_ips = gate_conns_new();
+	spool_budget_set(cfg);
 	H.tls = cfg->tls_cert_pem != NULL;
 	sched_set_drain_cb(on_drain);
 	H.d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
@@ -2759,6 +2833,7 @@ http_set_config(struct cfg *cfg)
 	H.cfg = cfg_ref(cfg);
 	gate_rates_free(H.rates);
 	H.rates = gate_rates_new(cfg);
+	spool_budget_set(cfg);
 }
 
 const char *
@@ -2838,6 +2913,8 @@ http_free(void)
 	H.rates = NULL;
 	gate_conns_free(H.conns);
 	H.conns = NULL;
+	gate_conns_free(H.spool_ips);
+	H.spool_ips = NULL;
 	cfg_unref(H.cfg);
 	H.cfg = NULL;
 }

@@ -53,6 +53,7 @@ static struct {
 	unsigned long long    refusals[MM_ARRAY_LEN(refusal_reasons)];
 	size_t                connections;
 	size_t                websockets;
+	unsigned long long    spool_used, spool_budget;
 } X;
 
 static void
@@ -256,6 +257,13 @@ metrics_set_connections(size_t n)
 }
 
 void
+metrics_set_spool(unsigned long long used, unsigned long long budget)
+{
+	X.spool_used = used;
+	X.spool_budget = budget;
+}
+
+void
 metrics_set_websockets(size_t n)
 {
 	X.websockets = n;
@@ -418,4 +426,8 @@ metrics_render(struct buf *b)
 	buf_printf(b, "modelmux_http_connections %zu\n", X.connections);
 	header(b, "modelmux_websockets_open", "gauge", "WebSockets open through /upstream.");
 	buf_printf(b, "modelmux_websockets_open %zu\n", X.websockets);
+	header(b, "modelmux_spool_bytes", "gauge", "Bytes of uploads spooled to disk now.");
+	buf_printf(b, "modelmux_spool_bytes %llu\n", X.spool_used);
+	header(b, "modelmux_spool_budget_bytes", "gauge", "limits.maxSpoolBytes in effect.");
+	buf_printf(b, "modelmux_spool_budget_bytes %llu\n", X.spool_budget);
 }

@@ -170,6 +170,8 @@ struct cfg {
 		int max_header_bytes, max_url_bytes, max_json_body_bytes, max_multipart_body_bytes;
 		int max_json_depth, header_timeout_s, body_idle_timeout_s;     /* limits.* */
 		int max_conns_per_ip;           /* limits.maxConnectionsPerIP */
+		long long max_spool_bytes;      /* limits.maxSpoolBytes: 0 = half the spool's free space */
+		char     *spool_dir;            /* limits.spoolDir: NULL = $TMPDIR, else /tmp */
 	} limits;
 	char **allowed_commands;        /* absolute paths or "dir/" prefixes; NULL when the key is absent */
 	bool   strict_commands;         /* strictCommands: only allowedCommands' exact paths may run */

@@ -111,8 +111,8 @@ size_t gate_rates_size(const struct gate_rates *r);
 
 #define GATE_CONN_BUCKETS 1024 /* hash chains of the per-address connection counts */
 
-/* Open connections per client address (IPv6 by /64), so one address cannot hold every
- * connection the daemon has. */
+/* Open connections (or another tally) per client address (IPv6 by /64), so one address cannot
+ * hold every connection the daemon has. */
 struct gate_conns;
 struct gate_conns *gate_conns_new(void);
 void gate_conns_free(struct gate_conns *t);
@@ -123,6 +123,11 @@ bool gate_conn_open(struct gate_conns *t, const char *ip, unsigned max);
 void gate_conn_close(struct gate_conns *t, const char *ip);
 /* Connections ip holds now (tests). */
 unsigned gate_conn_count(const struct gate_conns *t, const char *ip);
+/* The same table as a tally of any amount per address (bytes of spooled uploads): add n for ip
+ * unless that takes it past max (false, nothing added); take n back; read it. */
+bool     gate_tally_add(struct gate_conns *t, const char *ip, uint64_t n, uint64_t max);
+void     gate_tally_sub(struct gate_conns *t, const char *ip, uint64_t n);
+uint64_t gate_tally(const struct gate_conns *t, const char *ip);
 
 /* ---- paths --------------------------------------------------------------------------------- */
 

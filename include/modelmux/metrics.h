@@ -30,6 +30,8 @@ void metrics_tokens(const char *model, long long prompt, long long completion);
 void metrics_refusal(const char *reason);
 void metrics_set_connections(size_t n);
 void metrics_set_websockets(size_t n);
+/* Upload spool: bytes held now, and the budget. */
+void metrics_set_spool(unsigned long long used, unsigned long long budget);
 
 /* Appends s escaped as a label value (\\, \", \n). */
 void metrics_label(struct buf *b, const char *s);

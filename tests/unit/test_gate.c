@@ -501,6 +501,15 @@ test_conns(void)
 	gate_conn_close(t, "2001:db8::1");
 	ASSERT_INT_EQ(gate_conn_count(t, "2001:db8::9"), 0);
 	gate_conn_close(t, "192.0.2.99"); /* never counted: nothing happens */
+	/* The same table as a byte tally. */
+	ASSERT_TRUE(gate_tally_add(t, "10.9.9.9", 600, 1000));
+	ASSERT_FALSE(gate_tally_add(t, "10.9.9.9", 401, 1000));
+	ASSERT_TRUE(gate_tally_add(t, "10.9.9.9", 400, 1000));
+	ASSERT_FALSE(gate_tally_add(t, "10.9.9.8", 1001, 1000));
+	gate_tally_sub(t, "10.9.9.9", 700);
+	ASSERT_INT_EQ(gate_tally(t, "10.9.9.9"), 300);
+	gate_tally_sub(t, "10.9.9.9", 5000);
+	ASSERT_INT_EQ(gate_tally(t, "10.9.9.9"), 0);
 	gate_conns_free(t);
 }
 
