@@ -2233,8 +2233,9 @@ target_cut(const char *url, const char *version, const char *copy)
 {
 	size_t n;
 
-	if (version <= url || version - url > (1 << 20))
-		return false; /* not laid out that way: nothing to tell */
+	if (version <= url || (size_t)(version - url) > (size_t)H.cfg->limits.max_url_bytes + 16 ||
+	    strncmp(version, "HTTP/", 5) != 0)
+		return false; /* not laid out that way (or over the URL limit): nothing to tell */
 	n = (size_t)(version - url);
 	while (n > 0 && (url[n - 1] == '\0' || url[n - 1] == ' '))
 		n--;
