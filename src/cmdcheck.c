@@ -17,6 +17,8 @@ struct shell_file {
 	dev_t         dev;
 	ino_t         ino;
 	off_t         size;
+	char         *path;   /* resolved */
+	bool          hashed; /* sha holds its SHA-256 (read only when a file of its size comes) */
 	unsigned char sha[32];
 };
 
@@ -74,11 +76,13 @@ remember(const char *path)
 
 		for (size_t i = 0; i < K.n && !seen; i++)
 			seen = K.f[i].dev == st.st_dev && K.f[i].ino == st.st_ino;
-		if (!seen && file_sha256(real, K.f[K.n].sha) == 0) {
+		if (!seen) {
 			K.f[K.n].dev = st.st_dev;
 			K.f[K.n].ino = st.st_ino;
 			K.f[K.n].size = st.st_size;
+			K.f[K.n].path = real;
 			K.n++;
+			return;
 		}
 	}
 	free(real);
@@ -117,6 +121,9 @@ cmd_is_shell_file(const char *exe)
 			return true;
 		if (K.f[i].size != st.st_size) /* only a file of a shell's size is read */
 			continue;
+		if (!K.f[i].hashed && file_sha256(K.f[i].path, K.f[i].sha) == -1)
+			continue;
+		K.f[i].hashed = true;
 		if (!hashed && file_sha256(exe, sha) == -1)
 			return false;
 		hashed = true;
