@@ -39,10 +39,12 @@
 //            status without an error body, no end within SOAK_DEADLINE_MS (default 20 000)
 // and the daemon is sampled (RssAnon and VmRSS from /proc/PID/status, /proc/PID/fd, children in
 // state Z) after a SOAK_WARMUP-request warm-up of the same mix (default 5 000), every 2 s, and
-// at the end after a settle. It fails (exit 1) on any LOSS; if fds at the end exceed the start
-// by more than SOAK_FD_SLACK (default 4), not counting connections to backends (curl keeps up
-// to one idle connection per request once in flight: they must stay within the models'
-// concurrencyLimit sum); if RssAnon grew by more than SOAK_RSS_BOUND_KB
+// at the end after a settle. It fails (exit 1) on any LOSS; if fds at the end differ from the
+// start by more than SOAK_FD_SLACK (default 0: exact), not counting connections to backends
+// (curl keeps up to one idle connection per request once in flight: they must stay within the
+// models' concurrencyLimit sum); if the daemon still holds a client connection at the end (every
+// client has closed by then, so one held is a request never freed); if RssAnon grew by more
+// than SOAK_RSS_BOUND_KB
 // (default 2048: see bench/README.md for the measurements behind it); on a zombie that survives
 // two samples in a row or any at the end; if /running shows a request in flight or queued at the
 // end; if SIGTERM does not end the daemon with status 0; or if any process carrying the run's
@@ -73,7 +75,7 @@ const SWAP_EVERY = Math.max(10, envInt('SOAK_SWAP_EVERY', 1000));
 const WARMUP = envInt('SOAK_WARMUP', 5000);
 const DEADLINE_MS = envInt('SOAK_DEADLINE_MS', 20000);
 const RSS_BOUND_KB = envInt('SOAK_RSS_BOUND_KB', 2048);
-const FD_SLACK = envInt('SOAK_FD_SLACK', 4);
+const FD_SLACK = envInt('SOAK_FD_SLACK', 0);
 const SEED = envInt('SOAK_SEED', 9);
 const KEEP = process.env.SOAK_KEEP === '1';
 const OUT = path.resolve(process.env.SOAK_OUT || path.join(__dirname, 'results', 'soak.json'));
@@ -624,7 +626,8 @@ async function main() {
   const fdGrowth = end.fds - start.fds;
   const ownGrowth = ownFds(end.fd_kinds) - ownFds(start.fd_kinds);
   const upstreamEnd = end.fds - ownFds(end.fd_kinds);
-  if (ownGrowth > FD_SLACK) failures.push(`fds other than backend connections grew ${ownFds(start.fd_kinds)} → ${ownFds(end.fd_kinds)} (slack ${FD_SLACK})`);
+  if (Math.abs(ownGrowth) > FD_SLACK) failures.push(`fds other than backend connections went ${ownFds(start.fd_kinds)} → ${ownFds(end.fd_kinds)} (slack ${FD_SLACK})`);
+  if (end.held_clients.length) failures.push(`client connections still held at the end: ${JSON.stringify(end.held_clients)}`);
   if (upstreamEnd > UPSTREAM_MAX) failures.push(`${upstreamEnd} backend connections kept (bound ${UPSTREAM_MAX})`);
   const rssGrowth = end.rss_anon_kb - start.rss_anon_kb;
   if (rssGrowth > RSS_BOUND_KB) failures.push(`RssAnon grew ${rssGrowth} kB (bound ${RSS_BOUND_KB} kB)`);

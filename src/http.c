@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
@@ -173,6 +174,9 @@ struct conn_ctx {
 	uint64_t               rx_mark;    /* bytes received when the last request ended */
 	char                   ip[GATE_MAX_IP_BYTES]; /* the client's address, once known */
 	bool                   counted;    /* in H.conns under ip */
+	int                    fd;         /* watched for the client's end (EPOLLRDHUP), or -1 */
+	bool                   peer_end;   /* the client ended its side */
+	uint64_t               end_timer;  /* peer_end_check */
 };
 
 static bool send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs,
@@ -493,6 +497,66 @@ refuse_now(struct mm_req *r, int status, const char *code, const char *fmt, ...)
 }
 
 /* --- suspension, and noticing a client that leaves while suspended --- */
+
+static void on_client_hup(int fd, uint32_t events, void *arg);
+
+/* The connection's socket goes to a tunnel: our watch ends. */
+static void
+unwatch_peer(struct conn_ctx *cc)
+{
+	if (cc == NULL || cc->fd == -1)
+		return;
+	loop_timer_cancel(cc->end_timer);
+	cc->end_timer = 0;
+	if (!cc->peer_end)
+		loop_fd_del(cc->fd);
+	cc->fd = -1;
+	cc->peer_end = false;
+}
+
+/* The client ended its side. libmicrohttpd 0.9.75 takes a short read for a drained socket, so an
+ * end that came with the last bytes of a head or body sets off no further event on its
+ * edge-triggered epoll: it would wait for more in CLOSE_WAIT until its timeout, holding the
+ * request. Once it has read all the client sent (nothing left in the socket), a request that is
+ * still incomplete (or none at all) can never complete: the connection is closed now (MHD sees
+ * the hang-up and ends the request as a client abort). A request being answered is left to
+ * finish (the check runs again when it ends); one suspended ends as a hang-up. */
+static void
+peer_end_check(void *arg)
+{
+	struct conn_ctx *cc = arg;
+	struct mm_req   *r = cc->req;
+	int              left = 0;
+
+	cc->end_timer = 0;
+	if (r != NULL && r->suspended) {
+		if (!r->client_gone)
+			on_client_hup(cc->fd, EPOLLRDHUP, r);
+		return;
+	}
+	if (r != NULL && r->phase != PH_HEAD && r->phase != PH_BODY)
+		return;
+	if (ioctl(cc->fd, FIONREAD, &left) == 0 && left > 0) {
+		cc->end_timer = loop_timer_add(HTTP_PEER_END_MS, peer_end_check, cc);
+		return;
+	}
+	if (r != NULL)
+		r->client_gone = true; /* a client abort, in the access log too */
+	shutdown(cc->fd, SHUT_RDWR);
+	H.need_run = true;
+}
+
+static void
+on_peer_end(int fd, uint32_t events, void *arg)
+{
+	struct conn_ctx *cc = arg;
+
+	(void)events;
+	loop_fd_del(fd); /* the end stays: level-triggered, it would fire on */
+	cc->peer_end = true;
+	if (cc->end_timer == 0)
+		cc->end_timer = loop_timer_add(HTTP_PEER_END_MS, peer_end_check, cc);
+}
 
 static void
 on_client_hup(int fd, uint32_t events, void *arg)
@@ -1324,7 +1388,7 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
 	struct ws_pipe *p;
 
 	(void)cls;
-	(void)conn;
+	unwatch_peer(conn_ctx_of(conn));
 	if (r == NULL || r->tun == NULL) {
 		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 		return;
@@ -2484,6 +2548,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		cc->rx_mark = ci != NULL ? rx_bytes(ci->connect_fd) : 0;
 		if (H.cfg != NULL)
 			arm_head_deadline(cc); /* the next request on this connection */
+		if (cc->peer_end && cc->end_timer == 0)
+			cc->end_timer = loop_timer_add(HTTP_PEER_END_MS, peer_end_check, cc);
 	}
 	loop_timer_cancel(r->body_timer);
 	if (r->watch_fd != -1)
@@ -2570,6 +2636,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		H.nconn++;
 		cc = xcalloc(1, sizeof(*cc));
 		cc->conn = conn;
+		cc->fd = -1;
 		*socket_context = cc;
 		conn_ip(conn, cc->ip, sizeof(cc->ip));
 		if (!gate_conn_open(H.conns, cc->ip, (unsigned)H.cfg->limits.max_conns_per_ip)) {
@@ -2577,6 +2644,9 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		} else {
 			cc->counted = true;
 			arm_head_deadline(cc);
+			/* A suspended request's own watch (watch_client) takes over once this fired. */
+			if (ci != NULL && loop_fd_add(ci->connect_fd, EPOLLRDHUP, on_peer_end, cc) == 0)
+				cc->fd = ci->connect_fd;
 		}
 	} else {
 		if (H.accept_paused) {
@@ -2596,6 +2666,9 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 			if (cc->counted)
 				gate_conn_close(H.conns, cc->ip);
 			loop_timer_cancel(cc->head_timer);
+			loop_timer_cancel(cc->end_timer);
+			if (cc->fd != -1 && !cc->peer_end)
+				loop_fd_del(cc->fd);
 			free(cc);
 			*socket_context = NULL;
 		}

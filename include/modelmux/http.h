@@ -42,6 +42,9 @@
 #define HTTP_HUP_WATCH_MS      10           /* a suspended client is watched for hang-ups
                                               * from this long on */
 #define HTTP_CONN_LIMIT        4096
+#define HTTP_PEER_END_MS       20           /* a client gone while its request was incomplete:
+                                             * its connection is closed this soon, once
+                                             * libmicrohttpd has read what it sent */
 #define HTTP_FD_WARN_MS        10000        /* at most one "out of file descriptors" per this */
 
 /* Binds `listen` ("host:port", "[v6]:port"; port 0 = any) and serves `cfg`. Returns 0, or -1
