@@ -1,7 +1,10 @@
 /* gate: API keys, CORS, token buckets and /upstream path checks. See include/modelmux/gate.h. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/types.h>
@@ -784,4 +787,119 @@ unsigned
 gate_conn_count(const struct gate_conns *t, const char *ip)
 {
 	return (unsigned)gate_tally(t, ip);
+}
+
+/* ---- the verdict ------------------------------------------------------------------------ */
+
+static enum gate_outcome
+refuse(struct gate_verdict *v, int status, const char *code, const char *reason,
+    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static enum gate_outcome
+refuse(struct gate_verdict *v, int status, const char *code, const char *reason,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	v->status = status;
+	v->code = code;
+	v->reasons[0] = reason;
+	va_start(ap, fmt);
+	vsnprintf(v->msg, sizeof(v->msg), fmt, ap);
+	va_end(ap);
+	return GATE_REFUSE;
+}
+
+/* The key step: a right key always passes (a shared address full of guessers must not lock
+ * out the people who have one); wrong ones meet the address's failure bucket. */
+static enum gate_outcome
+judge_key(const struct cfg *c, struct gate_rates *rates, const struct gate_ask *a,
+    uint64_t now_ms, struct gate_verdict *v)
+{
+	char            key[GATE_MAX_KEY_BYTES + 1];
+	int             len;
+	enum gate_scope have;
+
+	len = gate_presented_key(a->authorization, a->x_api_key, key, sizeof(key));
+	have = len < 0 ? GATE_DENIED : gate_check_key(c, key, (size_t)len, v->digest);
+	OPENSSL_cleanse(key, sizeof(key));
+	if (have == GATE_DENIED) {
+		if (gate_auth_blocked(rates, a->ip, now_ms, &v->retry_after_s) ||
+		    gate_auth_failure(rates, a->ip, now_ms, &v->retry_after_s) == -1) {
+			refuse(v, 429, "rate_limited", "rate",
+			    "too many failed authentication attempts; retry in %d s", v->retry_after_s);
+			v->reasons[1] = "auth"; /* a wrong key all the same */
+			return GATE_REFUSE;
+		}
+		v->challenge = true;
+		return refuse(v, 401, "invalid_api_key", "auth", "%s",
+		    len < 0 ? "an API key is required" : "invalid API key");
+	}
+	if (a->need == GATE_ADMIN && have != GATE_ADMIN)
+		return refuse(v, 403, "admin_key_required", "auth", "%s needs an admin API key",
+		    a->path);
+	v->keyed = true;
+	return GATE_PASS;
+}
+
+enum gate_outcome
+gate_judge(const struct cfg *c, struct gate_rates *rates, const struct gate_ask *a,
+    uint64_t now_ms, struct gate_verdict *v)
+{
+	enum gate_outcome o;
+
+	memset(v, 0, sizeof(*v));
+	if (a->origin != NULL) {
+		if (!gate_origin_allowed(c, a->origin)) {
+			char q[GATE_MSG_MAX - 32];
+
+			return refuse(v, 403, "origin_not_allowed", "cors", "origin %s is not allowed",
+			    log_q(q, sizeof(q), a->origin));
+		}
+		if (strcmp(a->method, "OPTIONS") == 0 && a->preflight != NULL)
+			return GATE_PREFLIGHT;
+		v->cors = true;
+	}
+	if (a->need == GATE_DENIED)
+		return GATE_PASS; /* an open route: no key, no rate */
+	if (gate_keys_required(c) && (o = judge_key(c, rates, a, now_ms, v)) != GATE_PASS)
+		return o;
+	if (gate_rate_take(rates, a->ip, v->keyed ? v->digest : NULL, now_ms,
+	    &v->retry_after_s) == -1)
+		return refuse(v, 429, "rate_limited", "rate", "rate limit reached; retry in %d s",
+		    v->retry_after_s);
+	return GATE_PASS;
+}
+
+bool
+gate_trusted_proxy(const struct cfg *c, const char *ip)
+{
+	for (size_t i = 0; i < c->ntrusted_proxies; i++)
+		if (cidr_match(&c->trusted_proxies[i], ip))
+			return true;
+	return false;
+}
+
+void
+gate_forwarded_client(const struct cfg *c, char *chain, size_t len, char *ip, size_t n)
+{
+	char *start = chain, *end;
+
+	for (end = start + len; end > start;) {
+		char       *comma = memrchr(start, ',', (size_t)(end - start));
+		char       *p = comma ? comma + 1 : start;
+		struct cidr one;
+
+		*end = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		for (char *e = end; e > p && (e[-1] == ' ' || e[-1] == '\t');)
+			*--e = '\0';
+		if (strlen(p) >= n || cidr_parse(p, &one) == -1 || strchr(p, '/'))
+			break;
+		snprintf(ip, n, "%s", p);
+		if (!gate_trusted_proxy(c, p))
+			break;
+		end = comma ? comma : start;
+	}
 }

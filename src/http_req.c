@@ -492,15 +492,6 @@ route_scope(const struct mm_req *r)
 	return GATE_ADMIN;
 }
 
-static bool
-trusted_proxy(const struct cfg *c, const char *ip)
-{
-	for (size_t i = 0; i < c->ntrusted_proxies; i++)
-		if (cidr_match(&c->trusted_proxies[i], ip))
-			return true;
-	return false;
-}
-
 struct xff_join {
 	struct buf b;
 	bool       too_long;
@@ -521,37 +512,16 @@ join_xff(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 }
 
 /* A trusted proxy's X-Forwarded-For: the client is the right-most address that is not itself
- * a trusted proxy. A chain that is too long or holds something other than an address is not
- * believed past that point. */
+ * a trusted proxy (gate_forwarded_client). A chain that is too long is not believed at all. */
 static void
 forwarded_client(struct mm_req *r)
 {
 	struct xff_join j = { 0 };
-	char           *start, *end;
 
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_xff, &j);
-	if (j.too_long || j.b.len == 0) {
-		buf_free(&j.b);
-		return;
-	}
-	r->forwarded_for = xstrdup(j.b.data);
-	start = j.b.data;
-	for (end = start + j.b.len; end > start;) {
-		char       *comma = memrchr(start, ',', (size_t)(end - start));
-		char       *p = comma ? comma + 1 : start;
-		struct cidr one;
-
-		*end = '\0';
-		while (*p == ' ' || *p == '\t')
-			p++;
-		for (char *e = end; e > p && (e[-1] == ' ' || e[-1] == '\t');)
-			*--e = '\0';
-		if (strlen(p) >= sizeof(r->ip) || cidr_parse(p, &one) == -1 || strchr(p, '/'))
-			break;
-		snprintf(r->ip, sizeof(r->ip), "%s", p);
-		if (!trusted_proxy(r->cfg, p))
-			break;
-		end = comma ? comma : start;
+	if (!j.too_long && j.b.len > 0) {
+		r->forwarded_for = xstrdup(j.b.data);
+		gate_forwarded_client(r->cfg, j.b.data, j.b.len, r->ip, sizeof(r->ip));
 	}
 	buf_free(&j.b);
 }
@@ -570,85 +540,48 @@ client_ip(struct mm_req *r)
 		memcpy(r->peer, cc->ip, sizeof(r->peer));
 	}
 	memcpy(r->ip, r->peer, sizeof(r->ip));
-	if (r->cfg->ntrusted_proxies > 0 && trusted_proxy(r->cfg, r->peer))
+	if (r->cfg->ntrusted_proxies > 0 && gate_trusted_proxy(r->cfg, r->peer))
 		forwarded_client(r);
 }
 
-static void
-refuse_rate(struct mm_req *r, const char *what, int retry_after_s)
-{
-	metrics_refusal("rate");
-	r->ticket.retry_after_s = retry_after_s;
-	reply_error(r, 429, "rate_limited", "%s; retry in %d s", what, retry_after_s);
-}
-
-/* The gate: origin, API key, scope, rate. Returns false when it answered the request. */
+/* The gate's verdict (gate_judge) carried out: a refusal or a preflight is answered here.
+ * Returns false when it answered the request. */
 static bool
 gate_pass(struct mm_req *r)
 {
-	const char     *origin = req_header(r, "Origin");
-	enum gate_scope need = route_scope(r), have = GATE_DENIED;
-	unsigned char   digest[GATE_DIGEST_LEN];
-	char            key[GATE_MAX_KEY_BYTES + 1];
-	bool            keyed = false;
-	int             len, retry = 0;
-	uint64_t        now = loop_now_ms();
+	const char         *origin = req_header(r, "Origin");
+	struct gate_ask     a = {
+		.method = r->method, .path = r->path, .origin = origin,
+		.preflight = req_header(r, "Access-Control-Request-Method"),
+		.authorization = req_header(r, "Authorization"),
+		.x_api_key = req_header(r, "X-API-Key"),
+		.need = route_scope(r),
+	};
+	struct gate_verdict v;
+	enum gate_outcome   o;
 
 	client_ip(r);
-	if (origin != NULL) {
-		if (!gate_origin_allowed(r->cfg, origin)) {
-			char q[300];
-
-			metrics_refusal("cors");
-			reply_error(r, 403, "origin_not_allowed", "origin %s is not allowed",
-			    log_q(q, sizeof(q), origin));
-			return false;
-		}
+	a.ip = r->ip;
+	o = gate_judge(r->cfg, H.rates, &a, loop_now_ms(), &v);
+	if (v.cors)
 		r->origin = origin;
-		if (strcmp(r->method, "OPTIONS") == 0 &&
-		    req_header(r, "Access-Control-Request-Method") != NULL) {
-			struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL,
-			    MHD_RESPMEM_PERSISTENT);
+	if (o == GATE_PREFLIGHT) {
+		struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL,
+		    MHD_RESPMEM_PERSISTENT);
 
-			r->origin = NULL; /* the preflight set gets added below instead */
-			gate_cors_headers(r->cfg, origin, true, add_cors_header, resp);
-			set_reply(r, 204, resp);
-			r->phase = PH_REPLY;
-			return false;
-		}
-	}
-	if (gate_keys_required(r->cfg) && need != GATE_DENIED) {
-		len = gate_presented_key(req_header(r, "Authorization"), req_header(r, "X-API-Key"), key,
-		    sizeof(key));
-		have = len < 0 ? GATE_DENIED : gate_check_key(r->cfg, key, (size_t)len, digest);
-		OPENSSL_cleanse(key, sizeof(key));
-		/* A right key always passes (a shared address full of guessers must not lock out the
-		 * people who have one); wrong ones are slowed by the address's failure bucket. */
-		if (have == GATE_DENIED) {
-			metrics_refusal("auth");
-			if (gate_auth_blocked(H.rates, r->ip, now, &retry) ||
-			    gate_auth_failure(H.rates, r->ip, now, &retry) == -1) {
-				refuse_rate(r, "too many failed authentication attempts", retry);
-				return false;
-			}
-			reply_error(r, 401, "invalid_api_key", len < 0 ? "an API key is required"
-			    : "invalid API key");
+		gate_cors_headers(r->cfg, origin, true, add_cors_header, resp);
+		set_reply(r, 204, resp);
+		r->phase = PH_REPLY;
+	} else if (o == GATE_REFUSE) {
+		for (size_t i = 0; i < MM_ARRAY_LEN(v.reasons) && v.reasons[i] != NULL; i++)
+			metrics_refusal(v.reasons[i]);
+		r->ticket.retry_after_s = v.retry_after_s;
+		reply_error(r, v.status, v.code, "%s", v.msg);
+		if (v.challenge)
 			MHD_add_response_header(r->pending, "WWW-Authenticate", "Bearer realm=\"modelmux\"");
-			return false;
-		}
-		if (need == GATE_ADMIN && have != GATE_ADMIN) {
-			metrics_refusal("auth");
-			reply_error(r, 403, "admin_key_required", "%s needs an admin API key", r->path);
-			return false;
-		}
-		keyed = true;
 	}
-	if (need != GATE_DENIED &&
-	    gate_rate_take(H.rates, r->ip, keyed ? digest : NULL, now, &retry) == -1) {
-		refuse_rate(r, "rate limit reached", retry);
-		return false;
-	}
-	return true;
+	OPENSSL_cleanse(&v, sizeof(v));
+	return o == GATE_PASS;
 }
 
 /* No body byte for limits.bodyIdleTimeoutSeconds: 408 with the JSON error, then close. */

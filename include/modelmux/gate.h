@@ -5,15 +5,18 @@
  * The gate knows nothing of HTTP libraries: callers hand it header values and strings and get
  * verdicts back. Everything here runs on the loop thread; nothing is thread-safe.
  *
- * Order of checks the front end applies to each request:
- *   1. gate_presented_key + gate_check_key (when gate_keys_required): a right key passes
+ * The whole verdict on a request is gate_judge, in this order:
+ *   1. Origin header present: gate_origin_allowed, else 403; an allowed preflight (OPTIONS with
+ *      Access-Control-Request-Method) is answered 204 with gate_cors_headers.
+ *   2. gate_presented_key + gate_check_key (when gate_keys_required and the route needs a key):
+ *        a right key passes;
  *        denied → gate_auth_blocked(ip) or gate_auth_failure(ip) → 429 with Retry-After,
- *        else 401
- *        GATE_USER on a management route → 403
- *   2. gate_rate_take(ip, digest or NULL) → 429 with Retry-After
- *   3. Origin header present: gate_origin_allowed / gate_cors_headers (OPTIONS = preflight)
- *   4. /upstream/<model>/<rest>: gate_upstream_path(rest) → 400 with the reason, then
- *      gate_path_encode before building the upstream URL.
+ *        else 401;
+ *        GATE_USER on a management route → 403.
+ *   3. gate_rate_take(ip, digest or NULL) → 429 with Retry-After.
+ * Who the client is (the peer, or behind trustedProxies what they forwarded) is
+ * gate_forwarded_client. Apart from the verdict, /upstream/<model>/<rest> goes through
+ * gate_upstream_path(rest) → 400 with the reason, then gate_path_encode for the upstream URL.
  */
 #ifndef MODELMUX_GATE_H
 #define MODELMUX_GATE_H
@@ -128,6 +131,54 @@ unsigned gate_conn_count(const struct gate_conns *t, const char *ip);
 bool     gate_tally_add(struct gate_conns *t, const char *ip, uint64_t n, uint64_t max);
 void     gate_tally_sub(struct gate_conns *t, const char *ip, uint64_t n);
 uint64_t gate_tally(const struct gate_conns *t, const char *ip);
+
+/* ---- the verdict ---------------------------------------------------------------------------- */
+
+#define GATE_MSG_MAX 320 /* a refusal's message */
+
+/* One request as the gate sees it: the caller's strings, NULL when a header is absent. */
+struct gate_ask {
+	const char     *ip;             /* the client (see gate_forwarded_client) */
+	const char     *method, *path;
+	const char     *origin;         /* Origin */
+	const char     *preflight;      /* Access-Control-Request-Method */
+	const char     *authorization, *x_api_key;
+	enum gate_scope need;           /* what the route needs; GATE_DENIED: an open route */
+};
+
+enum gate_outcome {
+	GATE_PASS = 0,   /* go on */
+	GATE_PREFLIGHT,  /* an allowed CORS preflight: answer 204 with gate_cors_headers(preflight) */
+	GATE_REFUSE,     /* answer v->status with the OpenAI error v->code, v->msg */
+};
+
+struct gate_verdict {
+	bool          cors;           /* the origin is allowed: its CORS headers go on the answer */
+	bool          keyed;          /* a right key came; digest is its SHA-256 */
+	unsigned char digest[GATE_DIGEST_LEN];
+	int           status;         /* GATE_REFUSE: 401, 403 or 429 */
+	const char   *code;           /* its error code (static) */
+	const char   *reasons[2];     /* the refusal metric reasons it counts under ("cors",
+	                               * "auth", "rate"; a locked-out guess is both "auth" and
+	                               * "rate"), NULL past the last */
+	char          msg[GATE_MSG_MAX];
+	int           retry_after_s;  /* a 429's Retry-After */
+	bool          challenge;      /* a 401: WWW-Authenticate goes on the answer */
+};
+
+/* The gate's whole verdict on one request (origin → key → scope → rate), counting what it
+ * takes from the rate buckets. The presented key is wiped before it returns. */
+enum gate_outcome gate_judge(const struct cfg *c, struct gate_rates *rates,
+    const struct gate_ask *a, uint64_t now_ms, struct gate_verdict *v);
+
+/* The client behind trusted proxies: in `chain` (a trusted peer's X-Forwarded-For fields joined
+ * with commas; cut up in place), the right-most address that is not itself in
+ * cfg trustedProxies. Walks from the right and stops at an entry that is no address (or too
+ * long): such a chain is not believed past that point. Writes it to ip[n] (left as it is when
+ * the right-most entry is no address). */
+void gate_forwarded_client(const struct cfg *c, char *chain, size_t len, char *ip, size_t n);
+/* Is ip in cfg trustedProxies? */
+bool gate_trusted_proxy(const struct cfg *c, const char *ip);
 
 /* ---- paths --------------------------------------------------------------------------------- */
 

@@ -513,9 +513,105 @@ test_conns(void)
 	gate_conns_free(t);
 }
 
+/* ---- the verdict -------------------------------------------------------------------------- */
+
+static enum gate_outcome
+judge(const struct cfg *c, struct gate_rates *r, const char *method, const char *origin,
+    const char *auth, enum gate_scope need, struct gate_verdict *v)
+{
+	struct gate_ask a = {
+		.ip = "192.0.2.7", .method = method, .path = "/running", .origin = origin,
+		.preflight = strcmp(method, "OPTIONS") == 0 ? "POST" : NULL,
+		.authorization = auth, .need = need,
+	};
+
+	return gate_judge(c, r, &a, 1000, v);
+}
+
+static void
+test_judge(void)
+{
+	struct cfg         *c = load("apiKeys:\n  - alpha\n  - {key: gamma, admin: true}\n"
+	    "cors: {allowedOrigins: [\"https://app.example\"]}\n"
+	    "rateLimit:\n  perIP: {rate: 0.001, burst: 2}\n  authFailures: {rate: 0.001, burst: 2}\n"
+	    MODEL_TAIL);
+	struct gate_rates  *r = gate_rates_new(c);
+	struct gate_verdict v;
+
+	/* An open route: no key, no rate; an allowed origin gets its CORS headers. */
+	ASSERT_INT_EQ(judge(c, r, "GET", "https://app.example", NULL, GATE_DENIED, &v), GATE_PASS);
+	ASSERT_TRUE(v.cors);
+	/* Origin first: a foreign one is refused whatever the key. */
+	ASSERT_INT_EQ(judge(c, r, "GET", "http://evil", "Bearer gamma", GATE_USER, &v), GATE_REFUSE);
+	ASSERT_INT_EQ(v.status, 403);
+	ASSERT_STR_EQ(v.code, "origin_not_allowed");
+	ASSERT_STR_EQ(v.reasons[0], "cors");
+	ASSERT_TRUE(v.reasons[1] == NULL);
+	ASSERT_FALSE(v.cors);
+	/* An allowed preflight is answered before any key. */
+	ASSERT_INT_EQ(judge(c, r, "OPTIONS", "https://app.example", NULL, GATE_ADMIN, &v),
+	    GATE_PREFLIGHT);
+	/* A plain key on an admin route: 403. */
+	ASSERT_INT_EQ(judge(c, r, "GET", NULL, "Bearer alpha", GATE_ADMIN, &v), GATE_REFUSE);
+	ASSERT_INT_EQ(v.status, 403);
+	ASSERT_STR_EQ(v.code, "admin_key_required");
+	ASSERT_STR_EQ(v.msg, "/running needs an admin API key");
+	/* A right key passes and is known by its digest (its rate bucket: burst 2, one used). */
+	ASSERT_INT_EQ(judge(c, r, "GET", "https://app.example", "Bearer gamma", GATE_ADMIN, &v),
+	    GATE_PASS);
+	ASSERT_TRUE(v.keyed && v.cors);
+	/* No key: 401 with a challenge, counted as auth (the one failure the address may make). */
+	ASSERT_INT_EQ(judge(c, r, "GET", NULL, NULL, GATE_USER, &v), GATE_REFUSE);
+	ASSERT_INT_EQ(v.status, 401);
+	ASSERT_TRUE(v.challenge);
+	ASSERT_STR_EQ(v.msg, "an API key is required");
+	ASSERT_STR_EQ(v.reasons[0], "auth");
+	/* The next guess is locked out: 429, counted as rate and auth. */
+	ASSERT_INT_EQ(judge(c, r, "GET", NULL, "Bearer nope", GATE_USER, &v), GATE_REFUSE);
+	ASSERT_INT_EQ(v.status, 429);
+	ASSERT_TRUE(v.retry_after_s >= 1);
+	ASSERT_STR_EQ(v.reasons[0], "rate");
+	ASSERT_STR_EQ(v.reasons[1], "auth");
+	ASSERT_FALSE(v.challenge);
+	/* ... but the right key still passes, until the address's own rate runs out. */
+	ASSERT_INT_EQ(judge(c, r, "GET", NULL, "Bearer alpha", GATE_USER, &v), GATE_PASS);
+	ASSERT_INT_EQ(judge(c, r, "GET", NULL, "Bearer alpha", GATE_USER, &v), GATE_REFUSE);
+	ASSERT_INT_EQ(v.status, 429);
+	ASSERT_STR_EQ(v.msg, "rate limit reached; retry in 1000 s");
+	gate_rates_free(r);
+	cfg_unref(c);
+}
+
+static void
+test_forwarded(void)
+{
+	struct cfg *c = load("trustedProxies: [\"10.0.0.0/8\", \"2001:db8::/32\"]\n" MODEL_TAIL);
+	char        ip[GATE_MAX_IP_BYTES], chain[128];
+
+#define FWD(in, before, want) do { \
+	snprintf(chain, sizeof(chain), "%s", in); \
+	snprintf(ip, sizeof(ip), "%s", before); \
+	gate_forwarded_client(c, chain, strlen(chain), ip, sizeof(ip)); \
+	ASSERT_STR_EQ(ip, want); \
+} while (0)
+	FWD("198.51.100.1", "10.1.1.1", "198.51.100.1");
+	FWD("198.51.100.1, 10.2.2.2", "10.1.1.1", "198.51.100.1");      /* a trusted hop skipped */
+	FWD("203.0.113.9, 198.51.100.1,10.2.2.2 ", "10.1.1.1", "198.51.100.1"); /* not believed past */
+	FWD("10.3.3.3, 10.2.2.2", "10.1.1.1", "10.3.3.3");              /* all trusted: left-most */
+	FWD("junk, 10.2.2.2", "10.1.1.1", "10.2.2.2");                 /* stops at no address */
+	FWD("198.51.100.0/24", "10.1.1.1", "10.1.1.1");                /* a range is no client */
+	FWD("2001:db8::5, 2001:db9::1", "10.1.1.1", "2001:db9::1");
+#undef FWD
+	ASSERT_TRUE(gate_trusted_proxy(c, "10.200.0.1"));
+	ASSERT_FALSE(gate_trusted_proxy(c, "11.0.0.1"));
+	cfg_unref(c);
+}
+
 int
 main(void)
 {
+	test_judge();
+	test_forwarded();
 	test_conns();
 	test_v6_prefix();
 	test_presented_key();
