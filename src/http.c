@@ -43,7 +43,7 @@
 struct http_state H = { .listen_fd = -1, .epoll_fd = -1 };
 
 /* Bytes the client sent on this connection so far (0 when unknown). */
-uint64_t
+static uint64_t
 rx_bytes(int fd)
 {
 	struct tcp_info ti;
@@ -96,7 +96,7 @@ on_head_deadline(void *arg)
 /* The whole head must arrive within limits.headerTimeoutSeconds — less as open connections
  * fill the daemon's table: past half of it, the time shrinks in step with the room left
  * (down to one second), so slow heads cannot keep the table full. */
-void
+static void
 arm_head_deadline(struct conn_ctx *cc)
 {
 	uint64_t ms = (uint64_t)H.cfg->limits.header_timeout_s * 1000u;
@@ -158,7 +158,7 @@ unwatch_peer(struct conn_ctx *cc)
  * still incomplete (or none at all) can never complete: the connection is closed now (MHD sees
  * the hang-up and ends the request as a client abort). A request being answered is left to
  * finish (the check runs again when it ends); one suspended ends as a hang-up. */
-void
+static void
 peer_end_check(void *arg)
 {
 	struct conn_ctx *cc = arg;
@@ -287,6 +287,25 @@ on_quiet(void *arg)
 	up_trim();
 	malloc_trim(0);
 	log_debug("http", "msg=\"quiet: free heap pages returned to the system\"");
+}
+
+/* A request on conn ended: the next one's head has its deadline, and a client that ended its
+ * side meanwhile is looked at again. */
+void
+conn_request_ended(struct MHD_Connection *conn)
+{
+	struct conn_ctx                *cc = conn_ctx_of(conn);
+	const union MHD_ConnectionInfo *ci;
+
+	if (cc == NULL)
+		return;
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	cc->req = NULL;
+	cc->rx_mark = ci != NULL ? rx_bytes(ci->connect_fd) : 0;
+	if (H.cfg != NULL)
+		arm_head_deadline(cc); /* the next request on this connection */
+	if (cc->peer_end && cc->end_timer == 0)
+		cc->end_timer = loop_timer_add(HTTP_PEER_END_MS, peer_end_check, cc);
 }
 
 static void

@@ -159,14 +159,12 @@ struct conn_ctx {
 /* http.c */
 void conn_ip(struct MHD_Connection *conn, char *out, size_t n);
 void gen_id(char *out, size_t n);
-void arm_head_deadline(struct conn_ctx *cc);
 struct conn_ctx *conn_ctx_of(struct MHD_Connection *conn);
 void log_mhd_refusal(struct MHD_Connection *conn, char *id, size_t idn, int status, const char *path);
 int mhd_status(struct MHD_Connection *conn);
-uint64_t rx_bytes(int fd);
 void unwatch_peer(struct conn_ctx *cc);
-void peer_end_check(void *arg);
 void on_quiet(void *arg);
+void conn_request_ended(struct MHD_Connection *conn);
 
 /* http_req.c */
 bool send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs, const char *id, const char *json);
@@ -180,10 +178,13 @@ void __attribute__((format(printf, 4, 5))) reply_error(struct mm_req *r, int sta
 int out_append(struct mm_req *r, const char *p, size_t n);
 ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max);
 bool valid_traceparent(const char *s);
-void api_reply(struct mm_req *r);
 enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version, const char *upload_data, size_t *upload_size, void **con_cls);
 void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
 void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe);
+
+/* http_api.c */
+void refuse_method(struct mm_req *r);
+void dispatch_api(struct mm_req *r);
 
 /* http_proxy.c */
 int body_limit(const struct mm_req *r);

@@ -344,67 +344,6 @@ read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	return 0;
 }
 
-static void
-refuse_method(struct mm_req *r)
-{
-	const char *want = router_allow(&r->route);
-
-	reply_error(r, 405, "method_not_allowed", "method %s is not allowed here; use %s %.200s",
-	    r->method, want, r->path);
-	MHD_add_response_header(r->pending, "Allow", want);
-}
-
-
-void
-api_reply(struct mm_req *r)
-{
-	struct api_reply *a = &r->api.reply;
-
-	if (a->status >= 400)
-		log_info("http", "req=%s status=%d path=%s", r->id, a->status, r->path);
-	reply_text(r, a->status, a->ctype, a->body, a->allow);
-	a->body = NULL; /* now MHD's */
-	if (a->warning != NULL)
-		MHD_add_response_header(r->pending, "X-Modelmux-Warning", a->warning);
-	if (a->retry_after_s > 0) {
-		char ra[16];
-
-		snprintf(ra, sizeof(ra), "%d", a->retry_after_s);
-		MHD_add_response_header(r->pending, "Retry-After", ra);
-	}
-}
-
-static void
-on_api_done(struct api_call *c)
-{
-	struct mm_req *r = c->arg;
-
-	r->api_pending = false;
-	api_reply(r);
-	req_resume(r);
-}
-
-static void
-dispatch_api(struct mm_req *r)
-{
-	r->api.cfg = r->cfg;
-	r->api.op = r->route.op;
-	r->api.method = r->method;
-	r->api.path = r->path;
-	r->api.done = on_api_done;
-	r->api.arg = r;
-	switch (api_handle(&r->api)) {
-	case API_DONE:
-		api_reply(r);
-		break;
-	case API_PENDING:
-		r->api_pending = true;
-		r->phase = PH_WAIT_MODEL;
-		req_suspend(r);
-		break;
-	}
-}
-
 static enum MHD_Result
 queue_pending(struct mm_req *r)
 {
@@ -612,13 +551,61 @@ on_body_idle(void *arg)
 	H.need_run = true;
 }
 
+/* MHD's memory per connection is larger than these limits, so a head past them reaches us (a
+ * JSON answer) before it would fill MHD's pool (its own HTML answer). Such a head may leave the
+ * pool no room for an answer's head: refuse_now writes it on the socket. */
+static bool
+head_within_limits(struct mm_req *r)
+{
+	const union MHD_ConnectionInfo *hs;
+
+	if (strlen(r->uri) > (size_t)r->cfg->limits.max_url_bytes) {
+		metrics_refusal("size");
+		refuse_now(r, 414, "uri_too_long", "request target is longer than %d bytes",
+		    r->cfg->limits.max_url_bytes);
+		return false;
+	}
+	hs = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	if (hs != NULL && hs->header_size > (size_t)r->cfg->limits.max_header_bytes) {
+		metrics_refusal("size");
+		refuse_now(r, 431, "headers_too_large", "request head is larger than %d bytes",
+		    r->cfg->limits.max_header_bytes);
+		return false;
+	}
+	return true;
+}
+
+/* The head passed: a declared body past the route's limit is a 413 now; a body to come is
+ * watched by the body idle timer. */
+static void
+expect_body(struct mm_req *r)
+{
+	const char *cl = req_header(r, "Content-Length");
+	long long   n = 0;
+	int         limit = body_limit(r);
+
+	if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == -1)
+		n = 0;
+	if (n > (long long)limit) {
+		/* Before the body: on its own MHD would answer and close at once on a client
+		 * still sending, which often loses the answer (EPIPE in Node). */
+		metrics_refusal("size");
+		refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes", limit);
+		return;
+	}
+	if (n > 0 || req_header(r, "Transfer-Encoding") != NULL) {
+		r->body_last = loop_now_ms();
+		r->body_timer = loop_timer_add((uint64_t)r->cfg->limits.body_idle_timeout_s * 1000u,
+		    on_body_idle, r);
+	}
+}
+
 static void
 first_call(struct mm_req *r)
 {
 	struct conn_ctx *cc = conn_ctx_of(r->conn);
 	const char      *rid = req_header(r, "X-Request-ID");
-	const char *q = strchr(r->uri, '?');
-	const union MHD_ConnectionInfo *hs;
+	const char      *q = strchr(r->uri, '?');
 
 	if (cc != NULL) {
 		loop_timer_cancel(cc->head_timer);
@@ -632,23 +619,7 @@ first_call(struct mm_req *r)
 	r->query = q ? q + 1 : NULL;
 	r->route = router_match(r->method, r->path, &r->method_ok);
 	r->phase = PH_BODY;
-	/* MHD's memory per connection is larger than these limits, so a head past them reaches us
-	 * (a JSON answer) before it would fill MHD's pool (its own HTML answer). Such a head may
-	 * leave the pool no room for an answer's head: refuse_now writes it on the socket. */
-	if (strlen(r->uri) > (size_t)r->cfg->limits.max_url_bytes) {
-		metrics_refusal("size");
-		refuse_now(r, 414, "uri_too_long", "request target is longer than %d bytes",
-		    r->cfg->limits.max_url_bytes);
-		return;
-	}
-	hs = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	if (hs != NULL && hs->header_size > (size_t)r->cfg->limits.max_header_bytes) {
-		metrics_refusal("size");
-		refuse_now(r, 431, "headers_too_large", "request head is larger than %d bytes",
-		    r->cfg->limits.max_header_bytes);
-		return;
-	}
-	if (!head_ok(r))
+	if (!head_within_limits(r) || !head_ok(r))
 		return;
 	if (conflicting_lengths(r)) {
 		reply_error(r, 400, "invalid_request", "conflicting Content-Length headers");
@@ -683,28 +654,8 @@ first_call(struct mm_req *r)
 		if ((r->mp = mp_new(req_header(r, "Content-Type"), "model", &err)) == NULL)
 			reply_error(r, 400, "invalid_request", "%s", err);
 	}
-	if (r->pending != NULL)
-		return;
-	{
-		const char *cl = req_header(r, "Content-Length");
-		long long   n = 0;
-		int         limit = body_limit(r);
-
-		if (cl != NULL && parse_int(cl, 0, INT64_MAX, &n) == -1)
-			n = 0;
-		if (n > (long long)limit) {
-			/* Before the body: on its own MHD would answer and close at once on a client
-			 * still sending, which often loses the answer (EPIPE in Node). */
-			metrics_refusal("size");
-			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes", limit);
-			return;
-		}
-		if (n > 0 || req_header(r, "Transfer-Encoding") != NULL) {
-			r->body_last = loop_now_ms();
-			r->body_timer = loop_timer_add((uint64_t)r->cfg->limits.body_idle_timeout_s * 1000u,
-			    on_body_idle, r);
-		}
-	}
+	if (r->pending == NULL)
+		expect_body(r);
 }
 
 /* libmicrohttpd 0.9.75 splits the request line in place: the target it hands over ends at
@@ -725,121 +676,112 @@ target_cut(const char *url, const char *version, const char *copy)
 	return n > strlen(copy);
 }
 
-enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-    const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+/* A refused request's body: dropped, for a while. MHD takes an answer still waiting (TLS) once
+ * the body is all in; one sent on the socket ends it. */
+static enum MHD_Result
+drain_refused(struct mm_req *r, size_t *upload_size)
 {
-	struct mm_req *r = *con_cls;
+	if (*upload_size == 0)
+		return r->pending ? queue_pending(r) : MHD_NO;
+	r->drained += *upload_size;
+	*upload_size = 0;
+	/* Like nginx's lingering close: a client busy sending may not read the answer at
+	 * once, and a close on unread data resets the connection and loses it. */
+	return r->drained > HTTP_413_DRAIN &&
+	    loop_now_ms() - r->refused_ms >= HTTP_LINGER_MS ? MHD_NO : MHD_YES;
+}
 
-	(void)cls;
-	(void)url;
-	if (r == NULL)
-		return MHD_NO;
-	if (r->client_gone)
-		return MHD_NO;
-	if (r->phase == PH_HEAD) {
-		r->conn = conn;
-		r->method = method;
-		r->version = version;
-		r->target_cut = target_cut(url, version, r->uri);
-		first_call(r);
-		/* An early answer (413, 405) goes out without reading the body. */
-		return r->pending ? queue_pending(r) : MHD_YES;
+/* A spooled body (BODY_SPOOL): kept as it comes (bounded memory), scanned on the way when
+ * multipart, then sent on as it came. */
+static void
+take_spooled(struct mm_req *r, const char *data, size_t n)
+{
+	const char *err = NULL;
+	int         sp;
+
+	if (!r->body_too_large && r->body_total + n > (uint64_t)body_limit(r)) {
+		r->body_too_large = true;
+		buf_free(&r->body);
+		metrics_refusal("size");
+		refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
+		    body_limit(r));
+		r->drained = n;
+		return;
 	}
-	if (r->refused) {
-		/* Answered already: the rest of the body is dropped, for a while. MHD takes an answer
-		 * still waiting (TLS) once the body is all in; one sent on the socket ends it. */
-		if (*upload_size == 0)
-			return r->pending ? queue_pending(r) : MHD_NO;
-		r->drained += *upload_size;
-		*upload_size = 0;
-		/* Like nginx's lingering close: a client busy sending may not read the answer at
-		 * once, and a close on unread data resets the connection and loses it. */
-		return r->drained > HTTP_413_DRAIN &&
-		    loop_now_ms() - r->refused_ms >= HTTP_LINGER_MS ? MHD_NO : MHD_YES;
-	}
-	if (r->pending)
-		return queue_pending(r);
-	if (r->phase != PH_BODY) /* resumed with nothing to say: wait on */
-		return MHD_YES;
-	if (*upload_size > 0) {
-		r->body_last = loop_now_ms();
+	if (r->mp_error != NULL)
+		return;
+	if (r->mp != NULL && mp_feed(r->mp, data, n, &err) == -1) {
+		r->mp_error = err;
+	} else if ((sp = spool_append(r, data, n)) == -2) {
+		/* Full: answered now, the rest dropped like an oversized body's. */
+		r->body_too_large = true;
+		buf_free(&r->body);
+		metrics_refusal("storage");
+		r->ticket.retry_after_s = HTTP_SPOOL_RETRY_S;
+		refuse_now(r, 507, "insufficient_storage", "no room to store the upload now "
+		    "(limits.maxSpoolBytes, or this client's share of it); retry later");
+		r->drained = n;
+	} else if (sp == -1) {
+		log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
+		    strerror(errno));
+		r->mp_error = "cannot store the upload";
+		r->spool_fd = r->spool_fd == -1 ? -2 : r->spool_fd;
 	} else {
-		loop_timer_cancel(r->body_timer);
-		r->body_timer = 0;
+		r->body_total += n;
 	}
-	if (*upload_size > 0 && r->route.body == BODY_SPOOL) {
-		/* Spooled as it comes (bounded memory), scanned on the way when multipart, then sent
-		 * on as it came. */
-		const char *err = NULL;
+}
 
-		if (!r->body_too_large && r->body_total + *upload_size > (uint64_t)body_limit(r)) {
-			r->body_too_large = true;
-			buf_free(&r->body);
-			metrics_refusal("size");
-			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
-			    body_limit(r));
-			r->drained = *upload_size;
-		} else if (r->mp_error == NULL) {
-			int sp = 0;
+/* A body kept in memory (BODY_JSON), within limits.maxJsonBodyBytes. */
+static void
+take_json(struct mm_req *r, const char *data, size_t n)
+{
+	const char *cl = req_header(r, "Content-Length");
+	long long   want;
 
-			if (r->mp != NULL && mp_feed(r->mp, upload_data, *upload_size, &err) == -1)
-				r->mp_error = err;
-			else if ((sp = spool_append(r, upload_data, *upload_size)) == -2) {
-				/* Full: answered now, the rest dropped like an oversized body's. */
-				r->body_too_large = true;
-				buf_free(&r->body);
-				metrics_refusal("storage");
-				r->ticket.retry_after_s = HTTP_SPOOL_RETRY_S;
-				refuse_now(r, 507, "insufficient_storage", "no room to store the upload now "
-				    "(limits.maxSpoolBytes, or this client's share of it); retry later");
-				r->drained = *upload_size;
-			} else if (sp == -1) {
-				log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
-				    strerror(errno));
-				r->mp_error = "cannot store the upload";
-				r->spool_fd = r->spool_fd == -1 ? -2 : r->spool_fd;
-			} else {
-				r->body_total += *upload_size;
-			}
-		}
-		*upload_size = 0;
-		return MHD_YES;
+	/* A declared length (checked against the limit in first_call) is reserved at once:
+	 * the body then costs its size, not up to twice that from doubling. */
+	if (r->body.cap == 0 && cl != NULL && parse_int(cl, 1, INT32_MAX, &want) == 0 &&
+	    want <= (long long)r->cfg->limits.max_json_body_bytes)
+		(void)!buf_reserve(&r->body, (size_t)want); /* a failure shows in buf_append */
+	/* Past the limit nothing is kept: the 413 goes out at once (refuse_now), the rest is
+	 * read and dropped for a while, and an endless body is cut when that runs out. */
+	if (buf_append(&r->body, data, n, (size_t)r->cfg->limits.max_json_body_bytes) == -1) {
+		r->body_too_large = true;
+		buf_free(&r->body);
+		metrics_refusal("size");
+		refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
+		    r->cfg->limits.max_json_body_bytes);
+		r->drained = n;
 	}
-	if (*upload_size > 0 && r->route.body == BODY_NONE) {
+}
+
+/* A piece of the body, by the route's body policy. */
+static void
+take_body(struct mm_req *r, const char *data, size_t n)
+{
+	switch (r->route.body) {
+	case BODY_SPOOL:
+		take_spooled(r, data, n);
+		break;
+	case BODY_NONE:
 		/* Management routes take no body: a little is tolerated and dropped, no more. */
-		r->drained += *upload_size;
-		*upload_size = 0;
+		r->drained += n;
 		if (r->drained > HTTP_API_BODY_MAX) {
 			metrics_refusal("size");
 			refuse_now(r, 413, "body_too_large", "%s takes no request body", r->path);
 			r->drained = 0;
 		}
-		return MHD_YES;
+		break;
+	default:
+		take_json(r, data, n);
+		break;
 	}
-	if (*upload_size > 0) {
-		const char *cl = req_header(r, "Content-Length");
-		long long   want;
+}
 
-		/* A declared length (checked against the limit in first_call) is reserved at once:
-		 * the body then costs its size, not up to twice that from doubling. */
-		if (r->body.cap == 0 && cl != NULL && parse_int(cl, 1, INT32_MAX, &want) == 0 &&
-		    want <= (long long)r->cfg->limits.max_json_body_bytes)
-			(void)!buf_reserve(&r->body, (size_t)want); /* a failure shows in buf_append */
-		/* Past the limit nothing is kept: the 413 goes out at once (refuse_now), the rest is
-		 * read and dropped for a while, and an endless body is cut when that runs out. */
-		if (buf_append(&r->body, upload_data, *upload_size,
-		    (size_t)r->cfg->limits.max_json_body_bytes) == -1) {
-			r->body_too_large = true;
-			buf_free(&r->body);
-			metrics_refusal("size");
-			refuse_now(r, 413, "body_too_large", "request body is larger than %d bytes",
-			    r->cfg->limits.max_json_body_bytes);
-			r->drained = *upload_size;
-		}
-		*upload_size = 0;
-		return MHD_YES;
-	}
+/* The body is all in: on to what the route does with it. */
+static void
+body_done(struct mm_req *r)
+{
 	switch (r->route.kind) {
 	case ROUTE_JSON_MODEL:
 		dispatch_model(r);
@@ -863,6 +805,41 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	case ROUTE_NONE: /* answered in first_call */
 		break;
 	}
+}
+
+enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	struct mm_req *r = *con_cls;
+
+	(void)cls;
+	if (r == NULL || r->client_gone)
+		return MHD_NO;
+	if (r->phase == PH_HEAD) {
+		r->conn = conn;
+		r->method = method;
+		r->version = version;
+		r->target_cut = target_cut(url, version, r->uri);
+		first_call(r);
+		/* An early answer (413, 405) goes out without reading the body. */
+		return r->pending ? queue_pending(r) : MHD_YES;
+	}
+	if (r->refused)
+		return drain_refused(r, upload_size);
+	if (r->pending)
+		return queue_pending(r);
+	if (r->phase != PH_BODY) /* resumed with nothing to say: wait on */
+		return MHD_YES;
+	if (*upload_size > 0) {
+		r->body_last = loop_now_ms();
+		take_body(r, upload_data, *upload_size);
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	loop_timer_cancel(r->body_timer);
+	r->body_timer = 0;
+	body_done(r);
 	return r->pending ? queue_pending(r) : MHD_YES;
 }
 
@@ -890,32 +867,12 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	return r;
 }
 
-void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-    enum MHD_RequestTerminationCode toe)
+/* What the request holds in other modules is let go: timers, watches, the upstream
+ * transfer (cancelled), its WebSocket's backend side, its grant, its management call, its
+ * feed. */
+static void
+req_release(struct mm_req *r)
 {
-	struct mm_req *r = *con_cls;
-	char           qp[512], qm[300];
-	uint64_t       now = loop_now_ms();
-
-	(void)cls;
-	if (r == NULL)
-		return;
-	*con_cls = NULL;
-	if (conn != NULL && r->status == 0 && (r->status = mhd_status(conn)) >= 400)
-		log_mhd_refusal(conn, r->id, sizeof(r->id), r->status, r->uri);
-	if (conn != NULL && conn_ctx_of(conn) != NULL) {
-		struct conn_ctx                *cc = conn_ctx_of(conn);
-		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
-		    MHD_CONNECTION_INFO_CONNECTION_FD);
-
-		cc->req = NULL;
-		cc->rx_mark = ci != NULL ? rx_bytes(ci->connect_fd) : 0;
-		if (H.cfg != NULL)
-			arm_head_deadline(cc); /* the next request on this connection */
-		if (cc->peer_end && cc->end_timer == 0)
-			cc->end_timer = loop_timer_add(HTTP_PEER_END_MS, peer_end_check, cc);
-	}
 	loop_timer_cancel(r->body_timer);
 	if (r->watch_fd != -1)
 		loop_fd_del(r->watch_fd);
@@ -930,8 +887,14 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		api_cancel(&r->api);
 	log_unsubscribe(r->sub);
 	loop_timer_cancel(r->loading_timer);
-	free(r->sub_model);
-	free(r->api.reply.body);
+}
+
+/* The request's metrics and its access log line. */
+static void
+log_access(const struct mm_req *r, enum MHD_RequestTerminationCode toe, uint64_t now)
+{
+	char qp[512], qm[300];
+
 	if (r->method != NULL)
 		metrics_request(r->model ? r->model->id : NULL, r->route.endpoint, r->status,
 		    r->t_first_byte ? (double)(r->t_first_byte - r->t_start) / 1000.0 : -1.0);
@@ -948,6 +911,14 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
 		    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
 		    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
+}
+
+/* The request's own memory, and its place in H.live. */
+static void
+req_free(struct mm_req *r)
+{
+	free(r->sub_model);
+	free(r->api.reply.body);
 	if (r->pending)
 		MHD_destroy_response(r->pending);
 	if (r->whole)
@@ -977,6 +948,26 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		r->live_next->live_prev = r->live_prev;
 	H.nlive--;
 	free(r);
+}
+
+void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct mm_req *r = *con_cls;
+	uint64_t       now = loop_now_ms();
+
+	(void)cls;
+	if (r == NULL)
+		return;
+	*con_cls = NULL;
+	if (conn != NULL && r->status == 0 && (r->status = mhd_status(conn)) >= 400)
+		log_mhd_refusal(conn, r->id, sizeof(r->id), r->status, r->uri);
+	if (conn != NULL)
+		conn_request_ended(conn);
+	req_release(r);
+	log_access(r, toe, now);
+	req_free(r);
 	H.last_end_ms = now;
 	if (H.trim_timer == 0)
 		H.trim_timer = loop_timer_add(HTTP_TRIM_QUIET_MS, on_quiet, NULL);

@@ -1,0 +1,98 @@
+/* http_api: a management request (/v1/models, /running, /health*, /metrics, /logs, load and
+ * unload, ...): its method checked against the route's, the answer made by api.c (at once or
+ * later, when sched has done what was asked) and sent as a whole. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#include "modelmux/api.h"
+#include "modelmux/gate.h"
+#include "modelmux/hdrcheck.h"
+#include "modelmux/http.h"
+#include "modelmux/log.h"
+#include "modelmux/loop.h"
+#include "modelmux/metrics.h"
+#include "modelmux/multipart.h"
+#include "modelmux/router.h"
+#include "modelmux/sched.h"
+#include "modelmux/tunnel.h"
+#include "modelmux/upstream.h"
+#include "modelmux/util.h"
+#include "http_int.h"
+
+void
+refuse_method(struct mm_req *r)
+{
+	const char *want = router_allow(&r->route);
+
+	reply_error(r, 405, "method_not_allowed", "method %s is not allowed here; use %s %.200s",
+	    r->method, want, r->path);
+	MHD_add_response_header(r->pending, "Allow", want);
+}
+
+static void
+api_reply(struct mm_req *r)
+{
+	struct api_reply *a = &r->api.reply;
+
+	if (a->status >= 400)
+		log_info("http", "req=%s status=%d path=%s", r->id, a->status, r->path);
+	reply_text(r, a->status, a->ctype, a->body, a->allow);
+	a->body = NULL; /* now MHD's */
+	if (a->warning != NULL)
+		MHD_add_response_header(r->pending, "X-Modelmux-Warning", a->warning);
+	if (a->retry_after_s > 0) {
+		char ra[16];
+
+		snprintf(ra, sizeof(ra), "%d", a->retry_after_s);
+		MHD_add_response_header(r->pending, "Retry-After", ra);
+	}
+}
+
+static void
+on_api_done(struct api_call *c)
+{
+	struct mm_req *r = c->arg;
+
+	r->api_pending = false;
+	api_reply(r);
+	req_resume(r);
+}
+
+void
+dispatch_api(struct mm_req *r)
+{
+	r->api.cfg = r->cfg;
+	r->api.op = r->route.op;
+	r->api.method = r->method;
+	r->api.path = r->path;
+	r->api.done = on_api_done;
+	r->api.arg = r;
+	switch (api_handle(&r->api)) {
+	case API_DONE:
+		api_reply(r);
+		break;
+	case API_PENDING:
+		r->api_pending = true;
+		r->phase = PH_WAIT_MODEL;
+		req_suspend(r);
+		break;
+	}
+}
