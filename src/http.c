@@ -628,8 +628,7 @@ http_stop_accepting(void)
 	/* Live feeds never end by themselves: end them now, cleanly, with what they hold. */
 	H.stopping = true;
 	for (struct mm_req *r = H.live; r != NULL; r = r->live_next)
-		if (r->sub != NULL)
-			end_feed(r);
+		end_feed(r);
 }
 
 void

@@ -71,7 +71,7 @@ spool_charge(struct mm_req *r, size_t n)
 	    !gate_tally_add(H.spool_ips, r->ip, n, H.spool_budget / HTTP_SPOOL_SHARE))
 		return -1;
 	H.spool_used += n;
-	r->spool_held += n;
+	r->upl.spool_held += n;
 	metrics_set_spool(H.spool_used, H.spool_budget);
 	return 0;
 }
@@ -79,11 +79,11 @@ spool_charge(struct mm_req *r, size_t n)
 void
 spool_release(struct mm_req *r)
 {
-	if (r->spool_held == 0)
+	if (r->upl.spool_held == 0)
 		return;
-	H.spool_used -= MM_MIN(H.spool_used, r->spool_held);
-	gate_tally_sub(H.spool_ips, r->ip, r->spool_held);
-	r->spool_held = 0;
+	H.spool_used -= MM_MIN(H.spool_used, r->upl.spool_held);
+	gate_tally_sub(H.spool_ips, r->ip, r->upl.spool_held);
+	r->upl.spool_held = 0;
 	metrics_set_spool(H.spool_used, H.spool_budget);
 }
 
@@ -124,32 +124,32 @@ write_all(int fd, const char *p, size_t n)
 int
 spool_append(struct mm_req *r, const char *p, size_t n)
 {
-	if (r->spool_fd == -1 && r->body.len + n <= HTTP_MP_MEMORY)
+	if (r->upl.spool_fd == -1 && r->body.len + n <= HTTP_MP_MEMORY)
 		return buf_append(&r->body, p, n, HTTP_MP_MEMORY);
-	if (spool_charge(r, (r->spool_fd == -1 ? r->body.len : 0) + n) == -1)
+	if (spool_charge(r, (r->upl.spool_fd == -1 ? r->body.len : 0) + n) == -1)
 		return -2;
-	if (r->spool_fd == -1) {
-		if ((r->spool_fd = spool_open(r->cfg)) == -1)
+	if (r->upl.spool_fd == -1) {
+		if ((r->upl.spool_fd = spool_open(r->cfg)) == -1)
 			return -1;
-		if (write_all(r->spool_fd, r->body.data ? r->body.data : "", r->body.len) == -1)
+		if (write_all(r->upl.spool_fd, r->body.data ? r->body.data : "", r->body.len) == -1)
 			return -1;
 		buf_free(&r->body);
 	}
-	return write_all(r->spool_fd, p, n);
+	return write_all(r->upl.spool_fd, p, n);
 }
 
 static size_t
 src_read(struct mm_req *r, char *buf, size_t n, uint64_t off)
 {
-	if (r->spool_fd == -1) {
-		n = (size_t)MM_MIN((uint64_t)n, r->body_total - off);
+	if (r->upl.spool_fd == -1) {
+		n = (size_t)MM_MIN((uint64_t)n, r->upl.total - off);
 		if (n == 0)
 			return 0;
 		memcpy(buf, r->body.data + off, n);
 		return n;
 	}
 	for (;;) {
-		ssize_t got = pread(r->spool_fd, buf, n, (off_t)off);
+		ssize_t got = pread(r->upl.spool_fd, buf, n, (off_t)off);
 
 		if (got == -1 && errno == EINTR)
 			continue;
@@ -162,33 +162,33 @@ size_t
 mp_body_read(void *arg, char *buf, size_t n)
 {
 	struct mm_req *r = arg;
-	const char    *ins = r->cut_z > r->cut_a ? r->model->use_model_name : "";
-	uint64_t       ins_len = strlen(ins), pos = r->send_pos, got;
+	const char    *ins = r->upl.cut_z > r->upl.cut_a ? r->model->use_model_name : "";
+	uint64_t       ins_len = strlen(ins), pos = r->upl.send_pos, got;
 
-	if (pos < r->cut_a) {
-		got = src_read(r, buf, (size_t)MM_MIN((uint64_t)n, r->cut_a - pos), pos);
-	} else if (pos < r->cut_a + ins_len) {
-		got = MM_MIN((uint64_t)n, r->cut_a + ins_len - pos);
-		memcpy(buf, ins + (pos - r->cut_a), (size_t)got);
+	if (pos < r->upl.cut_a) {
+		got = src_read(r, buf, (size_t)MM_MIN((uint64_t)n, r->upl.cut_a - pos), pos);
+	} else if (pos < r->upl.cut_a + ins_len) {
+		got = MM_MIN((uint64_t)n, r->upl.cut_a + ins_len - pos);
+		memcpy(buf, ins + (pos - r->upl.cut_a), (size_t)got);
 	} else {
-		uint64_t src = pos - r->cut_a - ins_len + r->cut_z;
+		uint64_t src = pos - r->upl.cut_a - ins_len + r->upl.cut_z;
 
-		got = src < r->body_total ? src_read(r, buf, (size_t)MM_MIN((uint64_t)n, r->body_total - src), src) : 0;
+		got = src < r->upl.total ? src_read(r, buf, (size_t)MM_MIN((uint64_t)n, r->upl.total - src), src) : 0;
 	}
-	r->send_pos += got;
+	r->upl.send_pos += got;
 	return (size_t)got;
 }
 
 void
 mp_body_rewind(void *arg)
 {
-	((struct mm_req *)arg)->send_pos = 0;
+	((struct mm_req *)arg)->upl.send_pos = 0;
 }
 
 uint64_t
 mp_send_len(const struct mm_req *r)
 {
-	uint64_t ins = r->cut_z > r->cut_a ? strlen(r->model->use_model_name) : 0;
+	uint64_t ins = r->upl.cut_z > r->upl.cut_a ? strlen(r->model->use_model_name) : 0;
 
-	return r->body_total - (r->cut_z - r->cut_a) + ins;
+	return r->upl.total - (r->upl.cut_z - r->upl.cut_a) + ins;
 }

@@ -37,17 +37,26 @@
 #include "modelmux/util.h"
 #include "http_int.h"
 
+struct feed {
+	struct log_sub *sub;     /* NULL once ended */
+	bool            ended;   /* ended by the stop: its last bytes are going out */
+	bool            events;  /* SSE framing (/api/events) */
+	char           *model;   /* only lines about this model (/logs/stream/<model>) */
+	unsigned long   missed;  /* lines dropped for a slow reader, not yet told */
+};
+
 /* A line for a live feed. A reader that falls behind loses the oldest lines (never more than
  * HTTP_SUB_WINDOW is held) and is told how many before the next one. Must not log. */
 static void
 on_feed_line(void *arg, const char *line, size_t len)
 {
 	struct mm_req *r = arg;
-	const char    *pre = r->sub_events ? "data: " : "", *post = r->sub_events ? "\n\n" : "\n";
+	struct feed   *f = r->feed;
+	const char    *pre = f->events ? "data: " : "", *post = f->events ? "\n\n" : "\n";
 	size_t         need = len + strlen(pre) + strlen(post) + 64;
 	char           marker[96];
 
-	if (r->sub_model != NULL && !log_line_about(line, len, r->sub_model))
+	if (f->model != NULL && !log_line_about(line, len, f->model))
 		return;
 	if (need > HTTP_SUB_WINDOW)
 		return;
@@ -55,18 +64,18 @@ on_feed_line(void *arg, const char *line, size_t len)
 		const char *nl = memchr(r->out.data + r->out_off, '\n', r->out.len - r->out_off);
 		size_t      to = nl ? (size_t)(nl - r->out.data) + 1 : r->out.len;
 
-		if (r->sub_events && to < r->out.len && r->out.data[to] == '\n')
+		if (f->events && to < r->out.len && r->out.data[to] == '\n')
 			to++;
 		r->out_off = to;
-		r->missed++;
+		f->missed++;
 	}
-	if (r->missed > 0) {
-		if (r->sub_events)
-			snprintf(marker, sizeof(marker), "data: {\"type\":\"missed\",\"count\":%lu}\n\n", r->missed);
+	if (f->missed > 0) {
+		if (f->events)
+			snprintf(marker, sizeof(marker), "data: {\"type\":\"missed\",\"count\":%lu}\n\n", f->missed);
 		else
-			snprintf(marker, sizeof(marker), "-- %lu lines missed --\n", r->missed);
+			snprintf(marker, sizeof(marker), "-- %lu lines missed --\n", f->missed);
 		if (out_append(r, marker, strlen(marker)) == 0)
-			r->missed = 0;
+			f->missed = 0;
 	}
 	if (out_append(r, pre, strlen(pre)) == -1 || out_append(r, line, len) == -1 ||
 	    out_append(r, post, strlen(post)) == -1)
@@ -78,9 +87,11 @@ on_feed_line(void *arg, const char *line, size_t len)
 void
 end_feed(struct mm_req *r)
 {
-	log_unsubscribe(r->sub);
-	r->sub = NULL;
-	r->feed_ended = true;
+	if (r->feed == NULL || r->feed->sub == NULL)
+		return;
+	log_unsubscribe(r->feed->sub);
+	r->feed->sub = NULL;
+	r->feed->ended = true;
 	r->up_done = true;
 	r->up_ok = true;
 	req_resume(r);
@@ -93,24 +104,26 @@ start_feed(struct mm_req *r)
 {
 	static const char logs[] = "/logs/stream";
 	bool              events = r->route.op == OP_EVENTS;
+	struct feed      *f = xcalloc(1, sizeof(*f));
 	struct MHD_Response *resp;
 
-	r->sub_events = events;
+	r->feed = f;
+	f->events = events;
 	if (!events && r->path[sizeof(logs) - 1] == '/')
-		r->sub_model = xstrdup(r->path + sizeof(logs));
+		f->model = xstrdup(r->path + sizeof(logs));
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_SSE_BLOCK, read_body, r, NULL);
 	MHD_add_response_header(resp, "Content-Type", events ? "text/event-stream" : "text/plain; charset=utf-8");
 	MHD_add_response_header(resp, "Cache-Control", "no-cache");
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	set_reply(r, 200, resp);
 	r->phase = PH_STREAM;
-	r->sub = log_subscribe(events ? LOG_CH_EVENTS : LOG_CH_LINES, on_feed_line, r);
+	f->sub = log_subscribe(events ? LOG_CH_EVENTS : LOG_CH_LINES, on_feed_line, r);
 	if (events) {
 		sched_publish_states(); /* every subscriber sees a snapshot; harmless for the others */
 	} else if (r->query == NULL || strstr(r->query, "no-history") == NULL) {
 		struct buf hist = { 0 };
 
-		log_history(&hist, r->sub_model);
+		log_history(&hist, f->model);
 		/* Only the newest HTTP_SUB_WINDOW of history, whole lines. */
 		size_t from = hist.len > HTTP_SUB_WINDOW / 2 ? hist.len - HTTP_SUB_WINDOW / 2 : 0;
 		const char *nl = from ? memchr(hist.data + from, '\n', hist.len - from) : NULL;
@@ -134,8 +147,20 @@ drain_feeds(void)
 	while (left && H.d != NULL && loop_now_ms() < until) {
 		left = false;
 		for (struct mm_req *r = H.live; r != NULL && !left; r = r->live_next)
-			left = r->feed_ended;
+			left = r->feed != NULL && r->feed->ended;
 		if (left)
 			MHD_run_wait(H.d, 20);
 	}
+}
+
+/* The feed's subscription ends (the client left, or the request completed) and its state goes. */
+void
+feed_free(struct mm_req *r)
+{
+	if (r->feed == NULL)
+		return;
+	log_unsubscribe(r->feed->sub);
+	free(r->feed->model);
+	free(r->feed);
+	r->feed = NULL;
 }

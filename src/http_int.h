@@ -26,6 +26,48 @@ enum req_phase {
 	PH_REPLY,
 };
 
+/* An upload (BODY_SPOOL, multipart): scanned as it streams; kept in `body` up to
+ * HTTP_MP_MEMORY, past that in an unlinked temporary file under the spool budget. Sent on with
+ * at most the model value replaced (http_body.c). */
+struct req_upload {
+	struct mp_scan *mp;
+	const char     *error;      /* the scanner's, or the spool's */
+	int             spool_fd;   /* -1: none yet; -2: could not be made */
+	uint64_t        spool_held; /* bytes of the spool budget this request holds */
+	uint64_t        total;      /* body bytes taken */
+	uint64_t        send_pos;   /* bytes of the (rewritten) body handed to the backend */
+	uint64_t        cut_a, cut_z; /* the model value's range, replaced by use_model_name */
+};
+
+/* A request for a model toward its backend, and the backend's answer (http_proxy.c). */
+struct req_proxy {
+	char                    *path;         /* /upstream/<model>/<rest>: <rest>, checked, re-encoded */
+	char                    *body;         /* rewritten body, or NULL to send the request's */
+	size_t                   body_len;
+	char                   **headers;      /* one block (hdr_pack) */
+	size_t                   headers_size; /* its bytes: wiped when it holds a key */
+	struct up_xfer          *xfer;         /* the transfer in flight */
+	bool                     paused;       /* the transfer waits for room in the window */
+	bool                     sse;          /* the response is text/event-stream */
+	bool                     wants_stream; /* the JSON body asked for "stream": true */
+	bool                     loading;      /* sendLoadingState: our SSE head went out already */
+	bool                     discard;      /* the backend's body has no place in the stream */
+	uint64_t                 loading_timer;
+	uint64_t                 loading_since;
+	char                     tail2[2];     /* the last two body bytes from the backend */
+	struct router_usage_scan usage;        /* token counts read from the response */
+	/* A small answer of known length is sent whole: head and body in one write, once the body
+	 * is all in (it arrives with the head, as a rule). */
+	struct MHD_Response     *whole;
+	char                    *whole_buf;    /* owned by `whole` */
+	size_t                   whole_len, whole_got;
+	int                      whole_status;
+};
+
+struct feed; /* a live feed's state (http_feed.c) */
+
+/* One request, from its request line (on_uri) to MHD's completion callback (on_completed):
+ * the core every request has, then what its kind adds. */
 struct mm_req {
 	struct MHD_Connection *conn;
 	struct mm_req         *live_prev, *live_next; /* H.live: every request not yet completed */
@@ -40,6 +82,12 @@ struct mm_req {
 	struct route           route;
 	bool                   method_ok;   /* the route takes this method */
 	struct cfg            *cfg;
+	char                   ip[GATE_MAX_IP_BYTES];   /* the client: the peer, or the address a
+	                                                 * trusted proxy forwarded for */
+	char                   peer[GATE_MAX_IP_BYTES]; /* the connection's other end */
+	char                  *forwarded_for;          /* a trusted proxy's X-Forwarded-For chain */
+	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
+	/* the body */
 	struct buf             body;
 	bool                   body_too_large;
 	bool                   refused;     /* answered before the body's end: the rest is dropped */
@@ -47,63 +95,31 @@ struct mm_req {
 	size_t                 drained;     /* body bytes dropped after the limit */
 	uint64_t               body_timer;  /* body idle timeout (408) */
 	uint64_t               body_last;   /* when the last body byte came */
-	/* multipart: scanned as it streams; kept in `body` up to HTTP_MP_MEMORY, past that in an
-	 * unlinked temporary file. Sent on with at most the model value replaced. */
-	struct mp_scan        *mp;
-	const char            *mp_error;
-	int                    spool_fd;
-	uint64_t               spool_held;  /* bytes of the spool budget this request holds */
-	uint64_t               body_total;
-	uint64_t               send_pos;    /* bytes of the (rewritten) body handed to curl */
-	uint64_t               cut_a, cut_z; /* the model value's range, replaced by use_model_name */
-	const struct cfg_model *model;
-	char                  *model_name;  /* as the client sent it */
-	char                  *up_path;     /* /upstream/<model>/<rest>: <rest>, checked, re-encoded */
-	char                  *up_body;     /* rewritten body, or NULL to send `body` */
-	size_t                 up_body_len;
-	char                 **up_headers;       /* one block (hdr_pack) */
-	size_t                 up_headers_size;  /* its bytes: wiped when it holds a key */
-	struct sched_ticket    ticket;
-	struct api_call        api;
-	struct log_sub        *sub;         /* /logs/stream, /api/events: the live feed */
-	bool                   feed_ended;  /* ended by the stop: its last bytes are going out */
-	char                  *sub_model;   /* only lines about this model */
-	bool                   sub_events;  /* SSE framing */
-	unsigned long          missed;      /* lines dropped for a slow reader, not yet told */
-	bool                   api_pending;
-	struct up_xfer        *up;
-	bool                   ws;          /* an Upgrade: websocket on /upstream */
-	struct tunnel         *tun;         /* its backend side, until the 101 went out */
-	bool                   up_done, up_ok, up_paused;
-	bool                   sse;         /* the response is text/event-stream */
-	bool                   wants_stream; /* the JSON body asked for "stream": true */
-	bool                   loading;     /* sendLoadingState: our SSE head went out already */
-	bool                   discard_up;  /* the backend's body has no place in the stream */
-	uint64_t               loading_timer;
-	uint64_t               loading_since;
-	char                   tail2[2];    /* the last two body bytes from the backend */
-	struct router_usage_scan usage;     /* token counts read from the response */
+	/* the answer */
 	struct MHD_Response   *pending;     /* answer to queue at the next handler call */
-	/* A small answer of known length is sent whole: head and body in one write, once the body
-	 * is all in (it arrives with the head, as a rule). */
-	struct MHD_Response   *whole;
-	char                  *whole_buf;   /* owned by `whole` */
-	size_t                 whole_len, whole_got;
-	int                    whole_status;
 	int                    status;      /* the status queued */
 	struct buf             out;         /* response window: bytes [out_off, out.len) */
 	size_t                 out_off;
+	bool                   up_done, up_ok; /* what fills the window has ended (well) */
 	bool                   suspended;
 	bool                   client_gone;
 	int                    watch_fd;
 	uint64_t               watch_timer;
-	char                   ip[GATE_MAX_IP_BYTES];   /* the client: the peer, or the address a
-	                                                 * trusted proxy forwarded for */
-	char                   peer[GATE_MAX_IP_BYTES]; /* the connection's other end */
-	char                  *forwarded_for;          /* a trusted proxy's X-Forwarded-For chain */
-	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
 	uint64_t               t_start, t_granted, t_first_byte;
 	unsigned long long     bytes_out;
+	/* a model's request: the model, its grant, and the kind's own state */
+	const struct cfg_model *model;
+	char                  *model_name;  /* as the client sent it */
+	struct sched_ticket    ticket;
+	struct req_upload      upl;         /* ROUTE_MULTIPART_MODEL, spooled /upstream bodies */
+	struct req_proxy       px;          /* every request that goes to a backend */
+	bool                   ws;          /* an Upgrade: websocket on /upstream (http_ws.c) */
+	struct tunnel         *tun;         /* its backend side, until the 101 went out */
+	/* a management request (http_api.c) */
+	struct api_call        api;
+	bool                   api_pending;
+	/* a live feed */
+	struct feed           *feed;        /* http_feed.c, or NULL */
 };
 
 struct http_state {
@@ -214,4 +230,5 @@ void on_drain(const char *model_id);
 void drain_feeds(void);
 void end_feed(struct mm_req *r);
 void start_feed(struct mm_req *r);
+void feed_free(struct mm_req *r);
 #endif

@@ -48,14 +48,14 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	bool                 sse = false;
 
 	r->t_first_byte = loop_now_ms();
-	if (r->loading) {
+	if (r->px.loading) {
 		/* Our head went out long ago: the backend's stream continues ours. */
 		if (status != 200) {
 			char why[64];
 
 			snprintf(why, sizeof(why), "the backend answered %d", status);
 			stream_error_event(r, why);
-			r->discard_up = true;
+			r->px.discard = true;
 		}
 		return;
 	}
@@ -69,11 +69,11 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	if (empty)
 		content_length = 0;
 	if (content_length > 0 && content_length <= (long long)HTTP_WHOLE_MAX && !head) {
-		r->whole_len = (size_t)content_length;
-		r->whole_buf = xmalloc(r->whole_len);
-		resp = r->whole = MHD_create_response_from_buffer_with_free_callback(r->whole_len,
-		    r->whole_buf, free);
-		r->whole_status = status;
+		r->px.whole_len = (size_t)content_length;
+		r->px.whole_buf = xmalloc(r->px.whole_len);
+		resp = r->px.whole = MHD_create_response_from_buffer_with_free_callback(r->px.whole_len,
+		    r->px.whole_buf, free);
+		r->px.whole_status = status;
 	} else {
 		/* Events are small and held open by the thousand: a small block per stream. */
 		resp = MHD_create_response_from_callback(content_length >= 0
@@ -89,8 +89,8 @@ on_up_head(void *arg, int status, const struct up_header *h, size_t n, long long
 	}
 	if (sse)
 		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-	r->usage.sse = r->sse = sse && content_length < 0;
-	if (r->whole != NULL)
+	r->px.usage.sse = r->px.sse = sse && content_length < 0;
+	if (r->px.whole != NULL)
 		return; /* queued once the body is in: on_up_body */
 	set_reply(r, status, resp);
 	r->phase = PH_STREAM;
@@ -103,42 +103,42 @@ on_up_body(void *arg, const char *p, size_t n)
 	struct mm_req *r = arg;
 	size_t         held = r->out.len - r->out_off;
 
-	if (r->discard_up)
+	if (r->px.discard)
 		return n;
-	if (r->whole != NULL) {
-		if (n > r->whole_len - r->whole_got)
+	if (r->px.whole != NULL) {
+		if (n > r->px.whole_len - r->px.whole_got)
 			return n; /* past its Content-Length: cannot happen, curl stops there */
-		memcpy(r->whole_buf + r->whole_got, p, n);
-		r->whole_got += n;
-		if (r->whole_got == r->whole_len) {
-			struct MHD_Response *resp = r->whole;
+		memcpy(r->px.whole_buf + r->px.whole_got, p, n);
+		r->px.whole_got += n;
+		if (r->px.whole_got == r->px.whole_len) {
+			struct MHD_Response *resp = r->px.whole;
 
 			if (r->route.kind == ROUTE_JSON_MODEL) /* read where it lies: no copy */
-				router_usage_body(&r->usage, r->whole_buf, r->whole_len);
+				router_usage_body(&r->px.usage, r->px.whole_buf, r->px.whole_len);
 
-			r->whole = NULL;
-			r->bytes_out = r->whole_len;
-			set_reply(r, r->whole_status, resp);
+			r->px.whole = NULL;
+			r->bytes_out = r->px.whole_len;
+			set_reply(r, r->px.whole_status, resp);
 			r->phase = PH_REPLY;
 			req_resume(r);
 		}
 		return n;
 	}
 	if (held > 0 && held + n > HTTP_STREAM_WINDOW) {
-		r->up_paused = true;
+		r->px.paused = true;
 		return 0;
 	}
 	if (r->route.kind == ROUTE_JSON_MODEL)
-		router_usage_feed(&r->usage, p, n);
+		router_usage_feed(&r->px.usage, p, n);
 	if (n >= 2) {
-		r->tail2[0] = p[n - 2];
-		r->tail2[1] = p[n - 1];
+		r->px.tail2[0] = p[n - 2];
+		r->px.tail2[1] = p[n - 1];
 	} else if (n == 1) {
-		r->tail2[0] = r->tail2[1];
-		r->tail2[1] = p[0];
+		r->px.tail2[0] = r->px.tail2[1];
+		r->px.tail2[1] = p[0];
 	}
 	if (out_append(r, p, n) == -1) {
-		r->up_paused = true;
+		r->px.paused = true;
 		return 0;
 	}
 	if (r->phase == PH_STREAM)
@@ -153,8 +153,8 @@ stream_error(struct mm_req *r, const char *code, const char *msg)
 {
 	char *json = api_error_json(502, code, msg);
 	/* Start on an event boundary whatever the backend's last bytes were. */
-	const char *sep = r->tail2[1] != '\n' && r->tail2[1] != '\0' ? "\n\n"
-	                : r->tail2[0] != '\n' && r->tail2[1] != '\0' ? "\n" : "";
+	const char *sep = r->px.tail2[1] != '\n' && r->px.tail2[1] != '\0' ? "\n\n"
+	                : r->px.tail2[0] != '\n' && r->px.tail2[1] != '\0' ? "\n" : "";
 	char *ev = xasprintf("%sdata: %s\n\n", sep, json);
 
 	if (out_append(r, ev, strlen(ev)) == -1)
@@ -179,18 +179,18 @@ on_up_done(void *arg, bool ok, const char *reason)
 	struct mm_req *r = arg;
 	char           q[512];
 
-	r->up = NULL;
+	r->px.xfer = NULL;
 	r->up_done = true;
 	r->up_ok = ok;
 	sched_release(&r->ticket);
 	if (ok)
-		(void)router_usage_end(&r->usage);
-	if (r->usage.found)
-		metrics_tokens(r->model->id, r->usage.prompt, r->usage.completion);
-	if (r->whole != NULL) {
+		(void)router_usage_end(&r->px.usage);
+	if (r->px.usage.found)
+		metrics_tokens(r->model->id, r->px.usage.prompt, r->px.usage.completion);
+	if (r->px.whole != NULL) {
 		/* The backend's head came, its whole body did not. */
-		MHD_destroy_response(r->whole);
-		r->whole = NULL;
+		MHD_destroy_response(r->px.whole);
+		r->px.whole = NULL;
 	}
 	if (r->phase == PH_WAIT_UPSTREAM) {
 		reply_error(r, 502, "backend_unavailable", "model %s: backend request failed: %s",
@@ -198,7 +198,7 @@ on_up_done(void *arg, bool ok, const char *reason)
 	} else if (!ok) {
 		log_warn("http", "req=%s model=%s msg=\"backend closed the response early\" reason=%s",
 		    r->id, r->model->id, log_q(q, sizeof(q), reason));
-		if (r->sse)
+		if (r->px.sse)
 			stream_error_event(r, reason);
 	}
 	req_resume(r);
@@ -390,7 +390,7 @@ loading_tick(void *arg)
 {
 	struct mm_req *r = arg;
 
-	r->loading_timer = loop_timer_add(HTTP_LOADING_TICK_MS, loading_tick, r);
+	r->px.loading_timer = loop_timer_add(HTTP_LOADING_TICK_MS, loading_tick, r);
 	loading_chunk(r, ".");
 }
 
@@ -407,11 +407,11 @@ start_loading(struct mm_req *r)
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	set_reply(r, 200, resp);
 	r->phase = PH_STREAM;
-	r->loading = r->usage.sse = r->sse = true;
-	r->loading_since = loop_now_ms();
+	r->px.loading = r->px.usage.sse = r->px.sse = true;
+	r->px.loading_since = loop_now_ms();
 	snprintf(head, sizeof(head), "Loading model %.200s…\n", r->model->id);
 	loading_chunk(r, head);
-	r->loading_timer = loop_timer_add(HTTP_LOADING_TICK_MS, loading_tick, r);
+	r->px.loading_timer = loop_timer_add(HTTP_LOADING_TICK_MS, loading_tick, r);
 }
 
 static void
@@ -420,11 +420,11 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 	struct mm_req *r = arg;
 
 	(void)t;
-	if (r->loading) {
-		loop_timer_cancel(r->loading_timer);
-		r->loading_timer = 0;
+	if (r->px.loading) {
+		loop_timer_cancel(r->px.loading_timer);
+		r->px.loading_timer = 0;
 	}
-	if (status != 0 && r->loading) {
+	if (status != 0 && r->px.loading) {
 		/* The status line went out with the progress: the failure becomes the last event. */
 		stream_error(r, status == 504 ? "backend_timeout" : "backend_start_failed", msg);
 		r->up_done = true;
@@ -439,11 +439,11 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 		return;
 	}
 	r->t_granted = loop_now_ms();
-	if (r->loading) {
+	if (r->px.loading) {
 		char done[64];
 
 		snprintf(done, sizeof(done), "Done! (%.2fs)\n",
-		    (double)(r->t_granted - r->loading_since) / 1000.0);
+		    (double)(r->t_granted - r->px.loading_since) / 1000.0);
 		loading_chunk(r, done);
 	}
 	start_upstream(r);
@@ -453,7 +453,7 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 char *
 upstream_url(const struct mm_req *r, const char *proxy, char *buf, size_t n)
 {
-	const char *part[4] = { proxy, r->up_path ? r->up_path : r->path, r->query ? "?" : "",
+	const char *part[4] = { proxy, r->px.path ? r->px.path : r->path, r->query ? "?" : "",
 		r->query ? r->query : "" };
 	size_t      len[4], total = 1;
 	char       *url, *w;
@@ -477,9 +477,9 @@ start_upstream(struct mm_req *r)
 	struct up_request ur = {
 		.url = url,
 		.method = r->method,
-		.headers = r->up_headers,
-		.body = r->up_body ? r->up_body : (r->body.data ? r->body.data : ""),
-		.body_len = r->up_body ? r->up_body_len : r->body.len,
+		.headers = r->px.headers,
+		.body = r->px.body ? r->px.body : (r->body.data ? r->body.data : ""),
+		.body_len = r->px.body ? r->px.body_len : r->body.len,
 		.connect_timeout_s = r->model->timeouts.connect_s,
 		.header_timeout_s = r->model->timeouts.response_header_s,
 		.tls_handshake_s = r->model->timeouts.tls_handshake_s,
@@ -495,7 +495,7 @@ start_upstream(struct mm_req *r)
 		return;
 	}
 	if (r->route.body == BODY_SPOOL) {
-		r->send_pos = 0;
+		r->upl.send_pos = 0;
 		ur.body = NULL;
 		ur.body_len = (size_t)mp_send_len(r);
 		ur.read = mp_body_read;
@@ -503,14 +503,14 @@ start_upstream(struct mm_req *r)
 		ur.rewind = mp_body_rewind;
 	}
 
-	if (!r->loading)
+	if (!r->px.loading)
 		r->phase = PH_WAIT_UPSTREAM;
-	r->up = up_start(&ur, &up_cb, r, &err);
+	r->px.xfer = up_start(&ur, &up_cb, r, &err);
 	if (url != ubuf)
 		free(url);
-	if (r->up == NULL) {
+	if (r->px.xfer == NULL) {
 		sched_release(&r->ticket);
-		if (r->loading) {
+		if (r->px.loading) {
 			stream_error(r, "backend_unavailable", err);
 			r->up_done = true;
 			req_resume(r);
@@ -520,7 +520,7 @@ start_upstream(struct mm_req *r)
 		req_resume(r);
 		return;
 	}
-	if (!r->loading)
+	if (!r->px.loading)
 		req_suspend(r);
 }
 
@@ -568,7 +568,7 @@ dispatch_model(struct mm_req *r)
 	case 1:
 		if ((r->model = cfg_find_model(r->cfg, pk.model)) != NULL && !router_rewrites(r->model)) {
 			r->model_name = xstrdup(pk.model);
-			r->wants_stream = pk.stream;
+			r->px.wants_stream = pk.stream;
 			acquire_model(r);
 			return;
 		}
@@ -582,19 +582,19 @@ dispatch_model(struct mm_req *r)
 		return;
 	}
 	r->model_name = xstrdup(name);
-	r->wants_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
+	r->px.wants_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
 		reply_error(r, 404, "model_not_found", "model %.256s not found", r->model_name);
 		cJSON_Delete(doc);
 		return;
 	}
 	/* A rewritten body is serialised once; its length is the new Content-Length. */
-	if (router_rewrite_json(doc, r->model) && (r->up_body = cJSON_PrintUnformatted(doc)) == NULL) {
+	if (router_rewrite_json(doc, r->model) && (r->px.body = cJSON_PrintUnformatted(doc)) == NULL) {
 		cJSON_Delete(doc);
 		reply_error(r, 500, "internal_error", "cannot rewrite the request body");
 		return;
 	}
-	r->up_body_len = r->up_body ? strlen(r->up_body) : 0;
+	r->px.body_len = r->px.body ? strlen(r->px.body) : 0;
 	cJSON_Delete(doc);
 	acquire_model(r);
 }
@@ -607,7 +607,7 @@ wants_loading_state(const struct mm_req *r)
 
 	if (on < 0)
 		on = r->cfg->send_loading_state;
-	return on && r->wants_stream && strcmp(r->path, "/v1/chat/completions") == 0;
+	return on && r->px.wants_stream && strcmp(r->path, "/v1/chat/completions") == 0;
 }
 
 /* Asks the scheduler for r->model, then goes upstream now or once it is ready. */
@@ -617,7 +617,7 @@ acquire_model(struct mm_req *r)
 	char msg[SCHED_MSG_MAX];
 	int  status = 0;
 
-	r->up_headers = upstream_headers(r, &r->up_headers_size);
+	r->px.headers = upstream_headers(r, &r->px.headers_size);
 	switch (sched_acquire(&r->ticket, r->model, on_granted, r, &status, msg, sizeof(msg))) {
 	case 1:
 		r->t_granted = loop_now_ms();
@@ -648,8 +648,8 @@ dispatch_upstream(struct mm_req *r)
 		    body_limit(r));
 		return;
 	}
-	if (r->mp_error != NULL) {
-		reply_error(r, 507, "insufficient_storage", "%s", r->mp_error);
+	if (r->upl.error != NULL) {
+		reply_error(r, 507, "insufficient_storage", "%s", r->upl.error);
 		return;
 	}
 	if (r->ws && r->model->ignore_websockets) {
@@ -661,7 +661,7 @@ dispatch_upstream(struct mm_req *r)
 			    "WebSockets do not load it (compat.ignoreWebsockets)", r->model->id);
 			return;
 		}
-		r->up_headers = upstream_headers(r, &r->up_headers_size);
+		r->px.headers = upstream_headers(r, &r->px.headers_size);
 		r->t_granted = loop_now_ms();
 		start_ws(r, sched_model_cfg(m)->proxy);
 		return;
@@ -682,15 +682,15 @@ dispatch_multipart(struct mm_req *r)
 		    r->cfg->limits.max_multipart_body_bytes);
 		return;
 	}
-	if (r->mp_error != NULL) {
-		reply_error(r, r->spool_fd == -2 ? 507 : 400, "invalid_request", "%s", r->mp_error);
+	if (r->upl.error != NULL) {
+		reply_error(r, r->upl.spool_fd == -2 ? 507 : 400, "invalid_request", "%s", r->upl.error);
 		return;
 	}
-	if (!mp_complete(r->mp)) {
+	if (!mp_complete(r->upl.mp)) {
 		reply_error(r, 400, "invalid_request", "the multipart body ends before its closing boundary");
 		return;
 	}
-	if ((name = mp_field(r->mp, &a, &z)) == NULL || *name == '\0') {
+	if ((name = mp_field(r->upl.mp, &a, &z)) == NULL || *name == '\0') {
 		reply_error(r, 400, "invalid_request", "missing \"model\" form field");
 		return;
 	}
@@ -701,8 +701,8 @@ dispatch_multipart(struct mm_req *r)
 	}
 	/* useModelName rewrites the model part; every other byte goes through unchanged. */
 	if (r->model->use_model_name != NULL) {
-		r->cut_a = a;
-		r->cut_z = z;
+		r->upl.cut_a = a;
+		r->upl.cut_z = z;
 	}
 	acquire_model(r);
 }
@@ -751,5 +751,5 @@ check_upstream(struct mm_req *r)
 		reply_error(r, 400, "invalid_path", "upstream path refused: %s", why ? why : "too long");
 		return;
 	}
-	r->up_path = xstrdup(encoded);
+	r->px.path = xstrdup(encoded);
 }

@@ -237,9 +237,9 @@ on_client_hup(int fd, uint32_t events, void *arg)
 	(void)events;
 	log_info("http", "req=%s msg=\"client disconnected\" phase=%d", r->id, (int)r->phase);
 	r->client_gone = true;
-	if (r->up) {
-		up_cancel(r->up);
-		r->up = NULL;
+	if (r->px.xfer) {
+		up_cancel(r->px.xfer);
+		r->px.xfer = NULL;
 		log_info("http", "req=%s msg=\"upstream request cancelled\"", r->id);
 	}
 	tunnel_free(r->tun);
@@ -249,10 +249,9 @@ on_client_hup(int fd, uint32_t events, void *arg)
 		api_cancel(&r->api);
 		r->api_pending = false;
 	}
-	log_unsubscribe(r->sub);
-	r->sub = NULL;
-	loop_timer_cancel(r->loading_timer);
-	r->loading_timer = 0;
+	feed_free(r);
+	loop_timer_cancel(r->px.loading_timer);
+	r->px.loading_timer = 0;
 	req_resume(r);
 }
 
@@ -332,9 +331,9 @@ read_body(void *cls, uint64_t pos, char *buf, size_t max)
 			buf_reset(&r->out);
 		}
 		r->bytes_out += n;
-		if (r->up_paused && r->up != NULL && r->out.len - r->out_off < HTTP_STREAM_WINDOW / 2) {
-			r->up_paused = false;
-			up_resume(r->up);
+		if (r->px.paused && r->px.xfer != NULL && r->out.len - r->out_off < HTTP_STREAM_WINDOW / 2) {
+			r->px.paused = false;
+			up_resume(r->px.xfer);
 		}
 		return (ssize_t)n;
 	}
@@ -651,7 +650,7 @@ first_call(struct mm_req *r)
 	} else if (r->route.kind == ROUTE_MULTIPART_MODEL) {
 		const char *err = NULL;
 
-		if ((r->mp = mp_new(req_header(r, "Content-Type"), "model", &err)) == NULL)
+		if ((r->upl.mp = mp_new(req_header(r, "Content-Type"), "model", &err)) == NULL)
 			reply_error(r, 400, "invalid_request", "%s", err);
 	}
 	if (r->pending == NULL)
@@ -699,7 +698,7 @@ take_spooled(struct mm_req *r, const char *data, size_t n)
 	const char *err = NULL;
 	int         sp;
 
-	if (!r->body_too_large && r->body_total + n > (uint64_t)body_limit(r)) {
+	if (!r->body_too_large && r->upl.total + n > (uint64_t)body_limit(r)) {
 		r->body_too_large = true;
 		buf_free(&r->body);
 		metrics_refusal("size");
@@ -708,10 +707,10 @@ take_spooled(struct mm_req *r, const char *data, size_t n)
 		r->drained = n;
 		return;
 	}
-	if (r->mp_error != NULL)
+	if (r->upl.error != NULL)
 		return;
-	if (r->mp != NULL && mp_feed(r->mp, data, n, &err) == -1) {
-		r->mp_error = err;
+	if (r->upl.mp != NULL && mp_feed(r->upl.mp, data, n, &err) == -1) {
+		r->upl.error = err;
 	} else if ((sp = spool_append(r, data, n)) == -2) {
 		/* Full: answered now, the rest dropped like an oversized body's. */
 		r->body_too_large = true;
@@ -724,10 +723,10 @@ take_spooled(struct mm_req *r, const char *data, size_t n)
 	} else if (sp == -1) {
 		log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,
 		    strerror(errno));
-		r->mp_error = "cannot store the upload";
-		r->spool_fd = r->spool_fd == -1 ? -2 : r->spool_fd;
+		r->upl.error = "cannot store the upload";
+		r->upl.spool_fd = r->upl.spool_fd == -1 ? -2 : r->upl.spool_fd;
 	} else {
-		r->body_total += n;
+		r->upl.total += n;
 	}
 }
 
@@ -854,7 +853,7 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->uri = xstrdup(uri);
 	r->cfg = cfg_ref(H.cfg);
 	r->watch_fd = -1;
-	r->spool_fd = -1;
+	r->upl.spool_fd = -1;
 	r->t_start = loop_now_ms();
 	if (cc != NULL)
 		cc->req = r;
@@ -877,16 +876,16 @@ req_release(struct mm_req *r)
 	if (r->watch_fd != -1)
 		loop_fd_del(r->watch_fd);
 	loop_timer_cancel(r->watch_timer);
-	if (r->up != NULL) {
-		up_cancel(r->up);
+	if (r->px.xfer != NULL) {
+		up_cancel(r->px.xfer);
 		log_info("http", "req=%s msg=\"client gone, upstream request cancelled\"", r->id);
 	}
 	tunnel_free(r->tun);
 	sched_release(&r->ticket);
 	if (r->api_pending)
 		api_cancel(&r->api);
-	log_unsubscribe(r->sub);
-	loop_timer_cancel(r->loading_timer);
+	feed_free(r);
+	loop_timer_cancel(r->px.loading_timer);
 }
 
 /* The request's metrics and its access log line. */
@@ -907,7 +906,7 @@ log_access(const struct mm_req *r, enum MHD_RequestTerminationCode toe, uint64_t
 		    r->t_granted ? (long long)(r->t_granted - r->t_start) : -1LL,
 		    r->t_first_byte ? (long long)(r->t_first_byte - r->t_start) : -1LL,
 		    (unsigned long long)(now - r->t_start),
-		    r->usage.found ? r->usage.prompt : -1LL, r->usage.found ? r->usage.completion : -1LL,
+		    r->px.usage.found ? r->px.usage.prompt : -1LL, r->px.usage.found ? r->px.usage.completion : -1LL,
 		    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
 		    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
 		    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
@@ -917,25 +916,24 @@ log_access(const struct mm_req *r, enum MHD_RequestTerminationCode toe, uint64_t
 static void
 req_free(struct mm_req *r)
 {
-	free(r->sub_model);
 	free(r->api.reply.body);
 	if (r->pending)
 		MHD_destroy_response(r->pending);
-	if (r->whole)
-		MHD_destroy_response(r->whole);
+	if (r->px.whole)
+		MHD_destroy_response(r->px.whole);
 	buf_free(&r->body);
 	buf_free(&r->out);
-	buf_free(&r->usage.keep);
-	mp_free(r->mp);
-	if (r->spool_fd >= 0)
-		close(r->spool_fd);
+	buf_free(&r->px.usage.keep);
+	mp_free(r->upl.mp);
+	if (r->upl.spool_fd >= 0)
+		close(r->upl.spool_fd);
 	spool_release(r);
-	if (r->up_headers != NULL && r->model != NULL && r->model->upstream_api_key != NULL)
-		OPENSSL_cleanse(r->up_headers, r->up_headers_size);
-	free(r->up_headers);
-	cJSON_free(r->up_body);
+	if (r->px.headers != NULL && r->model != NULL && r->model->upstream_api_key != NULL)
+		OPENSSL_cleanse(r->px.headers, r->px.headers_size);
+	free(r->px.headers);
+	cJSON_free(r->px.body);
 	free(r->model_name);
-	free(r->up_path);
+	free(r->px.path);
 	free(r->forwarded_for);
 	free(r->path);
 	free(r->uri);

@@ -223,7 +223,7 @@ start_ws(struct mm_req *r, const char *proxy)
 	unsigned    head_s = r->model->timeouts.response_header_s > 0
 	                     ? (unsigned)r->model->timeouts.response_header_s : HTTP_WS_HEAD_S;
 
-	r->tun = tunnel_open(url, r->method, r->up_headers, req_header(r, "Upgrade"),
+	r->tun = tunnel_open(url, r->method, r->px.headers, req_header(r, "Upgrade"),
 	    (unsigned)r->model->timeouts.connect_s, head_s, (unsigned)r->model->timeouts.keepalive_s,
 	    on_ws_head, r, &err);
 	if (url != ubuf)
