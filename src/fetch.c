@@ -29,7 +29,7 @@ on_sock(int fd, uint32_t events, void *arg)
 	(void)arg;
 	if (events & EPOLLIN) {
 		/* Leave delayed-ACK mode before curl reads: the read that drains the socket then
-		 * acknowledges at once (see upstream.c's quickack). */
+		 * acknowledges at once (see upstream_direct.c's quickack). */
 		int one = 1;
 
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
