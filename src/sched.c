@@ -1,7 +1,7 @@
 /* sched: model states, queues and swap decisions.
  *
  * Every change (a request arrives or ends, a process becomes ready, fails or is reaped, a timer
- * fires) ends in pump(), which re-derives what to do from the state alone:
+ * fires) ends in sched__pump(), which re-derives what to do from the state alone:
  *   1. which running models a waiting model needs evicted (llama-swap's group rules);
  *   2. grants to ready models — not to one wanted for eviction, unless it is still serving the
  *      batch of requests that were queued when it became ready;
@@ -20,57 +20,11 @@
 #include "modelmux/props.h"
 #include "modelmux/sched.h"
 #include "modelmux/util.h"
+#include "sched_int.h"
 
-struct sched_model {
-	const struct cfg_model *cfg;
-	struct cfg             *owner;       /* the snapshot cfg points into (a reference) */
-	const struct cfg_model *next_cfg;    /* reload: the new definition, once this process exits */
-	struct cfg             *next_owner;
-	bool                    retired;     /* reload removed it: freed once stopped and idle */
-	enum model_state        state;
-	struct backend         *backend;     /* NULL unless the real effects started one */
-	struct sched_ticket    *head, *tail; /* FIFO of waiting tickets */
-	size_t                  queued;
-	size_t                  inflight;
-	unsigned                batch_left;  /* grants owed despite a wanted eviction */
-	bool                    evict_wanted;
-	bool                    unload_wanted;
-	bool                    stop_sent;
-	bool                    drain_told;  /* the drain callback heard of this episode */
-	uint64_t                ttl_timer;
-	uint64_t                spawn_failed_timer;
-	uint64_t                start_ms;
-	unsigned                starts;
-	unsigned                exits;       /* processes reaped, for unload completion */
-	uint64_t                crashes[SCHED_CRASH_HISTORY]; /* ring of crash times */
-	size_t                  ncrashes;
-	uint64_t                hold_until;  /* crash loop: refuse starts until then */
-	char                    last_error[SCHED_ERR_MAX];
-	unsigned                slots;       /* learned concurrency of this process; 0 = none */
-	const char             *slots_from;  /* "props" or "argv" (static) */
-};
 
-static struct {
-	struct cfg           *cfg;
-	struct sched_model  **models; /* cfg->models' runtime state, then retired ones; each
-	                               * allocated alone so tickets and processes can point at it */
-	size_t                n;
-	struct sched_effects  fx;
-	size_t                queued_total;
-	struct sched_unload  *unloads;
-	uint64_t              unload_timer;
-	uint64_t              seq;
-	bool                  pumping, pump_again;
-	bool                  shutting_down;
-	sched_drain_cb        drain_cb;
-	bool                  shutdown_force;  /* the grace is over: stop even busy models */
-	uint64_t              shutdown_timer;
-	void                (*shutdown_done)(void);
-} S;
+struct sched_state S;
 
-static void pump(void);
-static void check_unloads(void *arg);
-static void reap_retired(void);
 static void ask_props(struct sched_model *m);
 
 /* --- real effects: backends + loop --- */
@@ -153,8 +107,8 @@ static const struct sched_effects real_fx = {
 
 /* --- table --- */
 
-static struct sched_model *
-model_new(struct cfg *cfg, const struct cfg_model *c)
+struct sched_model *
+sched__model_new(struct cfg *cfg, const struct cfg_model *c)
 {
 	struct sched_model *m = xcalloc(1, sizeof(*m));
 
@@ -163,8 +117,8 @@ model_new(struct cfg *cfg, const struct cfg_model *c)
 	return m;
 }
 
-static void
-model_free(struct sched_model *m)
+void
+sched__model_free(struct sched_model *m)
 {
 	S.fx.timer_cancel(m->ttl_timer);
 	S.fx.timer_cancel(m->spawn_failed_timer);
@@ -181,7 +135,7 @@ sched_init(struct cfg *cfg, const struct sched_effects *fx)
 	S.n = cfg->nmodels;
 	S.models = xcalloc(S.n ? S.n : 1, sizeof(*S.models));
 	for (size_t i = 0; i < S.n; i++)
-		S.models[i] = model_new(cfg, &cfg->models[i]);
+		S.models[i] = sched__model_new(cfg, &cfg->models[i]);
 }
 
 void
@@ -195,7 +149,7 @@ sched_free(void)
 		u->need = NULL;
 	}
 	for (size_t i = 0; i < S.n; i++)
-		model_free(S.models[i]);
+		sched__model_free(S.models[i]);
 	free(S.models);
 	cfg_unref(S.cfg);
 	memset(&S, 0, sizeof(S));
@@ -328,8 +282,8 @@ queue_remove(struct sched_ticket *t)
 }
 
 /* Ends a queued ticket with a refusal and tells its owner. */
-static void
-ticket_fail(struct sched_ticket *t, int status, const char *msg, int retry_after_s)
+void
+sched__ticket_fail(struct sched_ticket *t, int status, const char *msg, int retry_after_s)
 {
 	queue_remove(t);
 	t->state = TICKET_IDLE;
@@ -360,8 +314,8 @@ on_deadline(void *arg)
 	snprintf(msg, sizeof(msg), "timed out after %d s waiting for model %s",
 	    S.cfg->queue.max_wait_s, t->model->cfg->id);
 	log_warn("sched", "model=%s msg=\"queue wait deadline passed\"", t->model->cfg->id);
-	ticket_fail(t, 503, msg, 5);
-	pump();
+	sched__ticket_fail(t, 503, msg, 5);
+	sched__pump();
 }
 
 static void
@@ -477,7 +431,7 @@ sched_model_set_slots(struct sched_model *m, unsigned slots, const char *from)
 	m->slots_from = from;
 	log_info("sched", "model=%s msg=\"backend concurrency\" slots=%u from=%s%s", m->cfg->id, slots,
 	    from, m->cfg->concurrency_limit ? " used=no reason=concurrencyLimit" : "");
-	pump();
+	sched__pump();
 }
 
 /* May a waiting request be given m now? The one grant rule, for the fast path and the queue:
@@ -521,7 +475,7 @@ on_ttl(void *arg)
 	m->ttl_timer = 0;
 	if (m->state == MODEL_READY && m->inflight == 0 && m->queued == 0)
 		stop_model(m, "ttl");
-	pump();
+	sched__pump();
 }
 
 static void
@@ -646,8 +600,8 @@ pump_once(void)
 	}
 }
 
-static void
-pump(void)
+void
+sched__pump(void)
 {
 	if (S.pumping) {
 		S.pump_again = true;
@@ -659,9 +613,9 @@ pump(void)
 		pump_once();
 	} while (S.pump_again);
 	S.pumping = false;
-	reap_retired();
+	sched__reap_retired();
 	if (S.unloads != NULL && S.unload_timer == 0)
-		S.unload_timer = S.fx.timer_add(0, check_unloads, NULL);
+		S.unload_timer = S.fx.timer_add(0, sched__check_unloads, NULL);
 	if (S.shutting_down && S.shutdown_done) {
 		for (size_t i = 0; i < S.n; i++)
 			if (S.models[i]->state != MODEL_STOPPED)
@@ -746,7 +700,7 @@ sched_acquire(struct sched_ticket *t, const struct cfg_model *c, sched_grant_cb 
 	S.queued_total++;
 	cancel_ttl(m);
 	t->deadline_timer = S.fx.timer_add((uint64_t)S.cfg->queue.max_wait_s * 1000u, on_deadline, t);
-	pump();
+	sched__pump();
 	return 0;
 }
 
@@ -768,7 +722,7 @@ sched_release(struct sched_ticket *t)
 	t->state = TICKET_IDLE;
 	t->model = NULL;
 	arm_ttl(m);
-	pump();
+	sched__pump();
 }
 
 /* --- process reports --- */
@@ -782,7 +736,7 @@ sched_on_ready(struct sched_model *m)
 	metrics_model_loaded(m->cfg->id, (double)(S.fx.now_ms() - m->start_ms) / 1000.0);
 	m->batch_left = (unsigned)MM_MIN(m->queued, (size_t)S.cfg->queue.swap_batch);
 	arm_ttl(m);
-	pump();
+	sched__pump();
 }
 
 void
@@ -793,12 +747,12 @@ sched_on_start_failed(struct sched_model *m, int status, const char *reason)
 	snprintf(m->last_error, sizeof(m->last_error), "%s", reason);
 	/* Everyone waiting for this load gets the same outcome; the process is being stopped. */
 	while (m->head)
-		ticket_fail(m->head, status, reason, 0);
+		sched__ticket_fail(m->head, status, reason, 0);
 	if (m->state == MODEL_STARTING) {
 		m->stop_sent = true;
 		set_state(m, MODEL_STOPPING);
 	}
-	pump();
+	sched__pump();
 }
 
 /* A ready model died by itself. Past crashBackoff.maxCrashes in windowSeconds, it is held
@@ -826,7 +780,7 @@ note_crash(struct sched_model *m, const char *reason)
 	log_error("sched", "model=%s msg=\"crash loop: holding back\" crashes=%zu window_s=%d hold_s=%d",
 	    m->cfg->id, recent, c->crash.window_s, c->crash.hold_s);
 	while (m->head)
-		ticket_fail(m->head, 503, m->last_error, c->crash.hold_s);
+		sched__ticket_fail(m->head, 503, m->last_error, c->crash.hold_s);
 }
 
 void
@@ -849,272 +803,5 @@ sched_on_exited(struct sched_model *m, const char *reason)
 	m->unload_wanted = false;
 	cancel_ttl(m);
 	set_state(m, MODEL_STOPPED);
-	pump();
-}
-
-/* --- reload --- */
-
-static bool
-str_eq(const char *a, const char *b)
-{
-	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-static bool
-strv_eq(char *const *a, char *const *b)
-{
-	size_t n = strv_len(a);
-
-	if (n != strv_len(b))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(a[i], b[i]) != 0)
-			return false;
-	return true;
-}
-
-/* Would the two definitions run the same process? Then a reload keeps it running. */
-static bool
-same_process(const struct cfg_model *a, const struct cfg_model *b)
-{
-	return strv_eq(a->argv, b->argv) && str_eq(a->exe, b->exe) && strv_eq(a->env, b->env) &&
-	    str_eq(a->proxy, b->proxy) && str_eq(a->check_endpoint, b->check_endpoint) &&
-	    strv_eq(a->stop_argv, b->stop_argv);
-}
-
-static void
-adopt(struct sched_model *m, struct cfg *cfg, const struct cfg_model *c)
-{
-	cfg_unref(m->next_owner);
-	m->next_owner = NULL;
-	m->next_cfg = NULL;
-	cfg_unref(m->owner);
-	m->owner = cfg_ref(cfg);
-	m->cfg = c;
-}
-
-void
-sched_reload(struct cfg *cfg)
-{
-	struct sched_model **nm = xcalloc(cfg->nmodels + S.n + 1, sizeof(*nm));
-	bool                *kept = xcalloc(S.n + 1, sizeof(*kept));
-	size_t               n = 0;
-
-	for (size_t k = 0; k < cfg->nmodels; k++) {
-		const struct cfg_model *c = &cfg->models[k];
-		struct sched_model     *old = NULL;
-
-		for (size_t j = 0; j < S.n && old == NULL; j++) {
-			if (!S.models[j]->retired && strcmp(S.models[j]->cfg->id, c->id) == 0) {
-				old = S.models[j];
-				kept[j] = true;
-			}
-		}
-		if (old == NULL) {
-			log_info("sched", "model=%s msg=\"added by reload\"", c->id);
-			nm[n++] = model_new(cfg, c);
-			continue;
-		}
-		if (same_process(old->cfg, c) || old->state == MODEL_STOPPED) {
-			adopt(old, cfg, c);
-		} else {
-			/* Requests in flight finish on the old process; then it restarts as defined now. */
-			log_info("sched", "model=%s msg=\"changed by reload, restarting when idle\"", c->id);
-			cfg_unref(old->next_owner);
-			old->next_cfg = c;
-			old->next_owner = cfg_ref(cfg);
-		}
-		nm[n++] = old;
-	}
-	for (size_t j = 0; j < S.n; j++) {
-		struct sched_model *m = S.models[j];
-
-		if (!kept[j] && !m->retired) {
-			log_info("sched", "model=%s msg=\"removed by reload\"", m->cfg->id);
-			m->retired = true;
-			while (m->head)
-				ticket_fail(m->head, 503, "model removed from the configuration", 0);
-			m->unload_wanted = m->state != MODEL_STOPPED;
-		}
-		if (m->retired)
-			nm[n++] = m;
-	}
-	free(kept);
-	free(S.models);
-	S.models = nm;
-	S.n = n;
-	cfg_unref(S.cfg);
-	S.cfg = cfg_ref(cfg);
-	pump();
-}
-
-/* Frees retired models once nothing refers to them any more. */
-static void
-reap_retired(void)
-{
-	for (size_t i = 0; i < S.n;) {
-		struct sched_model *m = S.models[i];
-
-		if (!m->retired || m->state != MODEL_STOPPED || m->inflight > 0 || m->head != NULL) {
-			i++;
-			continue;
-		}
-		for (struct sched_unload *u = S.unloads; u; u = u->next)
-			for (size_t k = 0; k < u->nneed; k++)
-				if (u->need[k].m == m)
-					u->need[k].m = NULL;
-		memmove(&S.models[i], &S.models[i + 1], (S.n - i - 1) * sizeof(*S.models));
-		S.n--;
-		model_free(m);
-	}
-}
-
-/* --- preload --- */
-
-static void
-on_preloaded(struct sched_ticket *t, int status, const char *msg, void *arg)
-{
-	char *id = arg;
-
-	if (status == 0) {
-		log_info("sched", "model=%s msg=preloaded", id);
-		sched_release(t);
-	} else {
-		log_warn("sched", "model=%s msg=\"preload failed\" status=%d reason=\"%s\"", id, status, msg);
-	}
-	free(t);
-}
-
-void
-sched_preload(void)
-{
-	for (char **p = S.cfg->preload; p && *p; p++) {
-		struct sched_ticket *t = xcalloc(1, sizeof(*t));
-		char                 msg[SCHED_MSG_MAX];
-		int                  status = 0;
-
-		switch (sched_acquire(t, cfg_find_model(S.cfg, *p), on_preloaded, *p, &status, msg,
-		    sizeof(msg))) {
-		case 1:
-			sched_release(t);
-			free(t);
-			break;
-		case 0:
-			break; /* on_preloaded frees it */
-		default:
-			log_warn("sched", "model=%s msg=\"preload refused\" reason=\"%s\"", *p, msg);
-			free(t);
-		}
-	}
-}
-
-/* --- unload --- */
-
-/* Done once every model that was running when it was asked has exited at least once — even
- * if a later request has started it again since. */
-static bool
-unload_finished(const struct sched_unload *u)
-{
-	for (size_t i = 0; i < u->nneed; i++)
-		if (u->need[i].m != NULL && u->need[i].m->exits < u->need[i].exits)
-			return false;
-	return true;
-}
-
-static void
-check_unloads(void *arg)
-{
-	(void)arg;
-	S.unload_timer = 0;
-	for (struct sched_unload **pu = &S.unloads; *pu;) {
-		struct sched_unload *u = *pu;
-
-		if (unload_finished(u)) {
-			*pu = u->next;
-			u->next = NULL;
-			free(u->need);
-			u->need = NULL;
-			u->done(u, u->arg);
-		} else {
-			pu = &u->next;
-		}
-	}
-}
-
-static void
-mark_unload(struct sched_model *m)
-{
-	if (m->state == MODEL_STOPPED && m->head == NULL)
-		return;
-	m->unload_wanted = m->state != MODEL_STOPPED;
-	while (m->head)
-		ticket_fail(m->head, 503, "model unloaded", 1);
-}
-
-void
-sched_unload(struct sched_unload *u, struct sched_model *m,
-    void (*done)(struct sched_unload *, void *), void *arg, const char *reason)
-{
-	log_info("sched", "model=%s msg=\"unload requested\" reason=%s", m ? m->cfg->id : "*", reason);
-	u->model = m;
-	u->done = done;
-	u->arg = arg;
-	u->need = xcalloc(S.n ? S.n : 1, sizeof(*u->need));
-	u->nneed = 0;
-	for (size_t i = 0; i < S.n; i++)
-		if ((m == NULL || m == S.models[i]) && S.models[i]->state != MODEL_STOPPED)
-			u->need[u->nneed++] = (struct sched_need){ S.models[i], S.models[i]->exits + 1 };
-	u->next = S.unloads;
-	S.unloads = u;
-	if (m != NULL)
-		mark_unload(m);
-	else
-		for (size_t i = 0; i < S.n; i++)
-			mark_unload(S.models[i]);
-	pump();
-	/* Completion is reported from the loop, never from inside this call. */
-	if (S.unload_timer == 0)
-		S.unload_timer = S.fx.timer_add(0, check_unloads, NULL);
-}
-
-void
-sched_unload_cancel(struct sched_unload *u)
-{
-	for (struct sched_unload **pu = &S.unloads; *pu; pu = &(*pu)->next) {
-		if (*pu == u) {
-			*pu = u->next;
-			u->next = NULL;
-			free(u->need);
-			u->need = NULL;
-			return;
-		}
-	}
-}
-
-static void
-on_shutdown_grace(void *arg)
-{
-	(void)arg;
-	S.shutdown_timer = 0;
-	log_warn("sched", "msg=\"shutdown grace over, stopping busy backends\"");
-	S.shutdown_force = true;
-	pump();
-}
-
-void
-sched_shutdown(uint64_t grace_ms, void (*done)(void))
-{
-	S.shutting_down = true;
-	S.shutdown_done = done;
-	for (size_t i = 0; i < S.n; i++) {
-		struct sched_model *m = S.models[i];
-
-		while (m->head)
-			ticket_fail(m->head, 503, "modelmux is shutting down", 5);
-	}
-	if (grace_ms == 0)
-		S.shutdown_force = true;
-	else
-		S.shutdown_timer = S.fx.timer_add(grace_ms, on_shutdown_grace, NULL);
-	pump();
+	sched__pump();
 }
