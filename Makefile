@@ -1,5 +1,5 @@
 # modelmux — see README.md. Targets: all run test check valgrind fuzz lint deps install clean,
-# test-node18, bench, soak.
+# test-node18, fresh-check, bench, soak.
 
 VERSION  := 0.1.0
 BUILD    ?= build
@@ -26,7 +26,7 @@ FAKE     := $(BUILD)/mm-fake-backend
 CONFIG   ?= config.example.yaml
 
 .PHONY: all run test test-node18 unit integration fuzz-replay fuzz check valgrind lint deps deps-run \
-        deps-test deps-dev clean npm-deps install
+        deps-test deps-dev clean npm-deps install fresh-check
 
 all: $(DAEMON) $(FAKE)
 
@@ -135,6 +135,13 @@ test: deps-test
 # The integration suite again under Debian 12's own Node.js 18 (.ci/node18; needs root).
 test-node18: all npm-deps
 	./.ci/node18
+
+# A newcomer's first ten minutes, for real (not in CI: ~3 min, ~2 GB, root): a minimal Debian 12
+# made by debootstrap, this repository cloned into it, the README's `make run` (until its curl
+# example answers) and `make test`, then `make install` and the /etc config served from /;
+# everything removed after, also on failure (.ci/fresh-check).
+fresh-check:
+	./.ci/fresh-check
 
 check:
 	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
