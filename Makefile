@@ -171,7 +171,8 @@ install: $(DAEMON) $(FAKE)
 	test -e $(DESTDIR)/etc/modelmux/config.yaml || \
 	  sed 's|/usr/local/|$(PREFIX)/|g' contrib/etc/modelmux/config.yaml | \
 	  install -D -m 0644 /dev/stdin $(DESTDIR)/etc/modelmux/config.yaml
-	install -D -m 0644 contrib/systemd/modelmux.service $(DESTDIR)$(PREFIX)/lib/systemd/system/modelmux.service
+	sed 's|/usr/local/|$(PREFIX)/|g' contrib/systemd/modelmux.service | \
+	  install -D -m 0644 /dev/stdin $(DESTDIR)$(PREFIX)/lib/systemd/system/modelmux.service
 	install -D -m 0644 config.example.yaml $(DESTDIR)$(PREFIX)/share/doc/modelmux/config.example.yaml
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/modelmux/README.md
 
