@@ -136,7 +136,7 @@ test: deps-test
 test-node18: all npm-deps
 	./.ci/node18
 
-# A newcomer's first ten minutes, for real (not in CI: ~6 min on 2 cores, ~2 GB, root): a
+# A newcomer's first ten minutes, for real (not in CI: 6-10 min on 2 cores, ~2 GB, root): a
 # minimal Debian 12 made by debootstrap, this repository cloned into it, the README's `make run`
 # (until its curl example answers) and `make test`, then `make install` and the /etc config
 # served from /; everything removed after, also on failure (.ci/fresh-check).
