@@ -1,4 +1,5 @@
-# modelmux — see README.md. Targets: all run test check valgrind fuzz lint deps clean.
+# modelmux — see README.md. Targets: all run test check valgrind fuzz lint deps install clean,
+# test-node18, fresh-check, bench, soak.
 
 VERSION  := 0.1.0
 BUILD    ?= build
@@ -25,7 +26,7 @@ FAKE     := $(BUILD)/mm-fake-backend
 CONFIG   ?= config.example.yaml
 
 .PHONY: all run test test-node18 unit integration fuzz-replay fuzz check valgrind lint deps deps-run \
-        deps-test deps-dev clean npm-deps install
+        deps-test deps-dev clean npm-deps install fresh-check
 
 all: $(DAEMON) $(FAKE)
 
@@ -104,7 +105,10 @@ fuzz: $(FUZZ_BIN)
 	printf "== executions in $(FUZZ_SECONDS) s per harness\n$$summary"; \
 	if [ -n "$$fail" ]; then echo "fuzz: failed:$$fail (see $(FUZZ_BUILD)/fuzz_<h>.log)"; exit 1; fi
 
-run: deps-run all
+# The packages come first, then the build in a sub-make, so that even `make -j` compiles
+# nothing before the compiler and libraries are there.
+run: deps-run
+	@$(MAKE) --no-print-directory all
 	$(DAEMON) -c $(CONFIG)
 
 unit: $(UNIT_BIN)
@@ -113,18 +117,31 @@ unit: $(UNIT_BIN)
 fuzz-replay: $(FUZZ_RUN)
 	@set -e; for f in $(FUZZ_RUN); do n=$$(basename $$f -replay); echo "== $$n"; $$f fuzz/corpus/$${n#fuzz_}; done
 
-npm-deps: deps-test
-	@test -d tests/integration/node_modules/openai || \
-	  (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error)
+# The tests' npm packages exactly as package-lock.json pins them, installed again whenever the
+# lock file is newer than what npm last installed (npm's own record of it, in node_modules), so
+# an old clone follows a dependency upgrade. npm's errors (network, certificates) are shown.
+NPM_STAMP := tests/integration/node_modules/.package-lock.json
+npm-deps: $(NPM_STAMP)
+$(NPM_STAMP): tests/integration/package.json tests/integration/package-lock.json | deps-test
+	cd tests/integration && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 integration: all npm-deps
 	MM_BUILD=$(abspath $(BUILD)) MM_SANITIZE=$(MM_SANITIZE) node --test --test-concurrency=2 tests/integration/
 
-test: deps-test all unit fuzz-replay integration
+test: deps-test
+	@$(MAKE) --no-print-directory all unit fuzz-replay integration
 
 # The integration suite again under Debian 12's own Node.js 18 (.ci/node18; needs root).
 test-node18: all npm-deps
 	./.ci/node18
+
+# A newcomer's first ten minutes, for real (not in CI: 6-10 min on 2 cores, ~2 GB, root): a
+# minimal Debian 12 made by debootstrap, this repository cloned into it, the README's `make run`
+# (until its curl example answers) and `make test`, then `make install` and the /etc config
+# served from /; everything removed after, also on failure (.ci/fresh-check).
+fresh-check:
+	./.ci/fresh-check
 
 check:
 	$(MAKE) BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
@@ -154,7 +171,8 @@ install: $(DAEMON) $(FAKE)
 	test -e $(DESTDIR)/etc/modelmux/config.yaml || \
 	  sed 's|/usr/local/|$(PREFIX)/|g' contrib/etc/modelmux/config.yaml | \
 	  install -D -m 0644 /dev/stdin $(DESTDIR)/etc/modelmux/config.yaml
-	install -D -m 0644 contrib/systemd/modelmux.service $(DESTDIR)$(PREFIX)/lib/systemd/system/modelmux.service
+	sed 's|/usr/local/|$(PREFIX)/|g' contrib/systemd/modelmux.service | \
+	  install -D -m 0644 /dev/stdin $(DESTDIR)$(PREFIX)/lib/systemd/system/modelmux.service
 	install -D -m 0644 config.example.yaml $(DESTDIR)$(PREFIX)/share/doc/modelmux/config.example.yaml
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/modelmux/README.md
 

@@ -12,19 +12,49 @@ function config(port, extra = '') {
     `  b:\n    cmd: ${h.FAKE} --port \${PORT} --model b\n`;
 }
 
-// Reads a streaming response incrementally; returns { text(), stop() }.
+// Reads a streaming response incrementally; returns { res, done, text(), error(), stop() }.
+// It reads through the body's own reader rather than `for await`, which under Debian's Node 18
+// (undici) once missed the abort and waited minutes: stop() aborts the request and cancels the
+// reader, then waits at most FOLLOW_STOP_MS for the loop; no follower reads past FOLLOW_MAX_MS.
+const FOLLOW_STOP_MS = 3000;
+const FOLLOW_MAX_MS = 60000;
+
+function within(promise, ms) {
+  let timer;
+  const late = new Promise((resolve) => { timer = setTimeout(resolve, ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 async function follow(url) {
   const ctl = new AbortController();
   const res = await fetch(url, { signal: ctl.signal });
+  const reader = res.body.getReader();
   let text = '';
   let error = null;
+  const cancel = () => {
+    ctl.abort();
+    reader.cancel().catch(() => {});
+  };
+  const limit = setTimeout(() => {
+    error = error || new Error(`the feed was still open after ${FOLLOW_MAX_MS} ms`);
+    cancel();
+  }, FOLLOW_MAX_MS);
+  limit.unref();
   const done = (async () => {
     const dec = new TextDecoder();
     try {
-      for await (const chunk of res.body) text += dec.decode(chunk, { stream: true });
-    } catch (e) { error = e; /* aborted, or cut */ }
+      for (;;) {
+        const { value, done: end } = await reader.read();
+        if (end) break;
+        text += dec.decode(value, { stream: true });
+      }
+    } catch (e) { error = error || e; /* aborted, or cut */ }
+    clearTimeout(limit);
   })();
-  return { res, done, text: () => text, error: () => error, stop: async () => { ctl.abort(); await done; } };
+  return {
+    res, done, text: () => text, error: () => error,
+    stop: async () => { cancel(); await within(done, FOLLOW_STOP_MS); },
+  };
 }
 
 test('/logs has recent history; /logs/stream/<model> follows one model live', async (t) => {
