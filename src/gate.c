@@ -465,23 +465,42 @@ wait_s(double tokens, const struct cfg_rate *rate)
 	return s < 1 ? 1 : s;
 }
 
-/* A per-IP bucket's name. An IPv6 client is keyed by its /64: one host is handed a whole
- * /64 and can take a new address from it for every request. */
+void
+gate_ip_group(const char *ip, char *out, size_t n)
+{
+	unsigned char a[16];
+	char          txt[INET6_ADDRSTRLEN];
+
+	if (n == 0)
+		return;
+	if (ip != NULL && strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a) == 1) {
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+			/* ::ffff:a.b.c.d is the IPv4 client a.b.c.d (a dual-stack listener). */
+			if (inet_ntop(AF_INET, a + 12, txt, sizeof(txt)) != NULL) {
+				snprintf(out, n, "%s", txt);
+				return;
+			}
+		} else {
+			/* One host is handed a whole /64 and can take a new address from it for every
+			 * request. */
+			memset(a + 8, 0, 8);
+			if (inet_ntop(AF_INET6, a, txt, sizeof(txt)) != NULL) {
+				snprintf(out, n, "%s/64", txt);
+				return;
+			}
+		}
+	}
+	snprintf(out, n, "%.*s", (int)GATE_MAX_IP_BYTES, ip ? ip : "");
+}
+
+/* A per-IP bucket's name: the client's group (gate_ip_group). */
 static void
 bucket_name(char *out, size_t n, const char *kind, const char *ip)
 {
-	unsigned char a[16];
-	char          net[INET6_ADDRSTRLEN];
+	char group[GATE_MAX_IP_BYTES];
 
-	if (ip != NULL && strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a) == 1 &&
-	    !IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
-		memset(a + 8, 0, 8);
-		if (inet_ntop(AF_INET6, a, net, sizeof(net)) != NULL) {
-			snprintf(out, n, "%s%s/64", kind, net);
-			return;
-		}
-	}
-	snprintf(out, n, "%s%.*s", kind, (int)GATE_MAX_IP_BYTES, ip ? ip : "");
+	gate_ip_group(ip, group, sizeof(group));
+	snprintf(out, n, "%s%s", kind, group);
 }
 
 int
