@@ -387,7 +387,11 @@ head_ok(struct mm_req *r)
 	struct hdr_scan s = { 0 };
 	const char     *why = NULL;
 	int             status;
+	const union MHD_ConnectionInfo *hs = MHD_get_connection_info(r->conn,
+	    MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 
+	if (hs != NULL && hdr_layout_known(MHD_get_version())) /* obs-fold, NULs between lines */
+		hdr_scan_layout(&s, r->version + strlen(r->version), r->method + hs->header_size);
 	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, scan_field, &s);
 	status = hdr_verdict(&s, strcmp(r->version, MHD_HTTP_VERSION_1_1) == 0, &why);
 	if (status == 0 && r->target_cut) {
