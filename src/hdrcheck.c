@@ -117,6 +117,19 @@ hdr_scan_field(struct hdr_scan *s, const char *name, size_t nlen, const char *va
 	}
 }
 
+bool
+hdr_proxy_only(const char *name)
+{
+	static const char *const only[] = { "x-forwarded-proto", "x-forwarded-host",
+		"x-forwarded-port", "x-forwarded-server", "x-forwarded-ssl", "x-real-ip", "x-client-ip",
+		"true-client-ip" };
+
+	for (size_t i = 0; i < sizeof(only) / sizeof(only[0]); i++)
+		if (strcasecmp(name, only[i]) == 0)
+			return true;
+	return false;
+}
+
 /* Blanks around a value are not part of it (RFC 9110 5.5). */
 static void
 trim(const char **p, size_t *n)

@@ -86,6 +86,7 @@ struct mm_req {
 	                                                 * trusted proxy forwarded for */
 	char                   peer[GATE_MAX_IP_BYTES]; /* the connection's other end */
 	char                  *forwarded_for;          /* a trusted proxy's X-Forwarded-For chain */
+	bool                   via_proxy;              /* the peer is in trustedProxies */
 	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
 	/* the body */
 	struct buf             body;

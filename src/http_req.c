@@ -482,7 +482,8 @@ client_ip(struct mm_req *r)
 		memcpy(r->peer, cc->ip, sizeof(r->peer));
 	}
 	memcpy(r->ip, r->peer, sizeof(r->ip));
-	if (r->cfg->ntrusted_proxies > 0 && gate_trusted_proxy(r->cfg, r->peer))
+	r->via_proxy = r->cfg->ntrusted_proxies > 0 && gate_trusted_proxy(r->cfg, r->peer);
+	if (r->via_proxy)
 		forwarded_client(r);
 }
 

@@ -41,6 +41,13 @@ void hdr_scan_layout(struct hdr_scan *s, const char *line_end, const char *head_
 /* True for a libmicrohttpd version string ("0.9.75") whose layout hdr_scan_layout knows. */
 bool hdr_layout_known(const char *mhd_version);
 
+/* Is `name` a field only a front proxy may state about the client's connection — its scheme,
+ * host, port or address (X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port,
+ * X-Forwarded-Server, X-Forwarded-Ssl, X-Real-IP, X-Client-IP, True-Client-IP)? From a peer
+ * not in trustedProxies such a field is a claim nobody checked: it does not reach a backend.
+ * (X-Forwarded-For and Forwarded are rewritten by modelmux, not dropped.) */
+bool hdr_proxy_only(const char *name);
+
 /* The verdict on the whole head: 0 when it may go on, else the status to refuse it with —
  * 400 (a bad field, Content-Length with Transfer-Encoding, a Transfer-Encoding list, no Host
  * or more than one in HTTP/1.1, with layout checks a folded line or a NUL where lines meet) or

@@ -134,6 +134,38 @@ test('hop-by-hop headers stop here; X-Forwarded-For and Forwarded say who the cl
   assert.equal(hd['x-kept'], 'yes');
   assert.equal(hd['x-forwarded-for'], '127.0.0.1', 'a claim from an untrusted peer is replaced');
   assert.equal(hd.forwarded, 'for=127.0.0.1;proto=http');
+  assert.equal(hd['x-forwarded-proto'], 'http', 'the listener\'s scheme, from modelmux');
+  await d.stop();
+});
+
+test('a client\'s own X-Forwarded-Proto, X-Forwarded-Host and X-Real-IP stop here unless it is a trusted proxy', async (t) => {
+  const port = await h.freePorts(1);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\ntrustedProxies: ["127.0.0.2"]\n` +
+      `models:\n  m:\n    cmd: ${h.FAKE} --port \${PORT}\n`,
+  });
+  const claims = 'X-Forwarded-Proto: https\r\nX-Forwarded-Host: admin.internal\r\nX-Real-IP: 10.0.0.1\r\n' +
+    'x-forwarded-port: 443\r\nTrue-Client-IP: 10.0.0.2\r\nX-Client-IP: 10.0.0.3\r\nX-Forwarded-Ssl: on\r\n' +
+    'X-Forwarded-Server: front\r\n';
+  // From an untrusted peer (127.0.0.3): dropped, and modelmux states the scheme itself.
+  const u = await rawChat(d, claims, '127.0.0.3');
+  assert.equal(u.status, 200);
+  const hu = u.json.echo.headers;
+  assert.equal(hu['x-forwarded-proto'], 'http', 'the client\'s https claim is replaced');
+  for (const k of ['x-forwarded-host', 'x-real-ip', 'x-forwarded-port', 'true-client-ip', 'x-client-ip',
+    'x-forwarded-ssl', 'x-forwarded-server']) {
+    assert.equal(hu[k], undefined, `${k} from an untrusted peer reached the backend`);
+  }
+  // From the trusted front proxy (127.0.0.2): kept as it states them.
+  const p = await rawChat(d, claims, '127.0.0.2');
+  assert.equal(p.status, 200);
+  const hp = p.json.echo.headers;
+  assert.equal(hp['x-forwarded-proto'], 'https', 'the front proxy\'s scheme is kept, not doubled');
+  assert.equal(hp['x-forwarded-host'], 'admin.internal');
+  assert.equal(hp['x-real-ip'], '10.0.0.1');
+  // A trusted proxy that says nothing of the scheme gets modelmux's.
+  const q = await rawChat(d, '', '127.0.0.2');
+  assert.equal(q.json.echo.headers['x-forwarded-proto'], 'http');
   await d.stop();
 });
 

@@ -203,6 +203,20 @@ test_layout_bounds(void)
 }
 
 static void
+test_proxy_only(void)
+{
+	ASSERT_TRUE(hdr_proxy_only("X-Forwarded-Proto"));
+	ASSERT_TRUE(hdr_proxy_only("x-forwarded-host"));
+	ASSERT_TRUE(hdr_proxy_only("X-REAL-IP"));
+	ASSERT_TRUE(hdr_proxy_only("True-Client-IP"));
+	ASSERT_FALSE(hdr_proxy_only("X-Forwarded-For")); /* rewritten, not dropped */
+	ASSERT_FALSE(hdr_proxy_only("Forwarded"));
+	ASSERT_FALSE(hdr_proxy_only("X-Forwarded-Protocol"));
+	ASSERT_FALSE(hdr_proxy_only("X-Real"));
+	ASSERT_FALSE(hdr_proxy_only(""));
+}
+
+static void
 test_layout_known(void)
 {
 	ASSERT_TRUE(hdr_layout_known("0.9.75"));
@@ -224,5 +238,6 @@ main(void)
 	test_layout();
 	test_layout_bounds();
 	test_layout_known();
+	test_proxy_only();
 	CHECK_DONE();
 }
