@@ -808,6 +808,43 @@ gate_conn_count(const struct gate_conns *t, const char *ip)
 	return (unsigned)gate_tally(t, ip);
 }
 
+void
+gate_key_name(const unsigned char digest[GATE_DIGEST_LEN], char out[GATE_KEY_NAME_BYTES])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	memcpy(out, "key:", 4);
+	for (size_t i = 0; i < 8; i++) {
+		out[4 + 2 * i] = hex[digest[i] >> 4];
+		out[5 + 2 * i] = hex[digest[i] & 15];
+	}
+	out[20] = '\0';
+}
+
+bool
+gate_share_add(struct gate_conns *ips, struct gate_conns *keys, const char *ip, const char *key,
+    uint64_t n, uint64_t max)
+{
+	bool keyed = keys != NULL && key != NULL && *key != '\0';
+
+	if (!gate_tally_add(ips, ip, n, max))
+		return false;
+	if (keyed && !gate_tally_add(keys, key, n, max)) {
+		gate_tally_sub(ips, ip, n);
+		return false;
+	}
+	return true;
+}
+
+void
+gate_share_sub(struct gate_conns *ips, struct gate_conns *keys, const char *ip, const char *key,
+    uint64_t n)
+{
+	gate_tally_sub(ips, ip, n);
+	if (keys != NULL && key != NULL && *key != '\0')
+		gate_tally_sub(keys, key, n);
+}
+
 /* ---- the verdict ------------------------------------------------------------------------ */
 
 static enum gate_outcome

@@ -508,6 +508,8 @@ gate_pass(struct mm_req *r)
 	o = gate_judge(r->cfg, H.rates, &a, loop_now_ms(), &v);
 	if (v.cors)
 		r->origin = origin;
+	if (v.keyed)
+		gate_key_name(v.digest, r->key_name);
 	if (o == GATE_PREFLIGHT) {
 		struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL,
 		    MHD_RESPMEM_PERSISTENT);
@@ -723,7 +725,8 @@ take_spooled(struct mm_req *r, const char *data, size_t n)
 		metrics_refusal("storage");
 		r->ticket.retry_after_s = HTTP_SPOOL_RETRY_S;
 		refuse_now(r, 507, "insufficient_storage", "no room to store the upload now "
-		    "(limits.maxSpoolBytes, or this client's share of it); retry later");
+		    "(limits.maxSpoolBytes, or this client's share of it by address or key); retry "
+		    "later");
 		r->drained = n;
 	} else if (sp == -1) {
 		log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,

@@ -138,6 +138,20 @@ bool     gate_tally_add(struct gate_conns *t, const char *ip, uint64_t n, uint64
 void     gate_tally_sub(struct gate_conns *t, const char *ip, uint64_t n);
 uint64_t gate_tally(const struct gate_conns *t, const char *ip);
 
+/* A share held by client address and by API key at once (the spool budget's): adds n to ip's
+ * tally in `ips` and to key's in `keys` (key NULL or "": no key, only the address counts)
+ * unless that takes either past max (false, nothing added); gate_share_sub takes n back from
+ * both. A key is named by gate_key_name. */
+bool gate_share_add(struct gate_conns *ips, struct gate_conns *keys, const char *ip,
+    const char *key, uint64_t n, uint64_t max);
+void gate_share_sub(struct gate_conns *ips, struct gate_conns *keys, const char *ip,
+    const char *key, uint64_t n);
+
+#define GATE_KEY_NAME_BYTES 24 /* "key:" and 16 hex digits of the digest, NUL */
+
+/* A key's name for tallies: "key:" and the first 8 bytes of its digest in hex (never the key). */
+void gate_key_name(const unsigned char digest[GATE_DIGEST_LEN], char out[GATE_KEY_NAME_BYTES]);
+
 /* ---- the verdict ---------------------------------------------------------------------------- */
 
 #define GATE_MSG_MAX 320 /* a refusal's message */

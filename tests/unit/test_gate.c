@@ -688,12 +688,60 @@ test_forwarded(void)
 	cfg_unref(c);
 }
 
+/* The spool share: by address and by key at once, all or nothing. */
+static void
+test_shares(void)
+{
+	struct gate_conns *ips = gate_conns_new(), *keys = gate_conns_new();
+	unsigned char      d1[GATE_DIGEST_LEN], d2[GATE_DIGEST_LEN];
+	char               k1[GATE_KEY_NAME_BYTES], k2[GATE_KEY_NAME_BYTES];
+
+	gate_key_digest("key-one", 7, d1);
+	gate_key_digest("key-two", 7, d2);
+	gate_key_name(d1, k1);
+	gate_key_name(d2, k2);
+	ASSERT_INT_EQ(strlen(k1), 20);
+	ASSERT_TRUE(strncmp(k1, "key:", 4) == 0);
+	ASSERT_TRUE(strcmp(k1, k2) != 0);
+	ASSERT_TRUE(strstr(k1, "key-one") == NULL);
+
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.1", k1, 600, 1000));
+	/* The key is past its share from another address: nothing added anywhere. */
+	ASSERT_FALSE(gate_share_add(ips, keys, "10.0.0.2", k1, 401, 1000));
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.2"), 0);
+	ASSERT_INT_EQ(gate_tally(keys, k1), 600);
+	/* The address is past its share with another key: nothing added anywhere. */
+	ASSERT_FALSE(gate_share_add(ips, keys, "::ffff:10.0.0.1", k2, 401, 1000));
+	ASSERT_INT_EQ(gate_tally(keys, k2), 0);
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.1"), 600);
+	/* Another key from another address has its own; no key counts the address only. */
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.2", k2, 1000, 1000));
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.3", NULL, 1000, 1000));
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.4", "", 1000, 1000));
+	ASSERT_TRUE(gate_share_add(ips, NULL, "10.0.0.5", k1, 1000, 1000));
+	ASSERT_INT_EQ(gate_tally(keys, k1), 600);
+	gate_share_sub(ips, keys, "10.0.0.1", k1, 600);
+	ASSERT_INT_EQ(gate_tally(keys, k1), 0);
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.1"), 0);
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.6", k1, 1000, 1000));
+	gate_share_sub(ips, keys, "10.0.0.6", k1, 1000);
+	gate_share_sub(ips, keys, "10.0.0.2", k2, 1000);
+	gate_share_sub(ips, keys, "10.0.0.3", NULL, 1000);
+	gate_share_sub(ips, keys, "10.0.0.4", "", 1000);
+	gate_share_sub(ips, NULL, "10.0.0.5", k1, 1000);
+	ASSERT_INT_EQ(gate_tally(keys, k2), 0);
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.5"), 0);
+	gate_conns_free(ips);
+	gate_conns_free(keys);
+}
+
 int
 main(void)
 {
 	test_judge();
 	test_forwarded();
 	test_ip_groups();
+	test_shares();
 	test_conns();
 	test_v6_prefix();
 	test_presented_key();
