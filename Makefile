@@ -47,12 +47,12 @@ $(FAKE): tests/fake_backend/fake_backend.c tests/fake_backend/llama_like.c \
 	@echo "  LINK    $@"
 	@$(CC) $(MM_CFLAGS) -o $@ $< tests/fake_backend/llama_like.c $(LDLIBS) -lpthread
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmodelmux.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libmodelmux.a | $(BUILD)/tests
 	@echo "  LINK    $@"
 	@$(CC) $(MM_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libmodelmux.a $(LDLIBS)
 
 # Fuzz harnesses replay their seed corpora in `make test` (a tiny main drives them).
-$(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c $(BUILD)/libmodelmux.a | $(BUILD)/fuzz
+$(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c tests/unit/mhd_head.h $(BUILD)/libmodelmux.a | $(BUILD)/fuzz
 	@echo "  LINK    $@"
 	@$(CC) $(MM_CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
 
@@ -81,7 +81,7 @@ $(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h src/*.h) | $(FUZZ
 $(FUZZ_BUILD)/libmodelmux.a: $(FUZZ_OBJ)
 	@$(AR) rcs $@ $^
 
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libmodelmux.a
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c tests/unit/mhd_head.h $(FUZZ_BUILD)/libmodelmux.a
 	@echo "  LINK    $@"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libmodelmux.a $(LDLIBS)
 

@@ -147,10 +147,27 @@ named(const char *name, const char *interp)
 	return true;
 }
 
-/* A short option cluster before the program's first operand that holds one of `flags`
- * ("-c", "-Bc", "-ne"), or a long option from `longs`. */
+/* How an interpreter's options read: letters that hand it a program (`code`), letters that
+ * take a value — the rest of their cluster, or the next word when none is left (`arg`), or the
+ * rest of the cluster only (`attached`) — letters after which the words belong to something
+ * else (`ends`: python -m), and long options that hand it a program. */
+struct opts {
+	const char        *code, *arg, *attached, *ends;
+	const char *const *longs;
+};
+
 static bool
-has_option(char *const *argv, const char *flags, const char *const *longs)
+long_is(const char *a, const char *opt)
+{
+	size_t n = strlen(opt);
+
+	return strncmp(a, opt, n) == 0 && (a[n] == '\0' || a[n] == '=');
+}
+
+/* Does an option before the program's first operand hand it a program ("-c", "-Bc", "-W x -c",
+ * "--eval=…")? A value is skipped, never read as options ("-MPOSIX=e" is no -e). */
+static bool
+has_option(char *const *argv, const struct opts *o)
 {
 	for (size_t i = 1; argv[i] != NULL; i++) {
 		const char *a = argv[i];
@@ -158,16 +175,24 @@ has_option(char *const *argv, const char *flags, const char *const *longs)
 		if (a[0] != '-' || strcmp(a, "-") == 0 || strcmp(a, "--") == 0)
 			return false; /* the script (or stdin) comes first: what follows is its own */
 		if (a[1] == '-') {
-			for (size_t k = 0; longs != NULL && longs[k] != NULL; k++) {
-				size_t n = strlen(longs[k]);
-
-				if (strncmp(a, longs[k], n) == 0 && (a[n] == '\0' || a[n] == '='))
+			for (size_t k = 0; o->longs != NULL && o->longs[k] != NULL; k++)
+				if (long_is(a, o->longs[k]))
 					return true;
-			}
 			continue;
 		}
-		if (strpbrk(a + 1, flags) != NULL)
-			return true;
+		for (const char *c = a + 1; *c != '\0'; c++) {
+			if (strchr(o->code, *c) != NULL)
+				return true;
+			if (o->ends != NULL && strchr(o->ends, *c) != NULL)
+				return false;
+			if (o->attached != NULL && strchr(o->attached, *c) != NULL)
+				break;
+			if (o->arg != NULL && strchr(o->arg, *c) != NULL) {
+				if (c[1] == '\0' && argv[++i] == NULL)
+					return false;
+				break;
+			}
+		}
 	}
 	return false;
 }
@@ -176,32 +201,43 @@ const char *
 cmd_inline_code(const char *exe, char *const *argv)
 {
 	static const char *const node_long[] = { "--eval", "--print", NULL };
+	static const char *const eval_long[] = { "--eval", NULL };
 	static const char *const awks[] = { "awk", "gawk", "mawk", "nawk", "original-awk" };
+	static const struct opts python = { "c", "WX", NULL, "m", NULL };
+	static const struct opts perl = { "eE", "I", "MmixCD", NULL, NULL };
+	static const struct opts ruby = { "e", "IrCE", "KTxFW", NULL, NULL };
+	static const struct opts node = { "ep", "rC", NULL, NULL, node_long };
+	static const struct opts php = { "rRBE", "cdfzFt", NULL, NULL, NULL };
+	static const struct opts lua = { "e", "l", NULL, NULL, eval_long };
 	const char *names[2] = { base(exe), base(argv[0]) };
 
 	for (size_t k = 0; k < 2; k++) {
 		const char *b = names[k];
 
-		if ((named(b, "python") || named(b, "pypy")) && has_option(argv, "c", NULL))
+		if ((named(b, "python") || named(b, "pypy")) && has_option(argv, &python))
 			return "python -c";
-		if (named(b, "perl") && has_option(argv, "eE", NULL))
+		if (named(b, "perl") && has_option(argv, &perl))
 			return "perl -e";
-		if (named(b, "ruby") && has_option(argv, "e", NULL))
+		if (named(b, "ruby") && has_option(argv, &ruby))
 			return "ruby -e";
-		if ((strcmp(b, "node") == 0 || strcmp(b, "nodejs") == 0 || strcmp(b, "deno") == 0 ||
-		    strcmp(b, "bun") == 0) && has_option(argv, "ep", node_long))
+		if ((strcmp(b, "node") == 0 || strcmp(b, "nodejs") == 0 || strcmp(b, "bun") == 0) &&
+		    has_option(argv, &node))
 			return "node --eval";
-		if (named(b, "php") && has_option(argv, "rR", NULL))
+		if (strcmp(b, "deno") == 0 && (has_option(argv, &node) ||
+		    (argv[1] != NULL && strcmp(argv[1], "eval") == 0)))
+			return "deno eval";
+		if (named(b, "php") && has_option(argv, &php))
 			return "php -r";
-		if ((named(b, "lua") || named(b, "luajit")) && has_option(argv, "e", NULL))
+		if ((named(b, "lua") || named(b, "luajit")) && has_option(argv, &lua))
 			return "lua -e";
-		if (strcmp(b, "Rscript") == 0 && has_option(argv, "e", NULL))
+		if (strcmp(b, "Rscript") == 0 && has_option(argv, &lua))
 			return "Rscript -e";
 		for (size_t i = 0; i < MM_ARRAY_LEN(awks); i++) {
 			/* awk's first operand is its program unless -f names a file. */
 			static const char *const f_long[] = { "--file", NULL };
+			static const struct opts awk_f = { "f", "vF", NULL, NULL, f_long };
 
-			if (strcmp(b, awks[i]) == 0 && !has_option(argv, "f", f_long))
+			if (strcmp(b, awks[i]) == 0 && !has_option(argv, &awk_f))
 				return "an awk program";
 		}
 	}

@@ -610,6 +610,23 @@ is_wrapper(const char *exe)
 #define SHELL_REFUSED \
 	"shell interpreters are not allowed as commands; list it in allowedCommands to allow it"
 
+/* Whether a word a wrapper (nice, timeout…) may run resolves, as execvp would, to a shell
+ * file (a renamed copy of dash under any name), or hands an interpreter inline code; the
+ * interpreter's description, "a shell", or NULL. */
+static const char *
+wrapped_refusal(char *const *argv, const char *cfg_file)
+{
+	char       *exe = resolve_exe(argv[0], cfg_file);
+	const char *why = NULL;
+
+	if (exe != NULL && cmd_is_shell_file(exe))
+		why = "a shell";
+	else
+		why = cmd_inline_code(exe != NULL ? exe : argv[0], argv);
+	free(exe);
+	return why;
+}
+
 /* Checks argv's program against allowedCommands and the shell rule; env's program too. Returns
  * the resolved program (caller frees) or NULL after one error. */
 char *
@@ -662,8 +679,20 @@ cfg__command_check(struct ld *ld, const struct node *n, const char *path, char *
 	if (!exact && is_wrapper(exe)) {
 		/* Programs that run another program: any shell word among their arguments counts. */
 		for (size_t i = 1; argv[i] != NULL; i++) {
+			const char *why;
+
 			if (is_shell_name(argv[i])) {
 				cfg__ld_err(ld, n, path, "%s runs %s: " SHELL_REFUSED, argv[0], argv[i]);
+				goto fail;
+			}
+			if ((why = wrapped_refusal(argv + i, n->file)) != NULL) {
+				if (strcmp(why, "a shell") == 0)
+					cfg__ld_err(ld, n, path, "%s runs %s, a shell: " SHELL_REFUSED, argv[0],
+					    argv[i]);
+				else
+					cfg__ld_err(ld, n, path, "%s runs %s, an interpreter given its program "
+					    "inline (%s); list %s in allowedCommands to allow it", argv[0],
+					    argv[i], why, exe);
 				goto fail;
 			}
 		}

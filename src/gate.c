@@ -465,23 +465,42 @@ wait_s(double tokens, const struct cfg_rate *rate)
 	return s < 1 ? 1 : s;
 }
 
-/* A per-IP bucket's name. An IPv6 client is keyed by its /64: one host is handed a whole
- * /64 and can take a new address from it for every request. */
+void
+gate_ip_group(const char *ip, char *out, size_t n)
+{
+	unsigned char a[16];
+	char          txt[INET6_ADDRSTRLEN];
+
+	if (n == 0)
+		return;
+	if (ip != NULL && strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a) == 1) {
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+			/* ::ffff:a.b.c.d is the IPv4 client a.b.c.d (a dual-stack listener). */
+			if (inet_ntop(AF_INET, a + 12, txt, sizeof(txt)) != NULL) {
+				snprintf(out, n, "%s", txt);
+				return;
+			}
+		} else {
+			/* One host is handed a whole /64 and can take a new address from it for every
+			 * request. */
+			memset(a + 8, 0, 8);
+			if (inet_ntop(AF_INET6, a, txt, sizeof(txt)) != NULL) {
+				snprintf(out, n, "%s/64", txt);
+				return;
+			}
+		}
+	}
+	snprintf(out, n, "%.*s", (int)GATE_MAX_IP_BYTES, ip ? ip : "");
+}
+
+/* A per-IP bucket's name: the client's group (gate_ip_group). */
 static void
 bucket_name(char *out, size_t n, const char *kind, const char *ip)
 {
-	unsigned char a[16];
-	char          net[INET6_ADDRSTRLEN];
+	char group[GATE_MAX_IP_BYTES];
 
-	if (ip != NULL && strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a) == 1 &&
-	    !IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
-		memset(a + 8, 0, 8);
-		if (inet_ntop(AF_INET6, a, net, sizeof(net)) != NULL) {
-			snprintf(out, n, "%s%s/64", kind, net);
-			return;
-		}
-	}
-	snprintf(out, n, "%s%.*s", kind, (int)GATE_MAX_IP_BYTES, ip ? ip : "");
+	gate_ip_group(ip, group, sizeof(group));
+	snprintf(out, n, "%s%s", kind, group);
 }
 
 int
@@ -787,6 +806,43 @@ unsigned
 gate_conn_count(const struct gate_conns *t, const char *ip)
 {
 	return (unsigned)gate_tally(t, ip);
+}
+
+void
+gate_key_name(const unsigned char digest[GATE_DIGEST_LEN], char out[GATE_KEY_NAME_BYTES])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	memcpy(out, "key:", 4);
+	for (size_t i = 0; i < 8; i++) {
+		out[4 + 2 * i] = hex[digest[i] >> 4];
+		out[5 + 2 * i] = hex[digest[i] & 15];
+	}
+	out[20] = '\0';
+}
+
+bool
+gate_share_add(struct gate_conns *ips, struct gate_conns *keys, const char *ip, const char *key,
+    uint64_t n, uint64_t max)
+{
+	bool keyed = keys != NULL && key != NULL && *key != '\0';
+
+	if (!gate_tally_add(ips, ip, n, max))
+		return false;
+	if (keyed && !gate_tally_add(keys, key, n, max)) {
+		gate_tally_sub(ips, ip, n);
+		return false;
+	}
+	return true;
+}
+
+void
+gate_share_sub(struct gate_conns *ips, struct gate_conns *keys, const char *ip, const char *key,
+    uint64_t n)
+{
+	gate_tally_sub(ips, ip, n);
+	if (keys != NULL && key != NULL && *key != '\0')
+		gate_tally_sub(keys, key, n);
 }
 
 /* ---- the verdict ------------------------------------------------------------------------ */

@@ -545,6 +545,7 @@ http_start(const char *spec, struct cfg *cfg, char **err)
 	H.rates = gate_rates_new(cfg);
 	H.conns = gate_conns_new();
 	H.spool_ips = gate_conns_new();
+	H.spool_keys = gate_conns_new();
 	spool_budget_set(cfg);
 	H.tls = cfg->tls_cert_pem != NULL;
 	sched_set_drain_cb(on_drain);
@@ -659,6 +660,8 @@ http_free(void)
 	H.conns = NULL;
 	gate_conns_free(H.spool_ips);
 	H.spool_ips = NULL;
+	gate_conns_free(H.spool_keys);
+	H.spool_keys = NULL;
 	cfg_unref(H.cfg);
 	H.cfg = NULL;
 }

@@ -62,13 +62,14 @@ spool_budget_set(const struct cfg *c)
 	metrics_set_spool(H.spool_used, H.spool_budget);
 }
 
-/* Charges n bytes of spool to r: 0, or -1 when the budget, or the client's share of it
- * (1 / HTTP_SPOOL_SHARE), has no room. */
+/* Charges n bytes of spool to r: 0, or -1 when the budget, or the share of it (1 /
+ * HTTP_SPOOL_SHARE) of the client's address or of its API key, has no room. */
 static int
 spool_charge(struct mm_req *r, size_t n)
 {
 	if (H.spool_used + n > H.spool_budget ||
-	    !gate_tally_add(H.spool_ips, r->ip, n, H.spool_budget / HTTP_SPOOL_SHARE))
+	    !gate_share_add(H.spool_ips, H.spool_keys, r->ip, r->key_name, n,
+	    H.spool_budget / HTTP_SPOOL_SHARE))
 		return -1;
 	H.spool_used += n;
 	r->upl.spool_held += n;
@@ -82,7 +83,7 @@ spool_release(struct mm_req *r)
 	if (r->upl.spool_held == 0)
 		return;
 	H.spool_used -= MM_MIN(H.spool_used, r->upl.spool_held);
-	gate_tally_sub(H.spool_ips, r->ip, r->upl.spool_held);
+	gate_share_sub(H.spool_ips, H.spool_keys, r->ip, r->key_name, r->upl.spool_held);
 	r->upl.spool_held = 0;
 	metrics_set_spool(H.spool_used, H.spool_budget);
 }

@@ -86,6 +86,8 @@ struct mm_req {
 	                                                 * trusted proxy forwarded for */
 	char                   peer[GATE_MAX_IP_BYTES]; /* the connection's other end */
 	char                  *forwarded_for;          /* a trusted proxy's X-Forwarded-For chain */
+	bool                   via_proxy;              /* the peer is in trustedProxies */
+	char                   key_name[GATE_KEY_NAME_BYTES]; /* the API key's, "" for none */
 	const char            *origin;      /* an allowed Origin: CORS headers go on the answer */
 	/* the body */
 	struct buf             body;
@@ -140,6 +142,7 @@ struct http_state {
 	struct gate_rates *rates;
 	struct gate_conns *conns;     /* open connections per client address */
 	struct gate_conns *spool_ips; /* spooled bytes per client address */
+	struct gate_conns *spool_keys; /* and per API key */
 	uint64_t           spool_budget, spool_used; /* limits.maxSpoolBytes, and what is held */
 	uint64_t           cap_logged_ms; /* the last "per-address cap" log line */
 	unsigned long      cap_refused;   /* refusals since then */

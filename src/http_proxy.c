@@ -253,6 +253,7 @@ struct hdr_collect {
 	struct { const char *k, *v; } *p, first[HTTP_HDR_STACK];
 	size_t      n, cap, bytes;
 	const char *hop;  /* the Connection header's list: the fields it names stop here too */
+	bool        via_proxy; /* else the fields only a front proxy may state stop here */
 };
 
 static void
@@ -305,7 +306,7 @@ collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *
 	struct hdr_collect *c = cls;
 
 	(void)kind;
-	if (forwardable(key) && !list_names(c->hop, key))
+	if (forwardable(key) && !list_names(c->hop, key) && (c->via_proxy || !hdr_proxy_only(key)))
 		hdr_push(c, key, value);
 	return MHD_YES;
 }
@@ -324,8 +325,11 @@ upstream_headers(struct mm_req *r, size_t *size)
 	c.n = c.bytes = 0;
 	c.cap = MM_ARRAY_LEN(c.first);
 	c.hop = req_header(r, "Connection");
+	c.via_proxy = r->via_proxy;
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &c);
 	hdr_push(&c, "X-Request-ID", r->id);
+	if (!r->via_proxy || req_header(r, "X-Forwarded-Proto") == NULL) /* a front proxy's is kept */
+		hdr_push(&c, "X-Forwarded-Proto", H.tls ? "https" : "http");
 	/* Who the client is: a trusted proxy's chain goes on with its own address; anyone else's
 	 * claim is replaced. */
 	xff = r->forwarded_for ? xasprintf("%s, %s", r->forwarded_for, r->peer) : xstrdup(r->peer);

@@ -387,7 +387,11 @@ head_ok(struct mm_req *r)
 	struct hdr_scan s = { 0 };
 	const char     *why = NULL;
 	int             status;
+	const union MHD_ConnectionInfo *hs = MHD_get_connection_info(r->conn,
+	    MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 
+	if (hs != NULL && hdr_layout_known(MHD_get_version())) /* obs-fold, NULs between lines */
+		hdr_scan_layout(&s, r->version + strlen(r->version), r->method + hs->header_size);
 	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, scan_field, &s);
 	status = hdr_verdict(&s, strcmp(r->version, MHD_HTTP_VERSION_1_1) == 0, &why);
 	if (status == 0 && r->target_cut) {
@@ -478,7 +482,8 @@ client_ip(struct mm_req *r)
 		memcpy(r->peer, cc->ip, sizeof(r->peer));
 	}
 	memcpy(r->ip, r->peer, sizeof(r->ip));
-	if (r->cfg->ntrusted_proxies > 0 && gate_trusted_proxy(r->cfg, r->peer))
+	r->via_proxy = r->cfg->ntrusted_proxies > 0 && gate_trusted_proxy(r->cfg, r->peer);
+	if (r->via_proxy)
 		forwarded_client(r);
 }
 
@@ -503,6 +508,8 @@ gate_pass(struct mm_req *r)
 	o = gate_judge(r->cfg, H.rates, &a, loop_now_ms(), &v);
 	if (v.cors)
 		r->origin = origin;
+	if (v.keyed)
+		gate_key_name(v.digest, r->key_name);
 	if (o == GATE_PREFLIGHT) {
 		struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL,
 		    MHD_RESPMEM_PERSISTENT);
@@ -718,7 +725,8 @@ take_spooled(struct mm_req *r, const char *data, size_t n)
 		metrics_refusal("storage");
 		r->ticket.retry_after_s = HTTP_SPOOL_RETRY_S;
 		refuse_now(r, 507, "insufficient_storage", "no room to store the upload now "
-		    "(limits.maxSpoolBytes, or this client's share of it); retry later");
+		    "(limits.maxSpoolBytes, or this client's share of it by address or key); retry "
+		    "later");
 		r->drained = n;
 	} else if (sp == -1) {
 		log_error("http", "req=%s msg=\"cannot spool the upload\" err=\"%s\"", r->id,

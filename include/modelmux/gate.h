@@ -82,6 +82,12 @@ bool gate_cors_headers(const struct cfg *c, const char *origin, bool preflight,
 
 /* ---- rate limits --------------------------------------------------------------------------- */
 
+/* The group a client address is counted in by every per-IP limit (buckets, connections, spool
+ * share): an IPv6 address by its /64 ("2001:db8:1:2::/64"), an IPv4-mapped IPv6 address as its
+ * IPv4 address ("::ffff:192.0.2.7" is "192.0.2.7"), anything else as it is (at most
+ * GATE_MAX_IP_BYTES of it). Writes it NUL-terminated to out[n]. */
+void gate_ip_group(const char *ip, char *out, size_t n);
+
 /* Token buckets for rateLimit.*: one global bucket plus a table of per-IP, per-key and
  * auth-failure buckets keyed "ip:<addr>", "key:<hex digest prefix>", "authfail:<addr>". The
  * table is a hash table with an LRU list, bounded by rateLimit.tableSize: when full, the least
@@ -114,8 +120,8 @@ size_t gate_rates_size(const struct gate_rates *r);
 
 #define GATE_CONN_BUCKETS 1024 /* hash chains of the per-address connection counts */
 
-/* Open connections (or another tally) per client address (IPv6 by /64), so one address cannot
- * hold every connection the daemon has. */
+/* Open connections (or another tally) per client address group (gate_ip_group), so one
+ * address cannot hold every connection the daemon has. */
 struct gate_conns;
 struct gate_conns *gate_conns_new(void);
 void gate_conns_free(struct gate_conns *t);
@@ -131,6 +137,20 @@ unsigned gate_conn_count(const struct gate_conns *t, const char *ip);
 bool     gate_tally_add(struct gate_conns *t, const char *ip, uint64_t n, uint64_t max);
 void     gate_tally_sub(struct gate_conns *t, const char *ip, uint64_t n);
 uint64_t gate_tally(const struct gate_conns *t, const char *ip);
+
+/* A share held by client address and by API key at once (the spool budget's): adds n to ip's
+ * tally in `ips` and to key's in `keys` (key NULL or "": no key, only the address counts)
+ * unless that takes either past max (false, nothing added); gate_share_sub takes n back from
+ * both. A key is named by gate_key_name. */
+bool gate_share_add(struct gate_conns *ips, struct gate_conns *keys, const char *ip,
+    const char *key, uint64_t n, uint64_t max);
+void gate_share_sub(struct gate_conns *ips, struct gate_conns *keys, const char *ip,
+    const char *key, uint64_t n);
+
+#define GATE_KEY_NAME_BYTES 24 /* "key:" and 16 hex digits of the digest, NUL */
+
+/* A key's name for tallies: "key:" and the first 8 bytes of its digest in hex (never the key). */
+void gate_key_name(const unsigned char digest[GATE_DIGEST_LEN], char out[GATE_KEY_NAME_BYTES]);
 
 /* ---- the verdict ---------------------------------------------------------------------------- */
 

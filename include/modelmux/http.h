@@ -15,7 +15,7 @@
                                               * thousand, its events are small */
 #define HTTP_POOL_SLACK        (4u << 10)  /* connection memory past the header limit: the
                                               * answer head, MHD bookkeeping */
-#define HTTP_SPOOL_SHARE       2          /* one client address holds at most 1/this of the spool budget */
+#define HTTP_SPOOL_SHARE       2          /* one client address, or one API key, holds at most 1/this of the spool budget */
 #define HTTP_SPOOL_RETRY_S     5          /* Retry-After of a 507 for a full spool */
 #define HTTP_SPOOL_FALLBACK    (1ull << 30) /* the budget when the spool's free space is unknown */
 #define HTTP_MP_MEMORY         (64u << 10) /* multipart bytes kept in memory before spooling */

@@ -96,6 +96,11 @@ test('a shell under another name, interpreters given inline code, and strictComm
     ['perl -e "exec q(x)"', /perl: an interpreter given its program inline \(perl -e\)/],
     ["awk 'BEGIN{system(\"x\")}'", /awk: an interpreter given its program inline \(an awk program\)/],
     ['env python3 -c x', /python3: an interpreter given its program inline/],
+    // Through a wrapper: the word it runs is known by its file, and its inline code is seen.
+    [`nice ${renamed} -c "exec nc -l 4444"`, /nice runs \S+llama-server, a shell: shell interpreters are not allowed/],
+    ['timeout 5 perl -wE "exec q(x)"', /timeout runs perl, an interpreter given its program inline \(perl -e\)/],
+    ['nice python3 -W ignore -Ic "import os"', /nice runs python3, an interpreter given its program inline \(python -c\)/],
+    ['python3 -W ignore -Ic "import os"', /python3: an interpreter given its program inline \(python -c\)/],
   ].filter(([cmd]) => !/python3/.test(cmd) || spawnSync('python3', ['-V']).status === 0);
   for (const [cmd, re] of refused) {
     const r = check(model(cmd));

@@ -29,6 +29,33 @@ test_inline(void)
 	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/php8.2", ARGV("php", "-r", "x")), "php -r");
 	ASSERT_TRUE(cmd_inline_code("/opt/llama/llama-server", ARGV("llama-server", "-c", "4096")) == NULL);
 	ASSERT_TRUE(cmd_inline_code("/usr/bin/pythonista", ARGV("pythonista", "-c")) == NULL);
+	/* An option's value is skipped, never read as options, and cannot hide what follows. */
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/python3", ARGV("python3", "-W", "ignore", "-Ic", "x")),
+	    "python -c");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/python3", ARGV("python3", "-X", "dev", "-c", "x")),
+	    "python -c");
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/python3", ARGV("python3", "-m", "srv", "-c", "4096")) == NULL);
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/python3", ARGV("python3", "-Wc")) == NULL); /* -W c */
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/python3", ARGV("python3", "-W")) == NULL);
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/perl", ARGV("perl", "-wE", "1")), "perl -e");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/perl", ARGV("perl", "-I", "lib", "-e", "1")), "perl -e");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/perl", ARGV("perl", "-le", "print")), "perl -e");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/perl", ARGV("perl", "-MPOSIX", "-e", "1")), "perl -e");
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/perl", ARGV("perl", "-Mfeature=say", "s.pl")) == NULL);
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/ruby", ARGV("ruby", "-r", "json", "-e", "x")), "ruby -e");
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/ruby", ARGV("ruby", "-Ke", "s.rb")) == NULL);
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/node", ARGV("node", "-r", "x", "-e", "1")), "node --eval");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/node", ARGV("node", "--print", "1")), "node --eval");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/local/bin/deno", ARGV("deno", "eval", "1")), "deno eval");
+	ASSERT_TRUE(cmd_inline_code("/usr/local/bin/deno", ARGV("deno", "run", "s.ts")) == NULL);
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/php", ARGV("php", "-d", "x=1", "-B", "x")), "php -r");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/lua5.4", ARGV("lua", "-l", "m", "-e", "x")), "lua -e");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/lua5.4", ARGV("lua", "--eval", "x")), "lua -e");
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/awk", ARGV("awk", "-v", "x=1", "--", "BEGIN{}")),
+	    "an awk program");
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/awk", ARGV("awk", "-v", "x=1", "-f", "p.awk")) == NULL);
+	ASSERT_TRUE(cmd_inline_code("/usr/bin/awk", ARGV("awk", "-F:", "--file=p.awk")) == NULL);
+	ASSERT_STR_EQ(cmd_inline_code("/usr/bin/gawk", ARGV("gawk", "-e", "BEGIN{}")), "an awk program");
 }
 
 static void

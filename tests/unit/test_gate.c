@@ -582,6 +582,87 @@ test_judge(void)
 	cfg_unref(c);
 }
 
+/* Every per-IP limit counts a client by its group: an IPv6 /64, an IPv4-mapped IPv6 address
+ * as its IPv4 address (a dual-stack listener sees IPv4 clients so), anything else as it is. */
+static void
+test_ip_groups(void)
+{
+	struct cfg        *c = load("rateLimit:\n  authFailures: {rate: 0.5, burst: 2}\n"
+	    "  perIP: {rate: 0.5, burst: 2}\n" MODEL_TAIL);
+	struct gate_rates *r = gate_rates_new(c);
+	struct gate_conns *t = gate_conns_new();
+	char               g[GATE_MAX_IP_BYTES], ip[32];
+	int                ra = 0;
+	uint64_t           now = 1000;
+
+	gate_ip_group("2001:db8:1:2:aaaa:bbbb:cccc:dddd", g, sizeof(g));
+	ASSERT_STR_EQ(g, "2001:db8:1:2::/64");
+	gate_ip_group("2001:DB8:1:2::1", g, sizeof(g));
+	ASSERT_STR_EQ(g, "2001:db8:1:2::/64");
+	gate_ip_group("::1", g, sizeof(g));
+	ASSERT_STR_EQ(g, "::/64");
+	gate_ip_group("::ffff:192.0.2.7", g, sizeof(g));
+	ASSERT_STR_EQ(g, "192.0.2.7");
+	gate_ip_group("::FFFF:c000:0207", g, sizeof(g));
+	ASSERT_STR_EQ(g, "192.0.2.7");
+	gate_ip_group("192.0.2.7", g, sizeof(g));
+	ASSERT_STR_EQ(g, "192.0.2.7");
+	gate_ip_group("::ffff:0:192.0.2.7", g, sizeof(g)); /* IPv4-translated: not mapped */
+	ASSERT_STR_EQ(g, "::/64");
+	gate_ip_group("not:an:address", g, sizeof(g));
+	ASSERT_STR_EQ(g, "not:an:address");
+	gate_ip_group(NULL, g, sizeof(g));
+	ASSERT_STR_EQ(g, "");
+	gate_ip_group("192.0.2.7", g, 4);
+	ASSERT_STR_EQ(g, "192");
+	gate_ip_group("192.0.2.7", g, 0); /* writes nothing */
+
+	/* Two failures from one /64, under different low halves, empty the shared bucket. */
+	ASSERT_INT_EQ(gate_auth_failure(r, "2001:db8:1:2::a", now, &ra), 0);
+	ASSERT_INT_EQ(gate_auth_failure(r, "2001:db8:1:2::b", now, &ra), -1);
+	ASSERT_TRUE(gate_auth_blocked(r, "2001:db8:1:2:ffff::1", now, &ra));
+	ASSERT_FALSE(gate_auth_blocked(r, "2001:db8:1:3::a", now, &ra));
+	/* An IPv4-mapped client shares the IPv4 client's buckets, both ways. */
+	ASSERT_INT_EQ(gate_auth_failure(r, "::ffff:198.51.100.1", now, &ra), 0);
+	ASSERT_INT_EQ(gate_auth_failure(r, "198.51.100.1", now, &ra), -1);
+	ASSERT_TRUE(gate_auth_blocked(r, "::ffff:198.51.100.1", now, &ra));
+	ASSERT_INT_EQ(gate_rate_take(r, "192.0.2.9", NULL, now, &ra), 0);
+	ASSERT_INT_EQ(gate_rate_take(r, "::ffff:192.0.2.9", NULL, now, &ra), 0);
+	ASSERT_INT_EQ(gate_rate_take(r, "192.0.2.9", NULL, now, &ra), -1);
+	ASSERT_INT_EQ(gate_rate_take(r, "::ffff:192.0.2.10", NULL, now, &ra), 0);
+
+	/* The connection cap and the spool share likewise. */
+	ASSERT_TRUE(gate_conn_open(t, "10.0.0.1", 2));
+	ASSERT_TRUE(gate_conn_open(t, "::ffff:10.0.0.1", 2));
+	ASSERT_FALSE(gate_conn_open(t, "10.0.0.1", 2));
+	ASSERT_FALSE(gate_conn_open(t, "::ffff:10.0.0.1", 2));
+	ASSERT_INT_EQ(gate_conn_count(t, "::ffff:10.0.0.1"), 2);
+	gate_conn_close(t, "::ffff:10.0.0.1");
+	ASSERT_INT_EQ(gate_conn_count(t, "10.0.0.1"), 1);
+	gate_conn_close(t, "10.0.0.1");
+	ASSERT_INT_EQ(gate_conn_count(t, "10.0.0.1"), 0);
+	ASSERT_TRUE(gate_tally_add(t, "::ffff:10.9.9.9", 600, 1000));
+	ASSERT_FALSE(gate_tally_add(t, "10.9.9.9", 401, 1000));
+	ASSERT_INT_EQ(gate_tally(t, "10.9.9.9"), 600);
+	gate_tally_sub(t, "10.9.9.9", 600);
+	ASSERT_INT_EQ(gate_tally(t, "::ffff:10.9.9.9"), 0);
+
+	/* Many addresses, each at its cap, then all gone: nothing left behind. */
+	for (int i = 0; i < 5000; i++) {
+		snprintf(ip, sizeof(ip), "10.%d.%d.1", i / 256, i % 256);
+		ASSERT_TRUE(gate_conn_open(t, ip, 1));
+	}
+	for (int i = 0; i < 5000; i++) {
+		snprintf(ip, sizeof(ip), "::ffff:10.%d.%d.1", i / 256, i % 256);
+		ASSERT_FALSE(gate_conn_open(t, ip, 1));
+		gate_conn_close(t, ip);
+		ASSERT_INT_EQ(gate_conn_count(t, ip + 7), 0);
+	}
+	gate_conns_free(t);
+	gate_rates_free(r);
+	cfg_unref(c);
+}
+
 static void
 test_forwarded(void)
 {
@@ -607,11 +688,60 @@ test_forwarded(void)
 	cfg_unref(c);
 }
 
+/* The spool share: by address and by key at once, all or nothing. */
+static void
+test_shares(void)
+{
+	struct gate_conns *ips = gate_conns_new(), *keys = gate_conns_new();
+	unsigned char      d1[GATE_DIGEST_LEN], d2[GATE_DIGEST_LEN];
+	char               k1[GATE_KEY_NAME_BYTES], k2[GATE_KEY_NAME_BYTES];
+
+	gate_key_digest("key-one", 7, d1);
+	gate_key_digest("key-two", 7, d2);
+	gate_key_name(d1, k1);
+	gate_key_name(d2, k2);
+	ASSERT_INT_EQ(strlen(k1), 20);
+	ASSERT_TRUE(strncmp(k1, "key:", 4) == 0);
+	ASSERT_TRUE(strcmp(k1, k2) != 0);
+	ASSERT_TRUE(strstr(k1, "key-one") == NULL);
+
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.1", k1, 600, 1000));
+	/* The key is past its share from another address: nothing added anywhere. */
+	ASSERT_FALSE(gate_share_add(ips, keys, "10.0.0.2", k1, 401, 1000));
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.2"), 0);
+	ASSERT_INT_EQ(gate_tally(keys, k1), 600);
+	/* The address is past its share with another key: nothing added anywhere. */
+	ASSERT_FALSE(gate_share_add(ips, keys, "::ffff:10.0.0.1", k2, 401, 1000));
+	ASSERT_INT_EQ(gate_tally(keys, k2), 0);
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.1"), 600);
+	/* Another key from another address has its own; no key counts the address only. */
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.2", k2, 1000, 1000));
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.3", NULL, 1000, 1000));
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.4", "", 1000, 1000));
+	ASSERT_TRUE(gate_share_add(ips, NULL, "10.0.0.5", k1, 1000, 1000));
+	ASSERT_INT_EQ(gate_tally(keys, k1), 600);
+	gate_share_sub(ips, keys, "10.0.0.1", k1, 600);
+	ASSERT_INT_EQ(gate_tally(keys, k1), 0);
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.1"), 0);
+	ASSERT_TRUE(gate_share_add(ips, keys, "10.0.0.6", k1, 1000, 1000));
+	gate_share_sub(ips, keys, "10.0.0.6", k1, 1000);
+	gate_share_sub(ips, keys, "10.0.0.2", k2, 1000);
+	gate_share_sub(ips, keys, "10.0.0.3", NULL, 1000);
+	gate_share_sub(ips, keys, "10.0.0.4", "", 1000);
+	gate_share_sub(ips, NULL, "10.0.0.5", k1, 1000);
+	ASSERT_INT_EQ(gate_tally(keys, k2), 0);
+	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.5"), 0);
+	gate_conns_free(ips);
+	gate_conns_free(keys);
+}
+
 int
 main(void)
 {
 	test_judge();
 	test_forwarded();
+	test_ip_groups();
+	test_shares();
 	test_conns();
 	test_v6_prefix();
 	test_presented_key();
