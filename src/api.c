@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "modelmux/activity.h"
 #include "modelmux/api.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
@@ -303,6 +304,29 @@ reply_error(struct api_reply *out, int status, const char *code, const char *msg
 	out->body = api_error_json(status, code, msg);
 }
 
+/* GET /api/activity[?after=<id>&limit=<n>]: the last requests, oldest first. */
+static void
+list_activity(const struct api_call *c, struct api_reply *out)
+{
+	char      v[24];
+	long long after = 0, limit = ACTIVITY_PAGE_MAX;
+
+	if (router_query_param(c->query, "after", v, sizeof(v)) >= 0 &&
+	    parse_int(v, 0, INT64_MAX, &after) == -1) {
+		reply_error(out, 400, "invalid_request", "after: expected an entry id");
+		return;
+	}
+	if (router_query_param(c->query, "limit", v, sizeof(v)) >= 0 &&
+	    parse_int(v, 1, ACTIVITY_PAGE_MAX, &limit) == -1) {
+		snprintf(v, sizeof(v), "limit: 1 .. %d", ACTIVITY_PAGE_MAX);
+		reply_error(out, 400, "invalid_request", v);
+		return;
+	}
+	out->status = 200;
+	out->ctype = "application/json";
+	out->body = activity_json((uint64_t)after, (size_t)limit, (size_t)c->cfg->activity_max);
+}
+
 static void
 reply_load_ok(struct api_call *c)
 {
@@ -436,6 +460,9 @@ api_handle(struct api_call *c)
 		break;
 	case OP_RUNNING:
 		list_running(c->cfg, out);
+		break;
+	case OP_ACTIVITY:
+		list_activity(c, out);
 		break;
 	case OP_UNLOAD_MOVED: /* state-changing routes are POST only */
 		method_is("GET", "POST", out, unload_prefix);

@@ -25,6 +25,7 @@
 #include <openssl/x509.h>
 #include <yaml.h>
 
+#include "modelmux/activity.h"
 #include "modelmux/cmdcheck.h"
 #include "modelmux/config.h"
 #include "modelmux/log.h"
@@ -2625,6 +2626,7 @@ static const struct field top_fields[] = {
 	FLD_INT("unloadTimeout", struct cfg, unload_timeout_s, 0, INT_MAX),
 	FLD_BOOL("sendLoadingState", struct cfg, send_loading_state),
 	FLD_BOOL("includeAliasesInList", struct cfg, include_aliases_in_list),
+	FLD_INT("metricsMaxInMemory", struct cfg, activity_max, 0, ACTIVITY_MAX_ENTRIES),
 	FLD_FN("apiKeys", top_api_keys),
 	FLD_FN("apiKeysFile", top_api_keys_file),
 	FLD_FN("cors", top_cors),
@@ -2638,7 +2640,6 @@ static const struct field top_fields[] = {
 	FLD_UNSUP("logTimeFormat"),
 	FLD_UNSUP("logToStdout"),
 	FLD_UNSUP("logRequests"),
-	FLD_UNSUP("metricsMaxInMemory"),
 	FLD_UNSUP("captureBuffer"),
 	FLD_UNSUP("store"),
 	FLD_UNSUP("ui"),
@@ -2753,6 +2754,7 @@ cfg_new(const char *name)
 	c->limits.header_timeout_s = CFG_DEF_HEADER_TIMEOUT_S;
 	c->limits.body_idle_timeout_s = CFG_DEF_BODY_IDLE_TIMEOUT_S;
 	c->limits.max_conns_per_ip = CFG_DEF_MAX_CONNS_PER_IP;
+	c->activity_max = ACTIVITY_DEF_ENTRIES;
 	c->preload = xcalloc(1, sizeof(char *));
 	return c;
 }

@@ -26,6 +26,7 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 
+#include "modelmux/activity.h"
 #include "modelmux/api.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
@@ -1826,6 +1827,7 @@ dispatch_api(struct mm_req *r)
 	r->api.op = r->route.op;
 	r->api.method = r->method;
 	r->api.path = r->path;
+	r->api.query = r->query;
 	r->api.done = on_api_done;
 	r->api.arg = r;
 	switch (api_handle(&r->api)) {
@@ -2461,6 +2463,30 @@ on_quiet(void *arg)
 	log_debug("http", "msg=\"quiet: free heap pages returned to the system\"");
 }
 
+/* A model request ended: one entry in the activity ring (GET /api/activity, the web page). */
+static void
+note_activity(const struct mm_req *r, uint64_t now)
+{
+	struct activity_entry e;
+	struct timespec       ts;
+
+	if (r->model == NULL || r->method == NULL)
+		return;
+	memset(&e, 0, sizeof(e));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	e.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	snprintf(e.model, sizeof(e.model), "%s", r->model->id);
+	snprintf(e.route, sizeof(e.route), "%s", r->route.endpoint);
+	e.status = r->status;
+	e.stream = r->sse;
+	e.queued_ms = r->t_granted ? (int64_t)(r->t_granted - r->t_start) : -1;
+	e.first_byte_ms = r->t_first_byte ? (int64_t)(r->t_first_byte - r->t_start) : -1;
+	e.total_ms = (int64_t)(now - r->t_start);
+	e.prompt_tokens = r->usage.found ? r->usage.prompt : -1;
+	e.completion_tokens = r->usage.found ? r->usage.completion : -1;
+	activity_add(&e, (size_t)r->cfg->activity_max);
+}
+
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
@@ -2517,6 +2543,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" :
 		    toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || r->client_gone ? "client_abort" :
 		    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
+	note_activity(r, now);
 	if (r->pending)
 		MHD_destroy_response(r->pending);
 	if (r->whole)

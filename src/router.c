@@ -66,6 +66,7 @@ static const struct {
 	API("/unload", MATCH_EXACT, OP_UNLOAD_MOVED, ROUTE_ADMIN, ROUTE_ANY),
 	API("/api/models/load/", MATCH_PREFIX, OP_LOAD, ROUTE_ADMIN, ROUTE_POST),
 	API("/api/models/unload", MATCH_TREE, OP_UNLOAD, ROUTE_ADMIN, ROUTE_POST),
+	API("/api/activity", MATCH_EXACT, OP_ACTIVITY, ROUTE_ADMIN, GET_HEAD),
 	FEED("/logs/stream", MATCH_TREE, OP_LOG_FEED),
 	FEED("/api/events", MATCH_EXACT, OP_EVENTS),
 };
