@@ -10,6 +10,7 @@
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/sched.h"
+#include "modelmux/status.h"
 #include "modelmux/util.h"
 
 static struct {
@@ -276,6 +277,7 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 	q = cJSON_AddObjectToObject(root, "queue");
 	cJSON_AddNumberToObject(q, "queued", (double)queued);
 	cJSON_AddNumberToObject(q, "limit", cfg->queue.total);
+	status_annotate(models, cfg); /* the web page's detail */
 	cJSON_AddItemToObject(root, "models", models);
 	cJSON_AddItemToObject(root, "warnings", warn);
 	reply_json(out, strcmp(status, "unhealthy") == 0 ? 503 : 200, root);
