@@ -38,6 +38,7 @@
 #include "modelmux/router.h"
 #include "modelmux/sched.h"
 #include "modelmux/tunnel.h"
+#include "modelmux/ui.h"
 #include "modelmux/upstream.h"
 #include "modelmux/util.h"
 
@@ -1842,6 +1843,25 @@ dispatch_api(struct mm_req *r)
 	}
 }
 
+/* The web page's files (ui.h): embedded, answered with its security headers. */
+static void
+serve_ui(struct mm_req *r)
+{
+	struct ui_answer     a;
+	struct MHD_Response *resp;
+
+	ui_answer(r->path, header(r, "Accept-Encoding"), header(r, "If-None-Match"), &a);
+	if (a.status == 404) {
+		reply_error(r, 404, "not_found", "no such file in the web page");
+	} else {
+		resp = MHD_create_response_from_buffer(a.len, (void *)(uintptr_t)a.body, MHD_RESPMEM_PERSISTENT);
+		r->bytes_out = a.len;
+		set_reply(r, a.status, resp);
+		r->phase = PH_REPLY;
+	}
+	ui_headers(&a, add_cors_header, r->pending);
+}
+
 /* --- MHD callbacks --- */
 
 static enum MHD_Result
@@ -2047,6 +2067,8 @@ gate_pass(struct mm_req *r)
 	uint64_t        now = loop_now_ms();
 
 	client_ip(r);
+	if (gate_same_origin(origin, header(r, "Host"), H.tls, gate_keys_required(r->cfg)))
+		origin = NULL; /* the web page's own calls: not cross-origin */
 	if (origin != NULL) {
 		if (!gate_origin_allowed(r->cfg, origin)) {
 			char q[300];
@@ -2149,7 +2171,7 @@ first_call(struct mm_req *r)
 		gen_id(r->id, sizeof(r->id));
 	r->path = q ? xstrndup(r->uri, (size_t)(q - r->uri)) : xstrdup(r->uri);
 	r->query = q ? q + 1 : NULL;
-	r->route = router_match(r->method, r->path, &r->method_ok);
+	r->route = router_match_head(r->method, r->path, header(r, "Accept"), &r->method_ok);
 	r->phase = PH_BODY;
 	/* MHD's memory per connection is larger than these limits, so a head past them reaches us
 	 * (a JSON answer) before it would fill MHD's pool (its own HTML answer). Such a head may
@@ -2378,6 +2400,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			start_feed(r);
 		else
 			dispatch_api(r);
+		break;
+	case ROUTE_STATIC:
+		if (!r->method_ok)
+			refuse_method(r);
+		else
+			serve_ui(r);
 		break;
 	case ROUTE_NONE: /* answered in first_call */
 		break;
