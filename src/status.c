@@ -82,14 +82,15 @@ add_model(cJSON *o, const struct cfg *cfg, const struct cfg_model *m, const stru
 	cJSON_AddNumberToObject(o, "ttl", ttl);
 	if (sm != NULL) {
 		long long left = sched_model_ttl_left_ms(sm);
+		long long left_s = (left + 999) / 1000; /* rounded up: 0 only once it fires */
+		uint64_t  held_s = (sched_model_held_left_ms(sm) + 999) / 1000;
 
 		cJSON_AddNumberToObject(o, "state_ms", (double)sched_model_state_age_ms(sm));
 		if (left >= 0)
-			cJSON_AddNumberToObject(o, "ttl_left_s", (double)((left + 999) / 1000));
+			cJSON_AddNumberToObject(o, "ttl_left_s", (double)left_s);
 		else
 			cJSON_AddNullToObject(o, "ttl_left_s");
-		cJSON_AddNumberToObject(o, "held_left_s",
-		    (double)((sched_model_held_left_ms(sm) + 999) / 1000));
+		cJSON_AddNumberToObject(o, "held_left_s", (double)held_s);
 		cJSON_AddNumberToObject(o, "concurrency", sched_model_concurrency(sm));
 	}
 	add_output(o, hist, t);

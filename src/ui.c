@@ -82,10 +82,10 @@ static void
 rank_gzip(void *arg, const char *name, double q)
 {
 	double *g = arg;
+	bool    named = strcmp(name, "gzip") == 0 || strcmp(name, "x-gzip") == 0;
 
-	if (strcmp(name, "gzip") == 0 || strcmp(name, "x-gzip") == 0)
-		*g = q;
-	else if (strcmp(name, "*") == 0 && *g < 0)
+	/* gzip named says it all; "*" speaks for it only while it is not named */
+	if (named || (strcmp(name, "*") == 0 && *g < 0))
 		*g = q;
 }
 

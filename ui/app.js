@@ -418,14 +418,17 @@ function progressWhileWaiting(model) {
   const p = $('#chat-progress');
   p.hidden = false;
   const t0 = performance.now();
+  ui.loadingText = '';
   const tick = () => {
     const m = ui.health && ui.health.models.find((x) => x.id === model);
     const st = m ? stateOf(m).label : '';
-    p.textContent = `waiting ${fmtMs(performance.now() - t0)}${st ? ` — ${model} is ${st}` : ''}`;
+    // sendLoadingState's own progress line, when the daemon sends one, comes first.
+    const head = ui.loadingText || `waiting ${fmtMs(performance.now() - t0)}`;
+    p.textContent = `${head}${st && st !== 'ready' ? ` — ${model} is ${st}` : ''}`;
   };
   tick();
   const timer = setInterval(tick, 250);
-  return () => { clearInterval(timer); p.hidden = true; };
+  return { tick, stop: () => { clearInterval(timer); p.hidden = true; } };
 }
 
 async function sendChat(ev) {
@@ -438,9 +441,9 @@ async function sendChat(ev) {
   chatBubble('user', text);
   const out = chatBubble('assistant', '');
   out.classList.add('streaming');
-  const stopWaiting = progressWhileWaiting(model);
+  const progress = progressWhileWaiting(model);
   let waiting = true;
-  const first = () => { if (waiting) { waiting = false; stopWaiting(); } };
+  const first = () => { if (waiting) { waiting = false; progress.stop(); } };
   ui.chatAbort = new AbortController();
   $('#chat-send').disabled = true;
   $('#chat-stop').hidden = false;
@@ -470,9 +473,8 @@ async function sendChat(ev) {
       // sendLoadingState: the daemon's loading progress comes as reasoning_content.
       if (d.reasoning_content && j.id === 'chatcmpl-modelmux-loading') {
         loading += d.reasoning_content;
-        const p = $('#chat-progress');
-        p.hidden = false;
-        p.textContent = loading.trim().split('\n').pop();
+        ui.loadingText = loading.trim().split('\n').pop();
+        if (waiting) progress.tick();
         return;
       }
       if (d.content) {

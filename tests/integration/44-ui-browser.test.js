@@ -21,6 +21,7 @@ function config(port, extra = '') {
     `  chat-a:\n    cmd: ${h.FAKE} --port \${PORT} --model chat-a --health-delay 700 --ansi --chunks 8 --chunk-delay 40\n` +
     '    name: Chat A\n    aliases: [a]\n    ttl: 600\n' +
     `  chat-b:\n    cmd: ${h.FAKE} --port \${PORT} --model chat-b --health-delay 900 --chunks 4 --chunk-delay 30\n` +
+    '    sendLoadingState: true\n' +
     `  whisper:\n    cmd: ${h.FAKE} --port \${PORT} --model whisper --reply "the quick brown fox"\n`;
 }
 
@@ -96,12 +97,13 @@ test('in Chromium: models, load, chat, audio, logs, activity, unload', async (t)
   assert.ok(answer.length > (await partial.jsonValue()).length, 'seen while streaming, then longer');
   assert.equal(await page.textContent('.msg.user'), 'Hello there');
 
-  // A model that has to start first: the progress line says so until the first token.
+  // A model that has to start first: the progress line says so until the first token, with
+  // the daemon's own loading progress (sendLoadingState) when the model sends it.
   await page.click('#chat-clear');
   await page.selectOption('#chat-model', 'chat-b');
   await page.fill('#chat-input', 'Are you there?');
   await page.click('#chat-send');
-  await page.waitForFunction(() => /chat-b is starting/.test(document.querySelector('#chat-progress').textContent));
+  await page.waitForFunction(() => /^Loading model chat-b….* — chat-b is starting/.test(document.querySelector('#chat-progress').textContent));
   await page.waitForSelector('.msg.assistant.done');
   assert.match(await page.textContent('.msg.assistant.done'), /Hello from/);
   assert.equal(await page.isHidden('#chat-progress'), true);
