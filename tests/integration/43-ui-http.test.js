@@ -247,3 +247,20 @@ test('/api/health carries what the page shows of each model', async (t) => {
   for (const k of ['id', 'state', 'inflight', 'queued', 'starts', 'held_back']) assert.ok(k in a, k);
   await d.stop();
 });
+
+test('/api/health: a model held back after crashes tells how long, with its last output', async (t) => {
+  const port = await h.freePorts(2);
+  const d = await h.startDaemon(t, {
+    config: `startPort: ${port}\ncrashBackoff:\n  maxCrashes: 1\n  holdSeconds: 30\nmodels:\n` +
+      `  m:\n    cmd: ${h.FAKE} --port \${PORT} --model m --exit-after 100 --ansi\n`,
+  });
+  assert.equal((await h.post(`${d.url}${CHAT}`, { model: 'm', messages: [] })).status, 200);
+  await d.waitLog(/sched model=m msg="crash loop: holding back"/);
+  const m = (await h.get(`${d.url}/api/health`)).json.models[0];
+  assert.equal(m.held_back, true);
+  assert.ok(m.held_left_s > 25 && m.held_left_s <= 30, `held_left_s ${m.held_left_s}`);
+  assert.match(m.last_error, /exited/);
+  assert.ok(m.output.some((l) => /fake: ready/.test(l)), JSON.stringify(m.output));
+  assert.equal(m.state, 'stopped');
+  await d.stop();
+});
