@@ -156,9 +156,12 @@ test('in Chromium: models, load, chat, audio, logs, activity, unload', async (t)
   await page.waitForSelector(stateIs('chat-a', 'stopped'));
 
   if (process.env.MM_UI_SCREENSHOT) {
-    // The README's picture: a model ready, one stopped, with a little history.
-    await page.click(`${card('chat-b')} button[data-act=load]`).catch(() => {});
-    await page.waitForSelector(stateIs('chat-b', 'ready'));
+    // The README's picture: a model ready with its last output, the others stopped.
+    await page.click(`${card('chat-a')} button[data-act=load]`);
+    await page.waitForSelector(stateIs('chat-a', 'ready'));
+    await page.waitForSelector(`${card('chat-a')} details`);
+    await page.click(`${card('chat-a')} details summary`);
+    await page.setViewportSize({ width: 1100, height: 560 });
     await page.waitForTimeout(300);
     await page.screenshot({ path: process.env.MM_UI_SCREENSHOT, fullPage: false });
   }
