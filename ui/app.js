@@ -293,7 +293,12 @@ const colourOf = (() => {
 
 async function refreshActivity() {
   try {
-    const doc = await apiJSON(`/api/activity?after=${ui.activityLast}`);
+    let doc = await apiJSON(`/api/activity?after=${ui.activityLast}`);
+    if (doc && doc.last_id < ui.activityLast) { // the daemon restarted: its ids did too
+      ui.activity = [];
+      ui.activityLast = 0;
+      doc = await apiJSON('/api/activity');
+    }
     if (doc && doc.data.length) {
       ui.activity.push(...doc.data);
       if (ui.activity.length > ACTIVITY_MAX) ui.activity.splice(0, ui.activity.length - ACTIVITY_MAX);
