@@ -9,6 +9,8 @@ const LOG_MAX = 2000;          // log lines kept in the page
 const ACTIVITY_MAX = 500;      // activity rows kept in the page
 const ACTIVITY_SHOWN = 100;    // rows in the table
 const POLL_MS = 2000;
+const POLL_HIDDEN_MS = 15000; // a tab in the background polls (and fills the access log) less
+const pollMs = () => (document.hidden ? POLL_HIDDEN_MS : POLL_MS);
 const $ = (sel) => document.querySelector(sel);
 
 const ui = {
@@ -227,7 +229,7 @@ async function refreshModels() {
   } catch (e) {
     notice(`Cannot read /api/health: ${e.message}`);
   }
-  refreshTimer = setTimeout(refreshModels, POLL_MS);
+  refreshTimer = setTimeout(refreshModels, pollMs());
 }
 
 function soon() {
@@ -309,7 +311,7 @@ async function refreshActivity() {
   } catch (e) {
     $('#activity-summary').textContent = `cannot read /api/activity: ${e.message}`;
   }
-  setTimeout(refreshActivity, POLL_MS);
+  setTimeout(refreshActivity, pollMs());
 }
 
 function renderActivity() {
@@ -722,6 +724,7 @@ function start() {
   $('#log-clear').addEventListener('click', () => $('#log-lines').replaceChildren());
   window.addEventListener('resize', () => drawCharts());
   setInterval(tickStarting, 250);
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) soon(); });
   refreshModels().then(() => {
     followEvents();
     refreshActivity();

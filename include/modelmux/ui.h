@@ -21,7 +21,7 @@ extern const struct ui_asset ui_assets[];
 extern const unsigned long   ui_nassets;
 
 /* Sent with every /ui answer: the page's own files only, no inline script or style, no frame. */
-#define UI_CSP "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " \
+#define UI_CSP "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " \
 	"connect-src 'self'; media-src 'self' blob:; manifest-src 'self'; base-uri 'none'; " \
 	"form-action 'none'; frame-ancestors 'none'"
 #define UI_ETAG_MAX 48
