@@ -25,6 +25,10 @@ function config(port, extra = '') {
     `  whisper:\n    cmd: ${h.FAKE} --port \${PORT} --model whisper --reply "the quick brown fox"\n`;
 }
 
+// A model that dies soon after each start, held back after its first crash.
+const CRASHY = 'crashBackoff:\n  maxCrashes: 1\n  holdSeconds: 50\n';
+const crashyModel = () => `  crashy:\n    cmd: ${h.FAKE} --port \${PORT} --model crashy --exit-after 150\n`;
+
 async function launch(t) {
   if (process.env.MM_SKIP_BROWSER === '1') {
     t.diagnostic('MM_SKIP_BROWSER=1: the browser test is SKIPPED');
@@ -61,8 +65,8 @@ const stateIs = (id, s) => `${card(id)} .state[data-state="${s}"]`;
 test('in Chromium: models, load, chat, audio, logs, activity, unload', async (t) => {
   const browser = await launch(t);
   if (!browser) return;
-  const port = await h.freePorts(3);
-  const d = await h.startDaemon(t, { config: config(port) });
+  const port = await h.freePorts(4);
+  const d = await h.startDaemon(t, { config: config(port, CRASHY) + crashyModel() });
   const page = await openPage(browser);
   // Log errors the page's own calls would make are counted too: none are expected.
 
@@ -154,6 +158,15 @@ test('in Chromium: models, load, chat, audio, logs, activity, unload', async (t)
   await page.click('a[data-tab=models]');
   await page.click(`${card('chat-a')} button[data-act=unload]`);
   await page.waitForSelector(stateIs('chat-a', 'stopped'));
+
+  // A crash loop: the model is held back, with its error and last output shown.
+  assert.equal((await h.post(`${d.url}/v1/chat/completions`, { model: 'crashy', messages: [] })).status, 200);
+  await d.waitLog(/sched model=crashy msg="crash loop: holding back"/);
+  await page.waitForSelector(`${card('crashy')} .state.s-held`);
+  assert.match(await page.textContent(`${card('crashy')} .state`), /^held back \d+ s$/);
+  assert.match(await page.textContent(`${card('crashy')} .err`), /exited/);
+  assert.equal(await page.$eval(`${card('crashy')} details`, (e) => e.open), true);
+  assert.match(await page.textContent(`${card('crashy')} details pre`), /fake: ready/);
 
   if (process.env.MM_UI_SCREENSHOT) {
     // The README's picture: a model ready with its last output, the others stopped.
