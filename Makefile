@@ -15,7 +15,9 @@ MM_CFLAGS = $(OPT) $(SAN) -std=c17 -D_GNU_SOURCE $(WARN) -fstack-protector-stron
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/ui_assets.o
+# The web page (ui/): plain files, gzip-compressed and embedded as C by tools/embed.c.
+UI_FILES := $(sort $(notdir $(wildcard ui/*.html ui/*.js ui/*.css ui/*.svg)))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
@@ -31,6 +33,16 @@ CONFIG   ?= config.example.yaml
 all: $(DAEMON) $(FAKE)
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h src/*.h) | $(BUILD)/obj
+	@echo "  CC      $<"
+	@$(CC) $(MM_CFLAGS) -c -o $@ $<
+
+$(BUILD)/gen/ui_assets.c: $(addprefix ui/,$(UI_FILES)) tools/embed.c | $(BUILD)/gen
+	@echo "  EMBED   $@"
+	@$(CC) -O2 -std=c17 -Wall -Wextra -Werror -o $(BUILD)/gen/embed tools/embed.c
+	@for f in $(UI_FILES); do gzip -9nc ui/$$f > $(BUILD)/gen/$$f.gz || exit 1; done
+	@$(BUILD)/gen/embed $@ ui $(BUILD)/gen $(UI_FILES)
+
+$(BUILD)/obj/ui_assets.o: $(BUILD)/gen/ui_assets.c include/modelmux/ui.h | $(BUILD)/obj
 	@echo "  CC      $<"
 	@$(CC) $(MM_CFLAGS) -c -o $@ $<
 
@@ -56,7 +68,7 @@ $(BUILD)/fuzz/%-replay: fuzz/%.c fuzz/replay_main.c tests/unit/mhd_head.h $(BUIL
 	@echo "  LINK    $@"
 	@$(CC) $(MM_CFLAGS) -o $@ $< fuzz/replay_main.c $(BUILD)/libmodelmux.a $(LDLIBS)
 
-$(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
+$(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz $(BUILD)/gen:
 	mkdir -p $@
 
 # libFuzzer: every harness built by clang with ASan+UBSan, then run FUZZ_SECONDS each. New
@@ -70,13 +82,17 @@ FUZZ_SECONDS ?= 60
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS   = -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude \
                 -DMM_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-FUZZ_OBJ     := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_OBJ     := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/ui_assets.o
 FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
-FUZZ_MAXLEN  := hdr=4096 config=16384 split=4096 json=8192 multipart=8192 path=4096 auth=2048 usage=8192 h1=8192
+FUZZ_MAXLEN  := accept=4096 hdr=4096 config=16384 split=4096 json=8192 multipart=8192 path=4096 auth=2048 usage=8192 h1=8192
 
 $(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h src/*.h) | $(FUZZ_BUILD)/obj
 	@echo "  CC      $@"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/obj/ui_assets.o: $(BUILD)/gen/ui_assets.c | $(FUZZ_BUILD)/obj
+	@echo "  CC      $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 
 $(FUZZ_BUILD)/libmodelmux.a: $(FUZZ_OBJ)
 	@$(AR) rcs $@ $^

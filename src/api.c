@@ -4,11 +4,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "modelmux/activity.h"
 #include "modelmux/api.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/sched.h"
+#include "modelmux/status.h"
 #include "modelmux/util.h"
 
 static struct {
@@ -275,6 +277,7 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 	q = cJSON_AddObjectToObject(root, "queue");
 	cJSON_AddNumberToObject(q, "queued", (double)queued);
 	cJSON_AddNumberToObject(q, "limit", cfg->queue.total);
+	status_annotate(models, cfg); /* the web page's detail */
 	cJSON_AddItemToObject(root, "models", models);
 	cJSON_AddItemToObject(root, "warnings", warn);
 	reply_json(out, strcmp(status, "unhealthy") == 0 ? 503 : 200, root);
@@ -301,6 +304,29 @@ reply_error(struct api_reply *out, int status, const char *code, const char *msg
 	out->status = status;
 	out->ctype = "application/json";
 	out->body = api_error_json(status, code, msg);
+}
+
+/* GET /api/activity[?after=<id>&limit=<n>]: the last requests, oldest first. */
+static void
+list_activity(const struct api_call *c, struct api_reply *out)
+{
+	char      v[24];
+	long long after = 0, limit = ACTIVITY_PAGE_MAX;
+
+	if (router_query_param(c->query, "after", v, sizeof(v)) >= 0 &&
+	    parse_int(v, 0, INT64_MAX, &after) == -1) {
+		reply_error(out, 400, "invalid_request", "after: expected an entry id");
+		return;
+	}
+	if (router_query_param(c->query, "limit", v, sizeof(v)) >= 0 &&
+	    parse_int(v, 1, ACTIVITY_PAGE_MAX, &limit) == -1) {
+		snprintf(v, sizeof(v), "limit: 1 .. %d", ACTIVITY_PAGE_MAX);
+		reply_error(out, 400, "invalid_request", v);
+		return;
+	}
+	out->status = 200;
+	out->ctype = "application/json";
+	out->body = activity_json((uint64_t)after, (size_t)limit, (size_t)c->cfg->activity_max);
 }
 
 static void
@@ -436,6 +462,9 @@ api_handle(struct api_call *c)
 		break;
 	case OP_RUNNING:
 		list_running(c->cfg, out);
+		break;
+	case OP_ACTIVITY:
+		list_activity(c, out);
 		break;
 	case OP_UNLOAD_MOVED: /* state-changing routes are POST only */
 		method_is("GET", "POST", out, unload_prefix);

@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
 
+#include "modelmux/activity.h"
 #include "modelmux/config.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
@@ -434,6 +435,7 @@ static const struct field top_fields[] = {
 	FLD_INT("unloadTimeout", struct cfg, unload_timeout_s, 0, INT_MAX),
 	FLD_BOOL("sendLoadingState", struct cfg, send_loading_state),
 	FLD_BOOL("includeAliasesInList", struct cfg, include_aliases_in_list),
+	FLD_INT("metricsMaxInMemory", struct cfg, activity_max, 0, ACTIVITY_MAX_ENTRIES),
 	FLD_FN("apiKeys", cfg__top_api_keys),
 	FLD_FN("apiKeysFile", cfg__top_api_keys_file),
 	FLD_FN("cors", cfg__top_cors),
@@ -447,7 +449,6 @@ static const struct field top_fields[] = {
 	FLD_UNSUP("logTimeFormat"),
 	FLD_UNSUP("logToStdout"),
 	FLD_UNSUP("logRequests"),
-	FLD_UNSUP("metricsMaxInMemory"),
 	FLD_UNSUP("captureBuffer"),
 	FLD_UNSUP("store"),
 	FLD_UNSUP("ui"),
@@ -562,6 +563,7 @@ cfg__new(const char *name)
 	c->limits.header_timeout_s = CFG_DEF_HEADER_TIMEOUT_S;
 	c->limits.body_idle_timeout_s = CFG_DEF_BODY_IDLE_TIMEOUT_S;
 	c->limits.max_conns_per_ip = CFG_DEF_MAX_CONNS_PER_IP;
+	c->activity_max = ACTIVITY_DEF_ENTRIES;
 	c->preload = xcalloc(1, sizeof(char *));
 	return c;
 }

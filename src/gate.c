@@ -208,6 +208,50 @@ gate_origin_allowed(const struct cfg *c, const char *origin)
 	return false;
 }
 
+/* An IP literal (v4, or [v6]) or localhost, with an optional :port. */
+static bool
+host_is_literal(const char *host)
+{
+	char        h[GATE_MAX_HOST_BYTES];
+	const char *colon;
+	size_t      n;
+	unsigned char a[16];
+
+	if (host[0] == '[') {
+		const char *close = strchr(host, ']');
+
+		n = close ? (size_t)(close - host - 1) : 0;
+		if (n == 0 || n >= sizeof(h) || (close[1] != '\0' && close[1] != ':'))
+			return false;
+		memcpy(h, host + 1, n);
+		h[n] = '\0';
+		return inet_pton(AF_INET6, h, a) == 1;
+	}
+	colon = strchr(host, ':');
+	n = colon ? (size_t)(colon - host) : strlen(host);
+	if (n == 0 || n >= sizeof(h))
+		return false;
+	memcpy(h, host, n);
+	h[n] = '\0';
+	return strcasecmp(h, "localhost") == 0 || inet_pton(AF_INET, h, a) == 1;
+}
+
+bool
+gate_same_origin(const char *origin, const char *host, bool tls, bool keys_required)
+{
+	const char *scheme = tls ? "https://" : "http://";
+	size_t      sl = strlen(scheme);
+
+	if (origin == NULL || host == NULL || host[0] == '\0' || strlen(host) >= GATE_MAX_HOST_BYTES)
+		return false;
+	if (strncasecmp(origin, scheme, sl) != 0 || strcasecmp(origin + sl, host) != 0)
+		return false;
+	for (const char *p = host; *p; p++) /* a Host is a name, an address and a port: no more */
+		if (!isalnum((unsigned char)*p) && strchr(".-:[]", *p) == NULL)
+			return false;
+	return keys_required || host_is_literal(host);
+}
+
 static bool
 origin_wildcard(const struct cfg *c)
 {

@@ -1,6 +1,7 @@
 /* http_api: a management request (/v1/models, /running, /health*, /metrics, /logs, load and
  * unload, ...): its method checked against the route's, the answer made by api.c (at once or
- * later, when sched has done what was asked) and sent as a whole. */
+ * later, when sched has done what was asked) and sent as a whole; and the web page's files
+ * (ui.c), embedded in the binary. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #include "modelmux/tunnel.h"
 #include "modelmux/upstream.h"
 #include "modelmux/util.h"
+#include "modelmux/ui.h"
 #include "http_int.h"
 
 void
@@ -83,6 +85,7 @@ dispatch_api(struct mm_req *r)
 	r->api.op = r->route.op;
 	r->api.method = r->method;
 	r->api.path = r->path;
+	r->api.query = r->query;
 	r->api.done = on_api_done;
 	r->api.arg = r;
 	switch (api_handle(&r->api)) {
@@ -95,4 +98,24 @@ dispatch_api(struct mm_req *r)
 		req_suspend(r);
 		break;
 	}
+}
+
+/* The web page's files (ui.h): embedded, answered with its security headers. */
+void
+serve_ui(struct mm_req *r)
+{
+	struct ui_answer     a;
+	struct MHD_Response *resp;
+
+	ui_answer(r->path, req_header(r, "Accept-Encoding"), req_header(r, "If-None-Match"), &a);
+	if (a.status == 404) {
+		reply_error(r, 404, "not_found", "no such file in the web page");
+	} else {
+		resp = MHD_create_response_from_buffer(a.len, (void *)(uintptr_t)a.body,
+		    MHD_RESPMEM_PERSISTENT);
+		r->bytes_out = a.len;
+		set_reply(r, a.status, resp);
+		r->phase = PH_REPLY;
+	}
+	ui_headers(&a, add_cors_header, r->pending);
 }

@@ -204,6 +204,7 @@ void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum M
 /* http_api.c */
 void refuse_method(struct mm_req *r);
 void dispatch_api(struct mm_req *r);
+void serve_ui(struct mm_req *r);
 
 /* http_proxy.c */
 int body_limit(const struct mm_req *r);

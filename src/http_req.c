@@ -39,6 +39,7 @@
 #include "modelmux/tunnel.h"
 #include "modelmux/upstream.h"
 #include "modelmux/util.h"
+#include "modelmux/activity.h"
 #include "http_int.h"
 
 /* A client's X-Request-ID is kept when it is 1..64 characters of [A-Za-z0-9._:-]. */
@@ -504,6 +505,8 @@ gate_pass(struct mm_req *r)
 	enum gate_outcome   o;
 
 	client_ip(r);
+	if (gate_same_origin(origin, req_header(r, "Host"), H.tls, gate_keys_required(r->cfg)))
+		a.origin = origin = NULL; /* the web page's own calls: not cross-origin */
 	a.ip = r->ip;
 	o = gate_judge(r->cfg, H.rates, &a, loop_now_ms(), &v);
 	if (v.cors)
@@ -623,7 +626,7 @@ first_call(struct mm_req *r)
 		gen_id(r->id, sizeof(r->id));
 	r->path = q ? xstrndup(r->uri, (size_t)(q - r->uri)) : xstrdup(r->uri);
 	r->query = q ? q + 1 : NULL;
-	r->route = router_match(r->method, r->path, &r->method_ok);
+	r->route = router_match_head(r->method, r->path, req_header(r, "Accept"), &r->method_ok);
 	r->phase = PH_BODY;
 	if (!head_within_limits(r) || !head_ok(r))
 		return;
@@ -809,6 +812,12 @@ body_done(struct mm_req *r)
 		else
 			dispatch_api(r);
 		break;
+	case ROUTE_STATIC:
+		if (!r->method_ok)
+			refuse_method(r);
+		else
+			serve_ui(r);
+		break;
 	case ROUTE_NONE: /* answered in first_call */
 		break;
 	}
@@ -920,6 +929,30 @@ log_access(const struct mm_req *r, enum MHD_RequestTerminationCode toe, uint64_t
 		    toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout" : "error");
 }
 
+/* A model request ended: one entry in the activity ring (GET /api/activity, the web page). */
+static void
+note_activity(const struct mm_req *r, uint64_t now)
+{
+	struct activity_entry e;
+	struct timespec       ts;
+
+	if (r->model == NULL || r->method == NULL)
+		return;
+	memset(&e, 0, sizeof(e));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	e.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	snprintf(e.model, sizeof(e.model), "%s", r->model->id);
+	snprintf(e.route, sizeof(e.route), "%s", r->route.endpoint);
+	e.status = r->status;
+	e.stream = r->px.sse;
+	e.queued_ms = r->t_granted ? (int64_t)(r->t_granted - r->t_start) : -1;
+	e.first_byte_ms = r->t_first_byte ? (int64_t)(r->t_first_byte - r->t_start) : -1;
+	e.total_ms = (int64_t)(now - r->t_start);
+	e.prompt_tokens = r->px.usage.found ? r->px.usage.prompt : -1;
+	e.completion_tokens = r->px.usage.found ? r->px.usage.completion : -1;
+	activity_add(&e, (size_t)r->cfg->activity_max);
+}
+
 /* The request's own memory, and its place in H.live. */
 static void
 req_free(struct mm_req *r)
@@ -973,6 +1006,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		conn_request_ended(conn);
 	req_release(r);
 	log_access(r, toe, now);
+	note_activity(r, now);
 	req_free(r);
 	H.last_end_ms = now;
 	if (H.trim_timer == 0)

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 
 #include "modelmux/router.h"
+#include "modelmux/ui.h"
 #include "modelmux/util.h"
 
 #define UPSTREAM_PREFIX "/upstream/"
@@ -66,8 +67,13 @@ static const struct {
 	API("/unload", MATCH_EXACT, OP_UNLOAD_MOVED, ROUTE_ADMIN, ROUTE_ANY),
 	API("/api/models/load/", MATCH_PREFIX, OP_LOAD, ROUTE_ADMIN, ROUTE_POST),
 	API("/api/models/unload", MATCH_TREE, OP_UNLOAD, ROUTE_ADMIN, ROUTE_POST),
+	API("/api/activity", MATCH_EXACT, OP_ACTIVITY, ROUTE_ADMIN, GET_HEAD),
 	FEED("/logs/stream", MATCH_TREE, OP_LOG_FEED),
 	FEED("/api/events", MATCH_EXACT, OP_EVENTS),
+	/* The web page: its files need no key (they hold no data; what they fetch does). */
+	{ "/", MATCH_EXACT, { ROUTE_STATIC, "ui", ROUTE_OPEN, BODY_NONE, OP_UI_ROOT, GET_HEAD } },
+	{ "/ui", MATCH_EXACT, { ROUTE_STATIC, "ui", ROUTE_OPEN, BODY_NONE, OP_NONE, GET_HEAD } },
+	{ "/ui/", MATCH_START, { ROUTE_STATIC, "ui", ROUTE_OPEN, BODY_NONE, OP_NONE, GET_HEAD } },
 };
 
 static const struct route no_route = { ROUTE_NONE, "api", ROUTE_ADMIN, BODY_NONE, OP_NONE, ROUTE_ANY };
@@ -115,6 +121,18 @@ router_match(const char *method, const char *path, bool *method_ok)
 	}
 	*method_ok = true;
 	return no_route;
+}
+
+struct route
+router_match_head(const char *method, const char *path, const char *accept, bool *method_ok)
+{
+	struct route r = router_match(method, path, method_ok);
+
+	if (r.op == OP_UI_ROOT && (!*method_ok || !ui_prefers_html(accept))) {
+		*method_ok = true;
+		return no_route;
+	}
+	return r;
 }
 
 const char *

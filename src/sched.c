@@ -210,6 +210,32 @@ sched_model_held(const struct sched_model *m)
 	return m->hold_until > S.fx.now_ms();
 }
 
+uint64_t
+sched_model_held_left_ms(const struct sched_model *m)
+{
+	uint64_t now = S.fx.now_ms();
+
+	return m->hold_until > now ? m->hold_until - now : 0;
+}
+
+uint64_t
+sched_model_state_age_ms(const struct sched_model *m)
+{
+	uint64_t now = S.fx.now_ms();
+
+	return m->state_ms && now > m->state_ms ? now - m->state_ms : 0;
+}
+
+long long
+sched_model_ttl_left_ms(const struct sched_model *m)
+{
+	uint64_t now = S.fx.now_ms();
+
+	if (m->ttl_timer == 0)
+		return -1;
+	return m->ttl_at > now ? (long long)(m->ttl_at - now) : 0;
+}
+
 const char *
 sched_model_last_error(const struct sched_model *m)
 {
@@ -256,6 +282,7 @@ set_state(struct sched_model *m, enum model_state s)
 	log_info("sched", "model=%s state=%s from=%s", m->cfg->id, sched_state_name(s),
 	    sched_state_name(m->state));
 	m->state = s;
+	m->state_ms = S.fx.now_ms();
 	publish_state(m);
 }
 
@@ -484,8 +511,10 @@ arm_ttl(struct sched_model *m)
 	int ttl = m->cfg->ttl_s < 0 ? S.cfg->global_ttl_s : m->cfg->ttl_s;
 
 	cancel_ttl(m);
-	if (ttl > 0 && m->state == MODEL_READY && m->inflight == 0 && m->queued == 0)
+	if (ttl > 0 && m->state == MODEL_READY && m->inflight == 0 && m->queued == 0) {
 		m->ttl_timer = S.fx.timer_add((uint64_t)ttl * 1000u, on_ttl, m);
+		m->ttl_at = S.fx.now_ms() + (uint64_t)ttl * 1000u;
+	}
 }
 
 static void

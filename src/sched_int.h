@@ -26,6 +26,8 @@ struct sched_model {
 	bool                    stop_sent;
 	bool                    drain_told;  /* the drain callback heard of this episode */
 	uint64_t                ttl_timer;
+	uint64_t                ttl_at;      /* when ttl_timer fires (loop ms) */
+	uint64_t                state_ms;    /* when the model entered its state */
 	uint64_t                spawn_failed_timer;
 	uint64_t                start_ms;
 	unsigned                starts;

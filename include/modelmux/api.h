@@ -26,6 +26,7 @@ struct api_call {
 	enum route_op       op;
 	const char         *method;
 	const char         *path;
+	const char         *query;  /* raw, after '?'; NULL if none */
 	void              (*done)(struct api_call *c); /* an API_PENDING reply is ready in `reply` */
 	void               *arg;
 	struct api_reply    reply;

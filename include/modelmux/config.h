@@ -144,6 +144,7 @@ struct cfg {
 	int    unload_timeout_s;        /* default 10; 0 means 10 */
 	bool   send_loading_state;
 	bool   include_aliases_in_list;
+	int    activity_max;            /* metricsMaxInMemory: requests kept for /api/activity */
 	int    load_stall_timeout_s;    /* ours: a load with no output and no health answer for
 	                                 * this long fails early; 0 = off (default) */
 	struct {

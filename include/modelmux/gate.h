@@ -69,6 +69,14 @@ extern unsigned long gate__compare_count;
  * is configured. */
 bool gate_origin_allowed(const struct cfg *c, const char *origin);
 
+#define GATE_MAX_HOST_BYTES 300 /* a Host header longer than this is never "same origin" */
+
+/* Is an Origin the request's own (scheme://Host, as a browser sends on its same-origin POSTs:
+ * the web page)? Then it is no cross-origin request and CORS has nothing to say. Only believed
+ * when the Host cannot be a name rebound to us by a hostile DNS server: an IP literal or
+ * "localhost", or any name when API keys are required (a rebound page has no key). */
+bool gate_same_origin(const char *origin, const char *host, bool tls, bool keys_required);
+
 /* Called once per response header by gate_cors_headers; name and value are valid only during
  * the call. */
 typedef void gate_header_cb(void *arg, const char *name, const char *value);

@@ -23,6 +23,7 @@ enum route_kind {
 	ROUTE_UPSTREAM,        /* /upstream/<model>/<path>: any method, raw passthrough */
 	ROUTE_QUERY_MODEL,     /* GET, the model in the ?model= query parameter */
 	ROUTE_MULTIPART_MODEL, /* POST multipart/form-data, the model in its "model" field */
+	ROUTE_STATIC,          /* the web page's files (ui.h), and "/" for a browser */
 };
 
 /* The key a route needs when keys are configured. */
@@ -54,6 +55,8 @@ enum route_op {
 	OP_UNLOAD,        /* POST /api/models/unload[/<model>] */
 	OP_LOG_FEED,      /* GET /logs/stream[/<model>] */
 	OP_EVENTS,        /* GET /api/events */
+	OP_ACTIVITY,      /* GET /api/activity: the last requests (activity.h) */
+	OP_UI_ROOT,       /* GET / from a browser: to /ui/ */
 };
 
 #define ROUTE_GET  (1u << 0)
@@ -75,6 +78,11 @@ struct route {
  * ROUTE_NONE (scope admin, no body). *method_ok is false when the path is known but the method
  * is not one of its own. */
 struct route router_match(const char *method, const char *path, bool *method_ok);
+
+/* router_match, then "/" is a route only for a browser's GET or HEAD (an Accept that prefers
+ * text/html): it is sent to the web page; anyone else meets ROUTE_NONE there, as before. */
+struct route router_match_head(const char *method, const char *path, const char *accept,
+    bool *method_ok);
 
 /* The method a route wants, for a 405's Allow header and message ("POST"). */
 const char *router_allow(const struct route *r);

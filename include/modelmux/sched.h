@@ -160,7 +160,12 @@ bool sched_model_reachable(const struct sched_model *m, bool *reachable, uint64_
 /* Whole-scheduler figures, for health and metrics. */
 size_t sched_queued_total(void);
 bool   sched_is_stopping(void);
-/* Is the model held back after a crash loop? */
+/* Is the model held back after a crash loop? For how much longer (ms, 0 = not held)? */
 bool   sched_model_held(const struct sched_model *m);
+uint64_t sched_model_held_left_ms(const struct sched_model *m);
+/* How long the model has been in its present state (ms; 0 for a model never started). */
+uint64_t sched_model_state_age_ms(const struct sched_model *m);
+/* When an idle ready model will be unloaded by its ttl: ms left, or -1 when no ttl runs. */
+long long sched_model_ttl_left_ms(const struct sched_model *m);
 
 #endif

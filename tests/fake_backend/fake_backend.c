@@ -66,6 +66,7 @@ struct options {
 	long long	 exit_while_starting;	/* -1: no */
 	const char	*malformed;		/* NULL, "head" or "chunk" */
 	bool		 fork_grandchild;
+	bool		 ansi;			/* say a line in ANSI colours when ready */
 };
 
 static struct options opt = {
@@ -1577,7 +1578,7 @@ usage(void)
 	    "  [--chunk-delay MS] [--delay MS] [--reply TEXT] [--ignore-term]\n"
 	    "  [--start-log FILE] [--request-log FILE] [--stderr-lines N]\n"
 	    "  [--size-bytes N] [--exit-while-starting MS]\n"
-	    "  [--malformed head|chunk] [--fork-setsid-grandchild]\n"
+	    "  [--malformed head|chunk] [--fork-setsid-grandchild] [--ansi]\n"
 	    "  [--llama-like [--threads N] [--keepalive S] [--parallel|--slots N]]\n");
 	exit(2);
 }
@@ -1623,6 +1624,7 @@ parse_args(int argc, char **argv)
 		{ "exit-while-starting", required_argument, NULL, 17 },
 		{ "malformed",		required_argument, NULL, 18 },
 		{ "fork-setsid-grandchild", no_argument,   NULL, 19 },
+		{ "ansi",		no_argument,	   NULL, 20 },
 		{ "llama-like",		no_argument,	   NULL, 40 },
 		{ "threads",		required_argument, NULL, 41 },
 		{ "keepalive",		required_argument, NULL, 42 },
@@ -1674,6 +1676,7 @@ parse_args(int argc, char **argv)
 			opt.malformed = optarg;
 			break;
 		case 19: opt.fork_grandchild = true; break;
+		case 20: opt.ansi = true; break;
 		case 40: llama.port = -1; break;
 		case 41: llama.threads = (int)parse_num(optarg, name, 1, 64); break;
 		case 42: llama.keepalive_s = (int)parse_num(optarg, name, 1, 3600); break;
@@ -1844,6 +1847,11 @@ main(int argc, char **argv)
 			ready = true;
 			ready_at = now;
 			say("fake: ready");
+			if (opt.ansi) {
+				static const char col[] = "\x1b[32mfake:\x1b[0m \x1b[1;31mcoloured\x1b[0m output\n";
+
+				(void)!write(STDERR_FILENO, col, sizeof(col) - 1); /* say() blanks escapes */
+			}
 		}
 		if (!ready && opt.exit_while_starting >= 0 &&
 		    now >= start_ms + opt.exit_while_starting) {

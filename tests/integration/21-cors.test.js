@@ -53,7 +53,7 @@ test('without cors config any Origin is refused with 403, preflight too', async 
   const d = await h.startDaemon(t, {
     config: `startPort: ${port}\nmodels:\n  m:\n    cmd: ${h.FAKE} --port \${PORT}\n`,
   });
-  for (const origin of ['https://evil.example', 'null', `http://${d.addr}`, 'http://127.0.0.1']) {
+  for (const origin of ['https://evil.example', 'null', `http://${d.addr}0`, 'http://127.0.0.1']) {
     assertCorsRefused(await chat(d, { Origin: origin }));
     assertCorsRefused(await request(`${d.url}/v1/models`, { headers: { Origin: origin } }));
     const pf = await request(`${d.url}${CHAT}`, { method: 'OPTIONS', headers: preflight(origin) });
@@ -65,6 +65,11 @@ test('without cors config any Origin is refused with 403, preflight too', async 
   assert.equal(d.logCount(/msg=spawned/), 0, 'a refused origin never starts a backend');
   const m = await request(`${d.url}/metrics`);
   assert.match(m.text, /modelmux_gate_refusals_total\{reason="cors"\} 12\b/);
+  // The daemon's own origin is no cross-origin request (the web page's POSTs carry it): it
+  // passes, and gets no Access-Control-* headers since none are needed.
+  const own = await chat(d, { Origin: `http://${d.addr}` });
+  assert.equal(own.status, 200, own.text);
+  assert.deepEqual(acHeaders(own), []);
   await d.stop();
 });
 

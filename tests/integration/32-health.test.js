@@ -68,8 +68,12 @@ models:
   assert.deepEqual(j0.warnings, []);
   assert.deepEqual(j0.models.map((m) => m.id), ['a', 'b']);
   for (const m of j0.models) {
-    assert.deepEqual(m, { id: m.id, state: 'stopped', inflight: 0, queued: 0, starts: 0, held_back: false },
+    // (the web page's fields follow these: status.h)
+    const { id, state, inflight, queued, starts, held_back: held } = m;
+    assert.deepEqual({ id, state, inflight, queued, starts, held_back: held },
+      { id: m.id, state: 'stopped', inflight: 0, queued: 0, starts: 0, held_back: false },
       `fresh model record ${JSON.stringify(m)}`);
+    assert.equal(m.last_error, undefined);
   }
 
   // a runs: its state and start count follow; b stays stopped.

@@ -541,7 +541,7 @@ test_warnings_unknown(void)
 {
 	struct cfg *c;
 
-	c = load_ok("logToStdout: both\nmetricsMaxInMemory: 5\nmodels:\n  m:\n    cmd: run\n"
+	c = load_ok("logToStdout: both\ncaptureBuffer: 5\nmodels:\n  m:\n    cmd: run\n"
 	    "    proxy: http://h:1\n    capabilities: {tools: true}\n"
 	    "    filters:\n      setParamsByID: {\"m:hi\": {a: 1}}\n");
 	ASSERT_NOT_NULL(c);
@@ -550,13 +550,20 @@ test_warnings_unknown(void)
 		ASSERT_STR_EQ(c->warnings.msgs[0],
 		    "cfg.yaml:1:1: logToStdout: not supported by modelmux, ignored");
 		ASSERT_STR_EQ(c->warnings.msgs[1],
-		    "cfg.yaml:2:1: metricsMaxInMemory: not supported by modelmux, ignored");
+		    "cfg.yaml:2:1: captureBuffer: not supported by modelmux, ignored");
 		ASSERT_STR_EQ(c->warnings.msgs[2],
 		    "cfg.yaml:7:5: models.m.capabilities: not supported by modelmux, ignored");
 		ASSERT_STR_EQ(c->warnings.msgs[3],
 		    "cfg.yaml:9:7: models.m.filters.setParamsByID: not supported by modelmux, ignored");
 	}
 	cfg_unref(c);
+	c = load_ok("metricsMaxInMemory: 5\nmodels:\n  m: {cmd: run, proxy: \"http://h:1\"}\n");
+	ASSERT_NOT_NULL(c);
+	if (c != NULL)
+		ASSERT_INT_EQ(c->activity_max, 5);
+	cfg_unref(c);
+	EXPECT_ERR("metricsMaxInMemory: 100001\nmodels:\n  m: {cmd: run, proxy: \"http://h:1\"}\n",
+	    "cfg.yaml:1:1: metricsMaxInMemory: must be between 0 and 100000");
 	EXPECT_ERR("bogus: 1\nmodels:\n  m: {cmd: run, proxy: \"http://h:1\"}\n",
 	    "cfg.yaml:1:1: bogus: unknown key");
 	EXPECT_ERR("models:\n  m:\n    cmd: run\n    proxy: http://h:1\n    timeouts:\n      read: 1\n",

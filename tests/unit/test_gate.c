@@ -733,6 +733,31 @@ test_shares(void)
 	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.5"), 0);
 	gate_conns_free(ips);
 	gate_conns_free(keys);
+
+static void
+test_same_origin(void)
+{
+	/* The page's own POSTs: Origin is scheme://Host. */
+	ASSERT_TRUE(gate_same_origin("http://127.0.0.1:8080", "127.0.0.1:8080", false, false));
+	ASSERT_TRUE(gate_same_origin("http://LOCALHOST:8080", "localhost:8080", false, false));
+	ASSERT_TRUE(gate_same_origin("http://[::1]:8080", "[::1]:8080", false, false));
+	ASSERT_TRUE(gate_same_origin("http://10.0.0.5", "10.0.0.5", false, false));
+	ASSERT_TRUE(gate_same_origin("https://127.0.0.1:8443", "127.0.0.1:8443", true, false));
+	/* A name could be rebound to us: only with keys. */
+	ASSERT_FALSE(gate_same_origin("http://evil.example:8080", "evil.example:8080", false, false));
+	ASSERT_TRUE(gate_same_origin("http://llm.example:8080", "llm.example:8080", false, true));
+	/* Anything else is cross-origin. */
+	ASSERT_FALSE(gate_same_origin("http://127.0.0.1:8080", "127.0.0.1:8081", false, false));
+	ASSERT_FALSE(gate_same_origin("https://127.0.0.1:8080", "127.0.0.1:8080", false, false));
+	ASSERT_FALSE(gate_same_origin("http://127.0.0.1:8080", "127.0.0.1:8080", true, false));
+	ASSERT_FALSE(gate_same_origin("null", "127.0.0.1:8080", false, true));
+	ASSERT_FALSE(gate_same_origin(NULL, "127.0.0.1:8080", false, true));
+	ASSERT_FALSE(gate_same_origin("http://127.0.0.1", NULL, false, true));
+	ASSERT_FALSE(gate_same_origin("http://", "", false, true));
+	ASSERT_FALSE(gate_same_origin("http://a b", "a b", false, true));
+	ASSERT_FALSE(gate_same_origin("http://[::1", "[::1", false, false));
+	ASSERT_FALSE(gate_same_origin("http://[::1]x", "[::1]x", false, false));
+	ASSERT_FALSE(gate_same_origin("http://1.2.3.4.5", "1.2.3.4.5", false, false));
 }
 
 int
@@ -742,6 +767,7 @@ main(void)
 	test_forwarded();
 	test_ip_groups();
 	test_shares();
+	test_same_origin();
 	test_conns();
 	test_v6_prefix();
 	test_presented_key();
