@@ -191,6 +191,7 @@ void req_resume(struct mm_req *r);
 void req_suspend(struct mm_req *r);
 void on_client_hup(int fd, uint32_t events, void *arg);
 const char *req_header(const struct mm_req *r, const char *name);
+void add_cors_header(void *arg, const char *name, const char *value);
 void set_reply(struct mm_req *r, int status, struct MHD_Response *resp);
 void reply_text(struct mm_req *r, int status, const char *ctype, char *body, const char *allow);
 void __attribute__((format(printf, 4, 5))) reply_error(struct mm_req *r, int status, const char *code, const char *fmt, ...);

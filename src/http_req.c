@@ -88,7 +88,7 @@ req_header(const struct mm_req *r, const char *name)
 	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
-static void
+void
 add_cors_header(void *arg, const char *name, const char *value)
 {
 	MHD_add_response_header(arg, name, value);

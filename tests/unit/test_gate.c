@@ -733,6 +733,7 @@ test_shares(void)
 	ASSERT_INT_EQ(gate_tally(ips, "10.0.0.5"), 0);
 	gate_conns_free(ips);
 	gate_conns_free(keys);
+}
 
 static void
 test_same_origin(void)
