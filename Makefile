@@ -29,7 +29,7 @@ CONFIG   ?= config.example.yaml
 
 all: $(DAEMON) $(FAKE)
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h src/*.h) | $(BUILD)/obj
 	@echo "  CC      $<"
 	@$(CC) $(MM_CFLAGS) -c -o $@ $<
 
@@ -73,7 +73,7 @@ FUZZ_OBJ     := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_MAXLEN  := hdr=4096 config=16384 split=4096 json=8192 multipart=8192 path=4096 auth=2048 usage=8192 h1=8192
 
-$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h) | $(FUZZ_BUILD)/obj
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/modelmux/*.h src/*.h) | $(FUZZ_BUILD)/obj
 	@echo "  CC      $@"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 

@@ -29,6 +29,7 @@
 #include "modelmux/config.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
+#include "config_int.h"
 
 #define MACRO_NAME_MAX   63  /* names are shorter than 64 characters */
 #define DEFAULT_GROUP    "(default)"
@@ -2648,7 +2649,7 @@ static const struct field top_fields[] = {
 	FLD_UNSUP("selectors"),
 	FLD_UNSUP("routing"),
 	FLD_UNSUP("matrix"),
-	FLD_UNSUP("peers"),
+	FLD_LATER("peers"),     /* config_peers.c */
 	FLD_END,
 };
 
@@ -2706,6 +2707,7 @@ cfg_free(struct cfg *c)
 		strv_free(c->groups[i].members);
 	}
 	free(c->groups);
+	cfg__peers_free(c);
 	cfg_errs_free(&c->warnings);
 	free(c);
 }
@@ -2786,6 +2788,7 @@ load_tree(struct ld *ld, struct node *root)
 		ld->c->unload_timeout_s = CFG_DEF_UNLOAD_TIMEOUT_S;
 	models_load(ld, root, &globals);
 	groups_load(ld, root);
+	cfg__peers_load(ld, root);
 	if ((hooks = map_get(root, "hooks")) != NULL)
 		decode_fields(ld, hooks, "hooks", hooks_fields, ld->c);
 	free(globals.v);
@@ -3189,4 +3192,135 @@ cfg_find_model(const struct cfg *c, const char *name)
 		if (strv_contains(c->models[i].aliases, name))
 			return &c->models[i];
 	return NULL;
+}
+
+/* ---- for the module's other files (config_int.h) ----------------------------------------- */
+
+void
+cfg__err(struct ld *ld, const struct node *n, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	ld_msg(ld, false, n ? n->file : NULL, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
+	va_end(ap);
+}
+
+void
+cfg__warn(struct ld *ld, const struct node *n, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	ld_msg(ld, true, n ? n->file : NULL, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
+	va_end(ap);
+}
+
+struct cfg *
+cfg__cfg(struct ld *ld)
+{
+	return ld->c;
+}
+
+bool
+cfg__is_map(const struct node *n)
+{
+	return n->kind == NODE_MAP;
+}
+
+bool
+cfg__is_seq(const struct node *n)
+{
+	return n->kind == NODE_SEQ;
+}
+
+bool
+cfg__is_null(const struct node *n)
+{
+	return node_is_null(n);
+}
+
+size_t
+cfg__len(const struct node *n)
+{
+	return n->kind == NODE_MAP ? map_len(n) : n->kind == NODE_SEQ ? n->nkids : 0;
+}
+
+const struct node *
+cfg__key(const struct node *m, size_t i)
+{
+	return map_key(m, i);
+}
+
+struct node *
+cfg__val(const struct node *m, size_t i)
+{
+	return map_val(m, i);
+}
+
+struct node *
+cfg__item(const struct node *seq, size_t i)
+{
+	return seq->kids[i];
+}
+
+struct node *
+cfg__get(const struct node *m, const char *key)
+{
+	return map_get(m, key);
+}
+
+const char *
+cfg__str(const struct node *n)
+{
+	return n->kind == NODE_SCALAR ? n->str : NULL;
+}
+
+int
+cfg__get_str(struct ld *ld, const struct node *n, const char *path, char **out)
+{
+	return get_str(ld, n, path, out);
+}
+
+int
+cfg__get_int(struct ld *ld, const struct node *n, const char *path, long long min, long long max,
+    int *out)
+{
+	return get_int(ld, n, path, min, max, out);
+}
+
+char *
+cfg__path_join(const char *path, const char *key)
+{
+	return path_join(path, key);
+}
+
+char *
+cfg__path_index(const char *path, size_t i)
+{
+	return path_index(path, i);
+}
+
+const char *
+cfg__check_id(const char *s)
+{
+	return check_id(s);
+}
+
+void
+cfg__model_defaults(struct cfg_model *m, const struct node *key)
+{
+	model_defaults(m, key);
+}
+
+void
+cfg__model_filters(struct ld *ld, struct node *v, const char *path, struct cfg_model *m)
+{
+	decode_fields(ld, v, path, filters_fields, m);
+}
+
+void
+cfg__model_timeouts(struct ld *ld, struct node *v, const char *path, struct cfg_model *m)
+{
+	decode_fields(ld, v, path, timeouts_fields, m);
 }

@@ -190,6 +190,10 @@ print_argv(const struct cfg *c)
 		const struct cfg_model *m = &c->models[i];
 
 		printf("%s:", m->id);
+		if (m->peer != NULL) {
+			printf(" (peer)\n  proxy: %s\n", m->proxy);
+			continue;
+		}
 		for (char **a = m->argv; *a; a++) {
 			char q[1024];
 
