@@ -5,9 +5,11 @@
 #include <cjson/cJSON.h>
 
 #include "modelmux/api.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/peer.h"
 #include "modelmux/sched.h"
 #include "modelmux/util.h"
 
@@ -72,6 +74,29 @@ reply_json(struct api_reply *out, int status, cJSON *doc)
 		fatal("out of memory");
 }
 
+/* Where a peer's model lives: "peer" (ours: name, proxy, state) and llama-swap's
+ * meta.llamaswap {type: "peer", peerID}. */
+static void
+add_peer_fields(cJSON *o, const struct cfg_peer *p)
+{
+	cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "meta"), *ls, *po;
+
+	po = cJSON_AddObjectToObject(o, "peer");
+	cJSON_AddStringToObject(po, "name", p->name);
+	cJSON_AddStringToObject(po, "proxy", p->proxy);
+	cJSON_AddStringToObject(po, "state", peer_state_name(peer_state_of(p->name)));
+	if (!cJSON_IsObject(meta)) {
+		cJSON_DeleteItemFromObjectCaseSensitive(o, "meta");
+		meta = cJSON_AddObjectToObject(o, "meta");
+	}
+	if (!cJSON_IsObject(ls = cJSON_GetObjectItemCaseSensitive(meta, "llamaswap")))
+		ls = cJSON_AddObjectToObject(meta, "llamaswap");
+	cJSON_DeleteItemFromObjectCaseSensitive(ls, "type");
+	cJSON_DeleteItemFromObjectCaseSensitive(ls, "peerID");
+	cJSON_AddStringToObject(ls, "type", "peer");
+	cJSON_AddStringToObject(ls, "peerID", p->name);
+}
+
 static void
 add_model_record(cJSON *data, const struct cfg_model *m, const char *id, time_t now)
 {
@@ -97,6 +122,8 @@ add_model_record(cJSON *data, const struct cfg_model *m, const char *id, time_t 
 	}
 	if (m->metadata)
 		cJSON_AddItemToObject(o, "meta", cJSON_Duplicate(m->metadata, true));
+	if (m->peer != NULL)
+		add_peer_fields(o, m->peer);
 	cJSON_AddItemToArray(data, o);
 }
 
@@ -166,6 +193,7 @@ render_metrics(const struct cfg *cfg, struct api_reply *out)
 	struct buf b = { 0 };
 
 	metrics_render(&b);
+	peer_metrics(&b);
 	buf_printf(&b, "# HELP modelmux_model_state 1 for the state each model is in.\n"
 	    "# TYPE modelmux_model_state gauge\n");
 	for (size_t i = 0; i < cfg->nmodels; i++) {
@@ -203,6 +231,38 @@ render_metrics(const struct cfg *cfg, struct api_reply *out)
 	out->status = 200;
 	out->ctype = "text/plain; version=0.0.4; charset=utf-8";
 	out->body = b.data;
+}
+
+/* The peers' part of /api/health; true when one of them does not answer. */
+static bool
+add_peers_health(cJSON *root, cJSON *warn)
+{
+	struct peer_info pi;
+	cJSON           *arr;
+	bool             down = false;
+
+	if (peer_count() == 0)
+		return false;
+	arr = cJSON_AddArrayToObject(root, "peers");
+	for (size_t i = 0; peer_info(i, &pi); i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(o, "name", pi.name);
+		cJSON_AddStringToObject(o, "proxy", pi.proxy);
+		cJSON_AddStringToObject(o, "state", peer_state_name(pi.state));
+		cJSON_AddNumberToObject(o, "last_status", pi.last_status);
+		cJSON_AddNumberToObject(o, "state_age_ms", (double)(loop_now_ms() - pi.since_ms));
+		cJSON_AddNumberToObject(o, "check_interval_s", pi.interval_s);
+		cJSON_AddItemToArray(arr, o);
+		if (pi.state == PEER_DOWN) {
+			char *w = xasprintf("peer %s does not answer", pi.name);
+
+			down = true;
+			cJSON_AddItemToArray(warn, cJSON_CreateString(w));
+			free(w);
+		}
+	}
+	return down;
 }
 
 /* GET /api/health: the detailed view. healthy, degraded (a model held back after crashes, a
@@ -262,6 +322,8 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 		}
 		cJSON_AddItemToArray(models, o);
 	}
+	if (add_peers_health(root, warn))
+		degraded = true;
 	if (queued * 5 > (size_t)cfg->queue.total * 4) {
 		degraded = true;
 		cJSON_AddItemToArray(warn, cJSON_CreateString("request queue over 80% full"));

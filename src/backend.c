@@ -3,7 +3,9 @@
 
 #include "modelmux/backend.h"
 #include "modelmux/log.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/loop.h"
+#include "modelmux/peer.h"
 #include "modelmux/probe.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/util.h"
@@ -171,7 +173,7 @@ remote_ready(struct backend *b)
 	b->ready = true;
 	b->reach_known = b->reach_ok = true;
 	b->reach_ms = loop_now_ms();
-	log_info("backend", "model=%s msg=ready kind=remote ms=%llu", b->m->id,
+	log_info("backend", "model=%s msg=ready kind=%s ms=%llu", b->m->id, b->ops->kind,
 	    (unsigned long long)(loop_now_ms() - b->started_ms));
 	report(b, BACKEND_READY, 0, NULL);
 }
@@ -280,6 +282,78 @@ static const struct backend_ops remote_ops = {
 	.reachable = remote_reachable,
 };
 
+/* --- a peer's model: ready while its peer answers (peer.h) --- */
+
+static void
+peer_watch(void *arg)
+{
+	struct backend *b = arg;
+	const char     *name = b->m->peer->name;
+	enum peer_state st = peer_state_of(name);
+	uint64_t        now = loop_now_ms();
+	char           *msg;
+
+	b->timer = 0;
+	if (b->ready && st == PEER_DOWN) {
+		/* Let go: the next request meets a start that fails at once with 503. */
+		b->stopping = true;
+		msg = xasprintf("peer %s stopped answering", name);
+		report(b, BACKEND_EXITED, 0, msg);
+		free(msg);
+		return;
+	}
+	if (!b->ready && st == PEER_UP) {
+		remote_ready(b);
+	} else if (!b->ready && (st == PEER_DOWN || now >= b->deadline_ms)) {
+		msg = xasprintf("model %s is unavailable: peer %s %s", b->m->id, name,
+		    st == PEER_DOWN ? "does not answer" : "has not answered its health check yet");
+		b->stopping = true;
+		report(b, BACKEND_START_FAILED, 503, msg);
+		free(msg);
+		b->timer = loop_timer_add(0, remote_exited, b);
+		return;
+	}
+	b->timer = loop_timer_add(BACKEND_PEER_WATCH_MS, peer_watch, b);
+}
+
+static int
+peer_start(struct backend *b, const struct cfg *top, char **err)
+{
+	(void)top;
+	(void)err;
+	b->started_ms = loop_now_ms();
+	b->deadline_ms = b->started_ms + (uint64_t)b->m->peer->check_timeout_s * 1000u +
+	    BACKEND_PEER_WATCH_MS;
+	b->timer = loop_timer_add(0, peer_watch, b);
+	return 0;
+}
+
+static void
+peer_probe(struct backend *b)
+{
+	(void)b; /* the peer module probes on its own schedule */
+}
+
+static bool
+peer_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms)
+{
+	enum peer_state st = peer_state_of(b->m->peer->name);
+
+	if (!b->ready || st == PEER_UNKNOWN)
+		return false;
+	*reachable = st == PEER_UP;
+	*age_ms = 0;
+	return true;
+}
+
+static const struct backend_ops peer_ops = {
+	.kind = "peer",
+	.start = peer_start,
+	.stop = remote_stop,
+	.probe = peer_probe,
+	.reachable = peer_reachable,
+};
+
 /* --- the interface --- */
 
 struct backend *
@@ -288,7 +362,7 @@ backend_start(const struct cfg *top, const struct cfg_model *m, backend_cb cb, v
 {
 	struct backend *b = xcalloc(1, sizeof(*b));
 
-	b->ops = m->argv != NULL ? &process_ops : &remote_ops;
+	b->ops = m->peer != NULL ? &peer_ops : m->argv != NULL ? &process_ops : &remote_ops;
 	b->m = m;
 	b->cb = cb;
 	b->arg = arg;

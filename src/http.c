@@ -27,6 +27,7 @@
 #include <openssl/crypto.h>
 
 #include "modelmux/api.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
 #include "modelmux/http.h"
@@ -34,6 +35,7 @@
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/multipart.h"
+#include "modelmux/peer.h"
 #include "modelmux/router.h"
 #include "modelmux/sched.h"
 #include "modelmux/tunnel.h"
@@ -1167,7 +1169,8 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 		return;
 	}
 	if (status != 0) {
-		reply_error(r, status, status == 504 ? "backend_timeout" : status == 503
+		reply_error(r, status, status == 504 ? "backend_timeout" : status == 503 &&
+		    r->model->peer != NULL ? "peer_unavailable" : status == 503
 		    ? "queue_timeout" : status == 429 ? "queue_full" : "backend_start_failed", "%s", msg);
 		req_resume(r);
 		return;
@@ -2504,6 +2507,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r->method != NULL)
 		metrics_request(r->model ? r->model->id : NULL, r->route.endpoint, r->status,
 		    r->t_first_byte ? (double)(r->t_first_byte - r->t_start) / 1000.0 : -1.0);
+	if (r->method != NULL && r->model != NULL && r->model->peer != NULL)
+		peer_count_request(r->model->peer->name, r->status);
 	if (log_get_level() <= LOG_INFO) /* its fields cost quoting: not for a line dropped */
 		log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
 		    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "

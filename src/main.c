@@ -14,6 +14,7 @@
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/notify.h"
+#include "modelmux/peer.h"
 #include "modelmux/sched.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/upstream.h"
@@ -113,6 +114,7 @@ reload(const char *why)
 	}
 	log_set_format(next->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
 	register_metrics(next);
+	peer_sync(next);
 	sched_reload(next);
 	http_set_config(next);
 	cfg_unref(M.cfg);
@@ -358,10 +360,12 @@ main(int argc, char **argv)
 	sup_init();
 	fetch_init();
 	sched_init(cfg, NULL);
+	peer_sync(cfg);
 	if (http_start(listen_addr, cfg, &err) == -1) {
 		log_error("main", "msg=\"%s\"", err);
 		free(err);
 		sched_free();
+		peer_free();
 		metrics_free();
 		fetch_free();
 		loop_free();
@@ -408,6 +412,7 @@ main(int argc, char **argv)
 	reap_remaining();
 	sup_kill_leftovers();
 	sched_free();
+	peer_free();
 	metrics_free();
 	up_free_pool();
 	fetch_free();
