@@ -342,6 +342,44 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 	reply_json(out, strcmp(status, "unhealthy") == 0 ? 503 : 200, root);
 }
 
+static void reply_error(struct api_reply *out, int status, const char *code, const char *msg);
+
+/* GET /health/model/<model>, for a load balancer's health check (contrib/haproxy): 200 when
+ * the model (by id or alias) is loaded and ready here, 202 when this host serves it but a
+ * request would have to load it first (stopped, starting, stopping), 503 when a request for
+ * it would be refused now (the daemon is stopping, the model is held back after crashes, its
+ * peer does not answer), 404 when this host does not serve it. */
+static void
+model_readiness(const struct cfg *cfg, const char *name, struct api_reply *out)
+{
+	const struct cfg_model   *m = cfg_find_model(cfg, name);
+	const struct sched_model *sm = m ? sched_model_get(m->id) : NULL;
+	enum model_state          st;
+	const char               *why = NULL;
+	cJSON                    *o;
+	int                       status;
+
+	if (m == NULL || sm == NULL) {
+		reply_error(out, 404, "model_not_found", "model not served here");
+		return;
+	}
+	st = sched_model_state(sm);
+	if (sched_is_stopping())
+		why = "shutting down";
+	else if (sched_model_held(sm))
+		why = "held back after repeated crashes";
+	else if (m->peer != NULL && peer_state_of(m->peer->name) == PEER_DOWN)
+		why = "its peer does not answer";
+	status = why ? 503 : st == MODEL_READY ? 200 : 202;
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "model", m->id);
+	cJSON_AddStringToObject(o, "state", sched_state_name(st));
+	cJSON_AddBoolToObject(o, "loaded", st == MODEL_READY);
+	if (why != NULL)
+		cJSON_AddStringToObject(o, "unavailable", why);
+	reply_json(out, status, o);
+}
+
 static bool
 method_is(const char *method, const char *want, struct api_reply *out, const char *route)
 {
@@ -463,6 +501,7 @@ enum api_result
 api_handle(struct api_call *c)
 {
 	static const char load_prefix[] = "/api/models/load/", unload_prefix[] = "/api/models/unload";
+	static const char model_prefix[] = "/health/model/";
 	struct api_reply *out = &c->reply;
 	struct buf        b = { 0 };
 	cJSON            *o;
@@ -492,6 +531,9 @@ api_handle(struct api_call *c)
 		break;
 	case OP_API_HEALTH:
 		health_detail(c->cfg, out);
+		break;
+	case OP_MODEL_READY:
+		model_readiness(c->cfg, c->path + sizeof(model_prefix) - 1, out);
 		break;
 	case OP_MODELS:
 		list_models(c->cfg, out);

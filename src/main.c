@@ -9,6 +9,7 @@
 #include "modelmux/api.h"
 #include "modelmux/config.h"
 #include "modelmux/fetch.h"
+#include "modelmux/haproxy.h"
 #include "modelmux/http.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
@@ -171,6 +172,9 @@ usage(FILE *f)
 	      "  -t, --test          check the configuration, print each model's argv, and exit\n"
 	      "      --watch-config  reload the configuration when a file changes, or one is\n"
 	      "                      added to or removed from DIR (as SIGHUP)\n"
+	      "      --haproxy-config --server NAME=HOST:PORT ... -c FILE ...\n"
+	      "                      write an HAProxy config for several modelmux hosts and\n"
+	      "                      exit (--haproxy-config --help for the details)\n"
 	      "  -h, --help          show this help\n"
 	      "      --version       show the version\n"
 	      "\n"
@@ -307,6 +311,9 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	util_set_oom_handler(out_of_memory);
 
+	/* A command of its own: writes an HAProxy config for several hosts (haproxy.h). */
+	if (argc > 1 && strcmp(argv[1], "--haproxy-config") == 0)
+		return haproxy_main(argc - 1, argv + 1);
 	while ((ch = getopt_long(argc, argv, "c:l:th", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config = optarg; break;

@@ -54,6 +54,7 @@ enum route_op {
 	OP_UNLOAD,        /* POST /api/models/unload[/<model>] */
 	OP_LOG_FEED,      /* GET /logs/stream[/<model>] */
 	OP_EVENTS,        /* GET /api/events */
+	OP_MODEL_READY,   /* GET /health/model/<model>: is it loaded here (for load balancers) */
 };
 
 #define ROUTE_GET  (1u << 0)
