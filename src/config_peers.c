@@ -318,9 +318,14 @@ cfg__peers_load(struct ld *ld, struct node *root)
 		cfg__err(ld, pm, "peers", "more than %d peers", CFG_MAX_PEERS);
 		return;
 	}
-	for (size_t i = 0; i < c->ngroups; i++)
-		if (strcmp(c->groups[i].name, CFG_PEER_GROUP) == 0)
-			cfg__err(ld, pm, "groups", "the group name %s is the peers' own", CFG_PEER_GROUP);
+	if (cfg__get(root, "groups") != NULL && cfg__is_map(cfg__get(root, "groups"))) {
+		const struct node *gm = cfg__get(root, "groups");
+
+		for (size_t i = 0; i < cfg__len(gm); i++)
+			if (strcmp(cfg__str(cfg__key(gm, i)), CFG_PEER_GROUP) == 0)
+				cfg__err(ld, cfg__key(gm, i), "groups." CFG_PEER_GROUP,
+				    "this group name is the peers' own");
+	}
 	c->peers = xcalloc(n, sizeof(*c->peers));
 	pl = xcalloc(n, sizeof(*pl));
 	for (size_t i = 0; i < n; i++) {
