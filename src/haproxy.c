@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
 #include "modelmux/config.h"
 #include "modelmux/haproxy.h"
 #include "modelmux/util.h"
@@ -38,7 +42,8 @@ usage(FILE *f)
 	      "\n"
 	      "Writes an HAProxy configuration that sends each request to a modelmux host where\n"
 	      "its model is loaded, else to any host that serves it. The model ids are those of\n"
-	      "every config given (give each host's config when hosts serve different models).\n"
+	      "every config given (each host's, when hosts serve different models), or without\n"
+	      "-c/--config-dir those the running hosts list at /v1/models (unlisted ones aside).\n"
 	      "  --server NAME=HOST:PORT  a modelmux host (up to 64)\n"
 	      "  --bind ADDR              HAProxy's listen address (default :8080)\n"
 	      "  --check-interval MS      health check period (default 1000)\n"
@@ -144,6 +149,88 @@ add_config(struct hp *h, const char *file, const char *dir)
 	}
 	cfg_unref(c);
 	return 0;
+}
+
+/* The answer of one host, bounded. */
+struct fetched {
+	struct buf b;
+	bool       over;
+};
+
+static size_t
+on_data(char *p, size_t size, size_t n, void *arg)
+{
+	struct fetched *f = arg;
+
+	if (buf_append(&f->b, p, size * n, HAPROXY_MAX_LIST_BYTES) == -1) {
+		f->over = true;
+		return 0;
+	}
+	return size * n;
+}
+
+/* Adds the models a running host lists at /v1/models (ids and aliases). */
+static int
+add_server_models(struct hp *h, const struct hp_server *s)
+{
+	char              *url = xasprintf("http://%s/v1/models", s->addr), *auth = NULL, err[CURL_ERROR_SIZE] = "";
+	const char        *key = h->key_env ? getenv(h->key_env) : NULL;
+	struct curl_slist *hdrs = NULL;
+	struct fetched     f = { 0 };
+	CURL              *c = curl_easy_init();
+	cJSON             *doc = NULL, *it;
+	long               status = 0;
+	int                rc = -1;
+
+	if (c == NULL)
+		goto out;
+	if (key != NULL) {
+		auth = xasprintf("Authorization: Bearer %s", key);
+		hdrs = curl_slist_append(NULL, auth);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)HAPROXY_FETCH_TIMEOUT_MS);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
+	if (curl_easy_perform(c) != CURLE_OK) {
+		fprintf(stderr, "modelmux: %s: %s\n", url, f.over ? "answer too large" : err);
+		goto out;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (buf_append(&f.b, "", 1, HAPROXY_MAX_LIST_BYTES + 1) == -1)
+		goto out;
+	if (status != 200 || (doc = cJSON_Parse(f.b.data)) == NULL ||
+	    !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "data"))) {
+		fprintf(stderr, "modelmux: %s: status %ld, not a model list%s\n", url, status,
+		    status == 401 || status == 403 ? " (--check-key-env names the key)" : "");
+		goto out;
+	}
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "data")) {
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id"), *a;
+		struct hp_model *m;
+
+		if (!cJSON_IsString(id) || !safe_name(id->valuestring))
+			continue;
+		m = model_get(h, id->valuestring);
+		name_add(m, id->valuestring);
+		cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(it, "aliases"))
+			if (cJSON_IsString(a) && safe_name(a->valuestring))
+				name_add(m, a->valuestring);
+	}
+	rc = 0;
+out:
+	cJSON_Delete(doc);
+	curl_slist_free_all(hdrs);
+	if (auth != NULL)
+		OPENSSL_cleanse(auth, strlen(auth));
+	free(auth);
+	curl_easy_cleanup(c);
+	buf_free(&f.b);
+	free(url);
+	return rc;
 }
 
 static void
@@ -306,7 +393,7 @@ parse_args(struct hp *h, int argc, char **argv, size_t *nconf)
 			return 2;
 		}
 	}
-	if (optind != argc || h->nservers == 0 || *nconf == 0) {
+	if (optind != argc || h->nservers == 0) {
 		usage(stderr);
 		return 2;
 	}
@@ -325,6 +412,12 @@ haproxy_main(int argc, char **argv)
 		rc = rc < 0 ? 0 : rc;
 		goto out;
 	}
+	/* No config given: ask the running hosts what they serve. */
+	for (size_t i = 0; nconf == 0 && i < h.nservers; i++)
+		if (add_server_models(&h, &h.servers[i]) == -1) {
+			rc = 1;
+			goto out;
+		}
 	if (h.keys && h.key_env == NULL)
 		fprintf(stderr, "modelmux: warning: a config has apiKeys but no --check-key-env was "
 		    "given: the health checks will get 401\n");

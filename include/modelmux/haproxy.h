@@ -4,7 +4,8 @@
  * else (no model found in the request) to any ready host (/health/ready). The model is read
  * from the JSON body (option http-buffer-request + json_query), ?model= or /upstream/<id>/.
  * The model ids come from the modelmux configs given (-c, --config-dir, each as many times
- * as needed: partitioned hosts have different ones). */
+ * as needed: partitioned hosts have different ones), or, without any, from the running hosts'
+ * /v1/models (a config's commands need not exist where the generator runs). */
 #ifndef MODELMUX_HAPROXY_H
 #define MODELMUX_HAPROXY_H
 
@@ -15,6 +16,8 @@
 #define HAPROXY_MAX_INTER_MS    60000
 #define HAPROXY_DEF_BIND        ":8080"
 #define HAPROXY_BUFSIZE         262144 /* bytes of a request body HAProxy reads for `model` */
+#define HAPROXY_MAX_LIST_BYTES  (8u << 20) /* a host's /v1/models answer */
+#define HAPROXY_FETCH_TIMEOUT_MS 5000
 
 /* The whole command: argv[0] is "--haproxy-config". Writes the config to stdout (or -o FILE)
  * and returns the exit code: 0, 1 (a config has errors, a file cannot be written), 2 (usage). */

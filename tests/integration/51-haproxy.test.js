@@ -58,6 +58,12 @@ test('HAProxy in front of three hosts: warm first, balanced, a host killed mid-r
     bind: '10.77.0.1:8080',
     interMs: INTER_MS,
   });
+  // The same config from the running hosts' /v1/models (no config files where HAProxy runs).
+  const fromHosts = hp.generate(dir, {
+    servers: lab.hosts.map((x, i) => ({ name: `h${i + 1}`, addr: `${x.addr}:8080` })),
+    bind: '10.77.0.1:8080', interMs: INTER_MS, netns: lab.lb, name: 'from-hosts.cfg',
+  });
+  assert.equal(fs.readFileSync(fromHosts.file, 'utf8'), fs.readFileSync(gen.file, 'utf8'));
   const lb = lab.spawn(lab.lb, haproxy, ['-db', '-f', gen.file]);
   const be = gen.backendOf;
   const want = {

@@ -17,12 +17,14 @@ function haproxyPath() {
 
 // Writes the config for `servers` ([{name, addr}]) and the hosts' config files; returns its
 // path and which backend serves which model name.
-function generate(dir, { servers, configs, bind, interMs }) {
-  const file = path.join(dir, 'haproxy.cfg');
+// Without configs, the generator asks the running hosts (from inside namespace `netns`).
+function generate(dir, { servers, configs, bind, interMs, netns, name = 'haproxy.cfg' }) {
+  const file = path.join(dir, name);
   const args = ['--haproxy-config', '--bind', bind, '--check-interval', String(interMs), '-o', file];
   for (const s of servers) args.push('--server', `${s.name}=${s.addr}`);
-  for (const c of configs) args.push('-c', c);
-  execFileSync(path.join(h.BUILD, 'modelmux'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const c of configs || []) args.push('-c', c);
+  if (netns) execFileSync('ip', ['netns', 'exec', netns, path.join(h.BUILD, 'modelmux'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  else execFileSync(path.join(h.BUILD, 'modelmux'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const sock = path.join(dir, 'haproxy.sock');
   // The stats socket is the test's own addition: the generated config has none.
   const text = fs.readFileSync(file, 'utf8').replace(/^global\n/m, `global\n    stats socket ${sock} mode 600 level admin\n`);
