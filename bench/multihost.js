@@ -76,7 +76,10 @@ async function main() {
     for (const d of hosts) if (d && d.exit === null) d.proc.kill('SIGKILL');
     await lab.down();
   };
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { cleanup().then(() => process.exit(130)); });
+  // A signal or a broken pipe ends the process; lab's exit hook removes the rest.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => process.exit(130));
+  process.stderr.on('error', () => {});
+  process.stdout.on('error', () => process.exit(1));
   try {
     lab.up();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mm-bench-mh-'));
@@ -86,6 +89,12 @@ async function main() {
       configs: hosts.map((d) => d.configPath), bind: '10.77.0.1:8080', interMs: INTER_MS,
     });
     lab.spawn(lab.lb, haproxy, ['-db', '-f', gen.file]);
+    // A plain pass-through HAProxy to the same host, to tell the hop from the routing.
+    const plain = path.join(dir, 'plain.cfg');
+    fs.writeFileSync(plain, 'defaults\n    mode http\n    timeout connect 2s\n    timeout client 10m\n' +
+      `    timeout server 10m\nfrontend f\n    bind 10.77.0.1:8081\n    default_backend b\nbackend b\n` +
+      `    server h2 ${lab.hosts[1].addr}:8080\n`);
+    lab.spawn(lab.lb, haproxy, ['-db', '-f', plain]);
     const gammaH3 = `${gen.backendOf.gamma}/h3`;
     const alphaH2 = `${gen.backendOf.alpha}/h2`;
     const alphaH1 = `${gen.backendOf.alpha}/h1`;
@@ -101,7 +110,8 @@ async function main() {
       const n = c === 1 ? 3000 : 20000;
       for (let round = 0; round < 5; round++) {
         for (const [name, url] of [['direct', `http://${lab.hosts[1].addr}:8080/v1/chat/completions`],
-          ['haproxy', 'http://10.77.0.1:8080/v1/chat/completions']]) {
+          ['haproxy', 'http://10.77.0.1:8080/v1/chat/completions'],
+          ['plain', 'http://10.77.0.1:8081/v1/chat/completions']]) {
           const r = await loadgen(lab, url, n, c);
           const key = `${name}-c${c}`;
           (lat[key] = lat[key] || []).push(r);
@@ -152,15 +162,17 @@ async function main() {
     const q = (key, k) => median(lat[key].map((r) => r.lat_us[k]));
     const errs = (key) => lat[key].reduce((a, r) => a + r.errors + r.non200, 0);
     const lines = [];
-    lines.push(`# Multi-host figures (${new Date().toISOString()}, HAProxy check inter ${INTER_MS} ms, fall 2)`);
+    lines.push(`# Multi-host figures (${new Date().toISOString()}, HAProxy check inter ${INTER_MS} ms, fall 2, ` +
+      `load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}, ${os.cpus().length} CPUs)`);
     lines.push('');
     lines.push('| path | c | p50 µs | p99 µs | added p50 µs | added p99 µs | errors |');
     lines.push('|---|---|---|---|---|---|---|');
     for (const c of [1, 16]) {
-      for (const name of ['direct', 'haproxy']) {
+      for (const name of ['direct', 'plain', 'haproxy']) {
         const key = `${name}-c${c}`;
         const base = `direct-c${c}`;
-        lines.push(`| ${name === 'direct' ? 'modelmux alone' : 'HAProxy + modelmux'} | ${c} | ${q(key, 'p50').toFixed(0)} | ` +
+        const label = { direct: 'modelmux alone', plain: 'plain HAProxy + modelmux', haproxy: 'generated HAProxy + modelmux' }[name];
+        lines.push(`| ${label} | ${c} | ${q(key, 'p50').toFixed(0)} | ` +
           `${q(key, 'p99').toFixed(0)} | ${name === 'direct' ? '' : (q(key, 'p50') - q(base, 'p50')).toFixed(0)} | ` +
           `${name === 'direct' ? '' : (q(key, 'p99') - q(base, 'p99')).toFixed(0)} | ${errs(key)} |`);
       }

@@ -1,5 +1,6 @@
 /* backend: one interface over the kinds of backend a model can have (backend.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "modelmux/backend.h"
 #include "modelmux/log.h"
@@ -35,7 +36,13 @@ struct backend {
 	bool                      ready, stopping;
 	bool                      reach_known, reach_ok;
 	uint64_t                  reach_ms;
+	/* a peer's model: in the list of them */
+	struct backend           *next_peer, *prev_peer;
 };
+
+static struct backend *peer_backends; /* every peer model's backend, for peer state changes */
+
+static void peer_unlink(struct backend *b);
 
 static uint64_t
 health_timeout_ms(const struct cfg *top, const struct cfg_model *m)
@@ -60,6 +67,7 @@ report(struct backend *b, enum backend_event ev, int status, const char *msg)
 		return;
 	probe_cancel(&b->probe);
 	loop_timer_cancel(b->timer);
+	peer_unlink(b);
 	free(b->health_url);
 	free(b->reach_url);
 	free(b);
@@ -285,6 +293,38 @@ static const struct backend_ops remote_ops = {
 /* --- a peer's model: ready while its peer answers (peer.h) --- */
 
 static void
+peer_unlink(struct backend *b)
+{
+	if (b->m->peer == NULL)
+		return;
+	if (b->prev_peer != NULL)
+		b->prev_peer->next_peer = b->next_peer;
+	else if (peer_backends == b)
+		peer_backends = b->next_peer;
+	if (b->next_peer != NULL)
+		b->next_peer->prev_peer = b->prev_peer;
+	b->next_peer = b->prev_peer = NULL;
+}
+
+static void peer_watch(void *arg);
+
+/* A peer changed state: its backends look now rather than at their next watch. */
+static void
+on_peer_change(const char *name, enum peer_state st)
+{
+	struct backend *b, *next;
+
+	(void)st;
+	for (b = peer_backends; b != NULL; b = next) {
+		next = b->next_peer;
+		if (b->stopping || strcmp(b->m->peer->name, name) != 0)
+			continue;
+		loop_timer_cancel(b->timer);
+		peer_watch(b); /* may free b: `next` was taken first */
+	}
+}
+
+static void
 peer_watch(void *arg)
 {
 	struct backend *b = arg;
@@ -321,6 +361,11 @@ peer_start(struct backend *b, const struct cfg *top, char **err)
 {
 	(void)top;
 	(void)err;
+	peer_set_change_cb(on_peer_change);
+	b->next_peer = peer_backends;
+	if (peer_backends != NULL)
+		peer_backends->prev_peer = b;
+	peer_backends = b;
 	b->started_ms = loop_now_ms();
 	b->deadline_ms = b->started_ms + (uint64_t)b->m->peer->check_timeout_s * 1000u +
 	    BACKEND_PEER_WATCH_MS;

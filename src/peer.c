@@ -30,7 +30,14 @@ struct peer_rt {
 static struct {
 	struct peer_rt **v;
 	size_t           n;
+	peer_change_cb   change;
 } P;
+
+void
+peer_set_change_cb(peer_change_cb cb)
+{
+	P.change = cb;
+}
 
 const char *
 peer_state_name(enum peer_state s)
@@ -71,6 +78,8 @@ set_state(struct peer_rt *p, enum peer_state s, int status)
 		    p->proxy, status);
 	p->state = s;
 	p->since_ms = loop_now_ms();
+	if (P.change != NULL)
+		P.change(p->name, s);
 }
 
 static void

@@ -50,6 +50,10 @@ bool peer_info(size_t i, struct peer_info *out);
 /* Appends the per-peer series (Prometheus text): modelmux_peer_up, modelmux_peer_probes_total,
  * modelmux_peer_requests_total. */
 void peer_metrics(struct buf *b);
+/* Who hears of every change of a peer's state, from the loop (the peer backends: a ready one
+ * leaves at once when its peer goes down). NULL = nobody. */
+typedef void (*peer_change_cb)(const char *name, enum peer_state st);
+void peer_set_change_cb(peer_change_cb cb);
 /* "up", "down" or "unknown". */
 const char *peer_state_name(enum peer_state s);
 

@@ -51,6 +51,10 @@ class Lab {
   }
 
   up() {
+    // Even if this process ends abruptly (an uncaught error, a signal node handles by exiting),
+    // nothing stays behind.
+    this.onExit = () => this.downSync();
+    process.once('exit', this.onExit);
     ip(['netns', 'add', this.lb]);
     this.made.push(this.lb);
     ip(['-n', this.lb, 'link', 'set', 'lo', 'up']);
@@ -120,6 +124,23 @@ class Lab {
     }
     await Promise.all(this.procs.map((p) => (p.exitCode === null && p.signalCode === null
       ? new Promise((resolve) => { p.once('exit', resolve); setTimeout(resolve, 2000); }) : null)));
+    this.downSync();
+    if (this.onExit) process.removeListener('exit', this.onExit);
+  }
+
+  // The same, synchronously (for process 'exit'): every process inside the lab's namespaces
+  // is killed, whoever started it.
+  downSync() {
+    for (const ns of this.made) {
+      let pids = [];
+      try { pids = ip(['netns', 'pids', ns]).split('\n').filter(Boolean).map(Number); } catch { /* gone */ }
+      for (const pid of pids) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    }
+    for (const p of this.procs) {
+      try { p.kill('SIGKILL'); } catch { /* gone */ }
+    }
     for (const ns of this.made.reverse()) {
       try { ip(['netns', 'del', ns]); } catch { /* already gone */ }
     }
