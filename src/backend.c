@@ -36,6 +36,9 @@ struct backend {
 	bool                      ready, stopping;
 	bool                      reach_known, reach_ok;
 	uint64_t                  reach_ms;
+	/* What outlives a reload: the model's snapshot (m) may be freed while this runs. */
+	char                     *id;
+	char                     *peer_name;  /* a peer's model: its peer */
 	/* a peer's model: in the list of them */
 	struct backend           *next_peer, *prev_peer;
 };
@@ -68,6 +71,8 @@ report(struct backend *b, enum backend_event ev, int status, const char *msg)
 	probe_cancel(&b->probe);
 	loop_timer_cancel(b->timer);
 	peer_unlink(b);
+	free(b->id);
+	free(b->peer_name);
 	free(b->health_url);
 	free(b->reach_url);
 	free(b);
@@ -88,7 +93,7 @@ on_proc_event(struct sup_proc *p, enum sup_event ev, const char *reason, void *a
 	case SUP_START_FAILED:
 	case SUP_START_TIMEOUT:
 		sup_tail(p, 8, tail, sizeof(tail));
-		msg = xasprintf("model %s failed to start: %s%s%s", b->m->id, reason,
+		msg = xasprintf("model %s failed to start: %s%s%s", b->id, reason,
 		    *tail ? "; last output: " : "", tail);
 		report(b, BACKEND_START_FAILED, ev == SUP_START_TIMEOUT ? 504 : 502, msg);
 		free(msg);
@@ -167,7 +172,7 @@ remote_exited(void *arg)
 static void
 remote_fail(struct backend *b, const char *why)
 {
-	char *msg = xasprintf("model %s failed to start: %s", b->m->id, why);
+	char *msg = xasprintf("model %s failed to start: %s", b->id, why);
 
 	b->stopping = true;
 	report(b, BACKEND_START_FAILED, 504, msg);
@@ -181,7 +186,7 @@ remote_ready(struct backend *b)
 	b->ready = true;
 	b->reach_known = b->reach_ok = true;
 	b->reach_ms = loop_now_ms();
-	log_info("backend", "model=%s msg=ready kind=%s ms=%llu", b->m->id, b->ops->kind,
+	log_info("backend", "model=%s msg=ready kind=%s ms=%llu", b->id, b->ops->kind,
 	    (unsigned long long)(loop_now_ms() - b->started_ms));
 	report(b, BACKEND_READY, 0, NULL);
 }
@@ -195,7 +200,7 @@ remote_probed(void *arg, int status)
 		return;
 	if (b->ready) { /* a reachability probe */
 		if (b->reach_known && b->reach_ok != (status > 0))
-			log_warn("backend", "model=%s msg=\"%s\"", b->m->id,
+			log_warn("backend", "model=%s msg=\"%s\"", b->id,
 			    status > 0 ? "backend answers again" : "backend does not answer");
 		b->reach_known = true;
 		b->reach_ok = status > 0;
@@ -242,7 +247,7 @@ remote_start(struct backend *b, const struct cfg *top, char **err)
 	b->reach_url = xstrdup(b->health_url ? b->health_url : b->m->proxy);
 	b->started_ms = loop_now_ms();
 	b->deadline_ms = b->started_ms + health_timeout_ms(top, b->m);
-	log_info("backend", "model=%s msg=\"waiting for remote server\" proxy=%s", b->m->id,
+	log_info("backend", "model=%s msg=\"waiting for remote server\" proxy=%s", b->id,
 	    b->m->proxy);
 	b->timer = loop_timer_add(0, remote_poll, b);
 	return 0;
@@ -295,7 +300,7 @@ static const struct backend_ops remote_ops = {
 static void
 peer_unlink(struct backend *b)
 {
-	if (b->m->peer == NULL)
+	if (b->peer_name == NULL)
 		return;
 	if (b->prev_peer != NULL)
 		b->prev_peer->next_peer = b->next_peer;
@@ -317,7 +322,7 @@ on_peer_change(const char *name, enum peer_state st)
 	(void)st;
 	for (b = peer_backends; b != NULL; b = next) {
 		next = b->next_peer;
-		if (b->stopping || strcmp(b->m->peer->name, name) != 0)
+		if (b->stopping || strcmp(b->peer_name, name) != 0)
 			continue;
 		loop_timer_cancel(b->timer);
 		peer_watch(b); /* may free b: `next` was taken first */
@@ -328,7 +333,7 @@ static void
 peer_watch(void *arg)
 {
 	struct backend *b = arg;
-	const char     *name = b->m->peer->name;
+	const char     *name = b->peer_name;
 	enum peer_state st = peer_state_of(name);
 	uint64_t        now = loop_now_ms();
 	char           *msg;
@@ -345,7 +350,7 @@ peer_watch(void *arg)
 	if (!b->ready && st == PEER_UP) {
 		remote_ready(b);
 	} else if (!b->ready && (st == PEER_DOWN || now >= b->deadline_ms)) {
-		msg = xasprintf("model %s is unavailable: peer %s %s", b->m->id, name,
+		msg = xasprintf("model %s is unavailable: peer %s %s", b->id, name,
 		    st == PEER_DOWN ? "does not answer" : "has not answered its health check yet");
 		b->stopping = true;
 		report(b, BACKEND_START_FAILED, 503, msg);
@@ -362,6 +367,7 @@ peer_start(struct backend *b, const struct cfg *top, char **err)
 	(void)top;
 	(void)err;
 	peer_set_change_cb(on_peer_change);
+	b->peer_name = xstrdup(b->m->peer->name);
 	b->next_peer = peer_backends;
 	if (peer_backends != NULL)
 		peer_backends->prev_peer = b;
@@ -382,7 +388,7 @@ peer_probe(struct backend *b)
 static bool
 peer_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms)
 {
-	enum peer_state st = peer_state_of(b->m->peer->name);
+	enum peer_state st = peer_state_of(b->peer_name);
 
 	if (!b->ready || st == PEER_UNKNOWN)
 		return false;
@@ -409,9 +415,11 @@ backend_start(const struct cfg *top, const struct cfg_model *m, backend_cb cb, v
 
 	b->ops = m->peer != NULL ? &peer_ops : m->argv != NULL ? &process_ops : &remote_ops;
 	b->m = m;
+	b->id = xstrdup(m->id);
 	b->cb = cb;
 	b->arg = arg;
 	if (b->ops->start(b, top, err) == -1) {
+		free(b->id);
 		free(b);
 		return NULL;
 	}

@@ -153,4 +153,19 @@ peers:
   await h.waitFor(async () => (await ask({ model: 'm1', messages: [] })).status === 200,
     { timeout: 5000, what: 'peer b used again' });
   assert.equal((await health()).status, 'healthy');
+
+  // A reload keeps the ready peer model (the old snapshot goes), and B dying after it is seen
+  // as before.
+  fs.writeFileSync(a.configPath, fs.readFileSync(a.configPath, 'utf8').replace('checkEndpoint: /health\n    checkInterval: 1\n  c:',
+    'checkEndpoint: /health\n    checkInterval: 2\n  c:'));
+  a.signal('SIGHUP');
+  await h.waitFor(async () => (await health()).config_generation === 2, { what: 'reloaded' });
+  r = await ask({ model: 'm1', messages: [] });
+  assert.equal(r.status, 200, r.text || r.error);
+  b.proc.kill('SIGKILL');
+  await b.exited;
+  await h.waitFor(async () => (await ask({ model: 'm1', messages: [] })).status === 503,
+    { timeout: 5000, what: '503 after the reload' });
+  assert.equal((await ask({ model: 'm1', messages: [] })).headers['retry-after'], '2');
+  await a.stop();
 });
