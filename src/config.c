@@ -3197,13 +3197,61 @@ cfg_find_model(const struct cfg *c, const char *name)
 /* ---- for the module's other files (config_int.h) ----------------------------------------- */
 
 void
-cfg__err(struct ld *ld, const struct node *n, const char *path, const char *fmt, ...)
+cfg__ld_err(struct ld *ld, const struct node *n, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	ld_msg(ld, false, n ? n->file : NULL, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
 	va_end(ap);
+}
+
+size_t
+cfg__map_len(const struct node *m)
+{
+	return map_len(m);
+}
+
+struct node *
+cfg__map_key(const struct node *m, size_t i)
+{
+	return map_key(m, i);
+}
+
+struct node *
+cfg__map_val(const struct node *m, size_t i)
+{
+	return map_val(m, i);
+}
+
+struct node *
+cfg__map_get(const struct node *m, const char *key)
+{
+	return map_get(m, key);
+}
+
+bool
+cfg__node_is_null(const struct node *n)
+{
+	return node_is_null(n);
+}
+
+int
+cfg__get_str(struct ld *ld, const struct node *n, const char *path, char **out)
+{
+	return get_str(ld, n, path, out);
+}
+
+char *
+cfg__path_join(const char *path, const char *key)
+{
+	return path_join(path, key);
+}
+
+char *
+cfg__path_index(const char *path, size_t i)
+{
+	return path_index(path, i);
 }
 
 void
@@ -3234,40 +3282,16 @@ cfg__is_seq(const struct node *n)
 	return n->kind == NODE_SEQ;
 }
 
-bool
-cfg__is_null(const struct node *n)
-{
-	return node_is_null(n);
-}
-
 size_t
-cfg__len(const struct node *n)
+cfg__seq_len(const struct node *n)
 {
-	return n->kind == NODE_MAP ? map_len(n) : n->kind == NODE_SEQ ? n->nkids : 0;
-}
-
-const struct node *
-cfg__key(const struct node *m, size_t i)
-{
-	return map_key(m, i);
-}
-
-struct node *
-cfg__val(const struct node *m, size_t i)
-{
-	return map_val(m, i);
+	return n->kind == NODE_SEQ ? n->nkids : 0;
 }
 
 struct node *
 cfg__item(const struct node *seq, size_t i)
 {
 	return seq->kids[i];
-}
-
-struct node *
-cfg__get(const struct node *m, const char *key)
-{
-	return map_get(m, key);
 }
 
 const char *
@@ -3277,28 +3301,10 @@ cfg__str(const struct node *n)
 }
 
 int
-cfg__get_str(struct ld *ld, const struct node *n, const char *path, char **out)
-{
-	return get_str(ld, n, path, out);
-}
-
-int
 cfg__get_int(struct ld *ld, const struct node *n, const char *path, long long min, long long max,
     int *out)
 {
 	return get_int(ld, n, path, min, max, out);
-}
-
-char *
-cfg__path_join(const char *path, const char *key)
-{
-	return path_join(path, key);
-}
-
-char *
-cfg__path_index(const char *path, size_t i)
-{
-	return path_index(path, i);
 }
 
 const char *

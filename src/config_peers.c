@@ -41,7 +41,7 @@ peer_proxy(struct ld *ld, const struct node *v, const char *path, struct cfg_pee
 		return;
 	if (s == NULL || (!str_has_prefix_ci(s, "http://") && !str_has_prefix_ci(s, "https://")) ||
 	    !plain_text(s) || strlen(s) > PEER_MAX_URL_BYTES) {
-		cfg__err(ld, v, path, "expected an http:// or https:// URL (at most %d bytes, no "
+		cfg__ld_err(ld, v, path, "expected an http:// or https:// URL (at most %d bytes, no "
 		    "spaces)", PEER_MAX_URL_BYTES);
 		free(s);
 		return;
@@ -60,7 +60,7 @@ peer_key(struct ld *ld, const struct node *v, const char *path, struct cfg_peer 
 	if (cfg__get_str(ld, v, path, &s) == -1)
 		return;
 	if (s != NULL && (*s == '\0' || !plain_text(s) || strlen(s) > PEER_MAX_KEY_BYTES)) {
-		cfg__err(ld, v, path, "expected a key of printable characters without spaces (at "
+		cfg__ld_err(ld, v, path, "expected a key of printable characters without spaces (at "
 		    "most %d bytes)", PEER_MAX_KEY_BYTES);
 		OPENSSL_cleanse(s, strlen(s));
 		free(s);
@@ -83,7 +83,7 @@ peer_check(struct ld *ld, const struct node *v, const char *path, struct cfg_pee
 		return;
 	}
 	if (s == NULL || s[0] != '/' || !plain_text(s) || strlen(s) > PEER_MAX_PATH_BYTES) {
-		cfg__err(ld, v, path, "expected a path starting with / (at most %d bytes) or none",
+		cfg__ld_err(ld, v, path, "expected a path starting with / (at most %d bytes) or none",
 		    PEER_MAX_PATH_BYTES);
 		free(s);
 		return;
@@ -97,13 +97,13 @@ peer_models(struct ld *ld, const struct node *v, const char *path, struct cfg_pe
 	size_t n = 0, len;
 	char  *ip;
 
-	if (!cfg__is_seq(v) || cfg__len(v) == 0) {
-		cfg__err(ld, v, path, "expected a list of at least one model id");
+	if (!cfg__is_seq(v) || cfg__seq_len(v) == 0) {
+		cfg__ld_err(ld, v, path, "expected a list of at least one model id");
 		return;
 	}
-	len = cfg__len(v);
+	len = cfg__seq_len(v);
 	if (len > CFG_MAX_PEER_MODELS) {
-		cfg__err(ld, v, path, "more than %d models", CFG_MAX_PEER_MODELS);
+		cfg__ld_err(ld, v, path, "more than %d models", CFG_MAX_PEER_MODELS);
 		return;
 	}
 	p->models = xcalloc(len + 1, sizeof(char *));
@@ -112,11 +112,11 @@ peer_models(struct ld *ld, const struct node *v, const char *path, struct cfg_pe
 		const char        *s = cfg__str(it), *why;
 
 		ip = cfg__path_index(path, i);
-		why = s == NULL || cfg__is_null(it) ? "expected a model id" : cfg__check_id(s);
+		why = s == NULL || cfg__node_is_null(it) ? "expected a model id" : cfg__check_id(s);
 		if (why == NULL && strlen(p->name) + 1 + strlen(s) > CFG_MAX_ID_BYTES)
 			why = "with the peer's name, longer than 256 bytes";
 		if (why != NULL)
-			cfg__err(ld, it, ip, "%s", why);
+			cfg__ld_err(ld, it, ip, "%s", why);
 		else if (!strv_contains(p->models, s)) /* a repeat is harmless (llama-swap) */
 			p->models[n++] = xstrdup(s);
 		free(ip);
@@ -130,12 +130,12 @@ peer_decode(struct ld *ld, struct node *v, const char *path, struct cfg_peer *p,
 	char *kp;
 
 	if (!cfg__is_map(v)) {
-		cfg__err(ld, v, path, "expected a map");
+		cfg__ld_err(ld, v, path, "expected a map");
 		return;
 	}
-	for (size_t i = 0; i < cfg__len(v); i++) {
-		const char  *k = cfg__str(cfg__key(v, i));
-		struct node *val = cfg__val(v, i);
+	for (size_t i = 0; i < cfg__map_len(v); i++) {
+		const char  *k = cfg__str(cfg__map_key(v, i));
+		struct node *val = cfg__map_val(v, i);
 
 		kp = cfg__path_join(path, k);
 		if (strcmp(k, "proxy") == 0)
@@ -157,9 +157,9 @@ peer_decode(struct ld *ld, struct node *v, const char *path, struct cfg_peer *p,
 		else if (strcmp(k, "concurrencyLimit") == 0)
 			cfg__get_int(ld, val, kp, 1, CFG_PEER_MAX_CONCURRENCY, &pl->tmpl.concurrency_limit);
 		else if (strcmp(k, "tailcatKey") == 0)
-			cfg__warn(ld, cfg__key(v, i), kp, "not supported by modelmux, ignored");
+			cfg__warn(ld, cfg__map_key(v, i), kp, "not supported by modelmux, ignored");
 		else
-			cfg__err(ld, cfg__key(v, i), kp, "unknown key");
+			cfg__ld_err(ld, cfg__map_key(v, i), kp, "unknown key");
 		free(kp);
 	}
 	/* Every timeout is bounded: a peer is reached over a network. */
@@ -171,7 +171,7 @@ peer_decode(struct ld *ld, struct node *v, const char *path, struct cfg_peer *p,
 		for (size_t i = 0; i < MM_ARRAY_LEN(t); i++)
 			if (*t[i] > CFG_PEER_MAX_TIMEOUT_S) {
 				kp = cfg__path_join(path, "timeouts");
-				cfg__err(ld, v, kp, "a timeout is over %d s", CFG_PEER_MAX_TIMEOUT_S);
+				cfg__ld_err(ld, v, kp, "a timeout is over %d s", CFG_PEER_MAX_TIMEOUT_S);
 				free(kp);
 				break;
 			}
@@ -179,17 +179,17 @@ peer_decode(struct ld *ld, struct node *v, const char *path, struct cfg_peer *p,
 	for (size_t i = 0; i < 2; i++) {
 		const char *k = i == 0 ? "proxy" : "models";
 
-		if (cfg__get(v, k) != NULL)
+		if (cfg__map_get(v, k) != NULL)
 			continue;
 		kp = cfg__path_join(path, k);
-		cfg__err(ld, v, kp, "missing required key");
+		cfg__ld_err(ld, v, kp, "missing required key");
 		free(kp);
 	}
 	if (p->check_timeout_s == 0) /* not set */
 		p->check_timeout_s = MM_MIN(CFG_PEER_DEF_CHECK_TIMEOUT_S, p->check_interval_s);
 	else if (p->check_timeout_s > p->check_interval_s) {
 		kp = cfg__path_join(path, "checkTimeout");
-		cfg__err(ld, v, kp, "longer than checkInterval (%d s)", p->check_interval_s);
+		cfg__ld_err(ld, v, kp, "longer than checkInterval (%d s)", p->check_interval_s);
 		free(kp);
 	}
 }
@@ -267,7 +267,7 @@ peer_model(struct ld *ld, struct cfg *c, const struct cfg_peer *p, const struct 
 
 		path = cfg__path_index(pp, j);
 		free(pp);
-		cfg__err(ld, pl->key, path, "peer model \"%s\" is already the name of a model, an "
+		cfg__ld_err(ld, pl->key, path, "peer model \"%s\" is already the name of a model, an "
 		    "alias or another peer's model", id);
 		free(path);
 		free(id);
@@ -303,33 +303,33 @@ void
 cfg__peers_load(struct ld *ld, struct node *root)
 {
 	struct cfg     *c = cfg__cfg(ld);
-	struct node    *pm = cfg__get(root, "peers");
+	struct node    *pm = cfg__map_get(root, "peers");
 	struct peer_ld *pl;
 	size_t          n, total = 0, nm, gi;
 	char           *path;
 
-	if (pm == NULL || cfg__is_null(pm))
+	if (pm == NULL || cfg__node_is_null(pm))
 		return;
 	if (!cfg__is_map(pm)) {
-		cfg__err(ld, pm, "peers", "expected a map");
+		cfg__ld_err(ld, pm, "peers", "expected a map");
 		return;
 	}
-	if ((n = cfg__len(pm)) > CFG_MAX_PEERS) {
-		cfg__err(ld, pm, "peers", "more than %d peers", CFG_MAX_PEERS);
+	if ((n = cfg__map_len(pm)) > CFG_MAX_PEERS) {
+		cfg__ld_err(ld, pm, "peers", "more than %d peers", CFG_MAX_PEERS);
 		return;
 	}
-	if (cfg__get(root, "groups") != NULL && cfg__is_map(cfg__get(root, "groups"))) {
-		const struct node *gm = cfg__get(root, "groups");
+	if (cfg__map_get(root, "groups") != NULL && cfg__is_map(cfg__map_get(root, "groups"))) {
+		const struct node *gm = cfg__map_get(root, "groups");
 
-		for (size_t i = 0; i < cfg__len(gm); i++)
-			if (strcmp(cfg__str(cfg__key(gm, i)), CFG_PEER_GROUP) == 0)
-				cfg__err(ld, cfg__key(gm, i), "groups." CFG_PEER_GROUP,
+		for (size_t i = 0; i < cfg__map_len(gm); i++)
+			if (strcmp(cfg__str(cfg__map_key(gm, i)), CFG_PEER_GROUP) == 0)
+				cfg__ld_err(ld, cfg__map_key(gm, i), "groups." CFG_PEER_GROUP,
 				    "this group name is the peers' own");
 	}
 	c->peers = xcalloc(n, sizeof(*c->peers));
 	pl = xcalloc(n, sizeof(*pl));
 	for (size_t i = 0; i < n; i++) {
-		const struct node *key = cfg__key(pm, i);
+		const struct node *key = cfg__map_key(pm, i);
 		struct cfg_peer   *p = &c->peers[i];
 		const char        *why;
 
@@ -346,16 +346,18 @@ cfg__peers_load(struct ld *ld, struct node *root)
 		p->col = pl[i].tmpl.col;
 		path = cfg__path_join("peers", p->name);
 		if ((why = cfg__check_id(p->name)) != NULL)
-			cfg__err(ld, key, path, "invalid peer name: %s", why);
-		peer_decode(ld, cfg__val(pm, i), path, p, &pl[i]);
+			cfg__ld_err(ld, key, path, "invalid peer name: %s", why);
+		peer_decode(ld, cfg__map_val(pm, i), path, p, &pl[i]);
 		free(path);
 		total += strv_len(p->models);
 	}
 	c->npeers = n;
 	if (c->nmodels + total > CFG_MAX_MODELS) {
-		cfg__err(ld, pm, "peers", "more than %d models with the peers'", CFG_MAX_MODELS);
+		cfg__ld_err(ld, pm, "peers", "more than %d models with the peers'", CFG_MAX_MODELS);
 		goto out;
 	}
+	if (total == 0) /* every peer's models were refused (reported) */
+		goto out;
 	/* The models keep pointers to their peer: the array is final from here on. */
 	gi = peer_group(c, total);
 	c->models = xreallocarray(c->models, c->nmodels + total, sizeof(*c->models));

@@ -159,6 +159,8 @@ test_errors(void)
 	    "cfg.yaml:7:39: peers.b.bogus: unknown key");
 	EXPECT_ERR(LOCAL "peers:\n  b: {proxy: \"http://h\", models: [x], filters: {x: 1}}\n",
 	    "cfg.yaml:7:49: peers.b.filters.x: unknown key");
+	EXPECT_ERR("peers:\n  b: {proxy: \"http://h\", models: [\"a b\"]}\n",
+	    "cfg.yaml:2:35: peers.b.models[0]: must not contain whitespace or control characters");
 	/* A peer's full name may not be a model of ours, nor another peer's. */
 	EXPECT_ERR("models:\n  b/x:\n    cmd: /bin/sleep 1\n    proxy: http://h:1\n"
 	    "peers:\n  b: {proxy: \"http://h\", models: [x]}\n",
