@@ -206,6 +206,12 @@ $(BENCH_LG): bench/loadgen.c
 bench: all $(BENCH_LG)
 	BUILD=$(BUILD) sh bench/run.sh
 
+# Several hosts behind HAProxy (bench/README.md): added latency, failover, requests lost.
+# Root (network namespaces) and Debian's haproxy.
+.PHONY: bench-multihost
+bench-multihost: all $(BENCH_LG)
+	MM_BUILD=$(abspath $(BUILD)) node bench/multihost.js
+
 # Soak (bench/README.md, "Soak"): 100 000 requests with swaps and client disconnects against
 # the real daemon; fails on any lost request, fd or RssAnon growth, zombie or leftover process.
 # Not part of `make test` (a few minutes). SOAK_REQUESTS=… for a shorter run.

@@ -6,9 +6,11 @@
 
 #include "modelmux/activity.h"
 #include "modelmux/api.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/peer.h"
 #include "modelmux/sched.h"
 #include "modelmux/status.h"
 #include "modelmux/util.h"
@@ -74,6 +76,29 @@ reply_json(struct api_reply *out, int status, cJSON *doc)
 		fatal("out of memory");
 }
 
+/* Where a peer's model lives: "peer" (ours: name, proxy, state) and llama-swap's
+ * meta.llamaswap {type: "peer", peerID}. */
+static void
+add_peer_fields(cJSON *o, const struct cfg_peer *p)
+{
+	cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "meta"), *ls, *po;
+
+	po = cJSON_AddObjectToObject(o, "peer");
+	cJSON_AddStringToObject(po, "name", p->name);
+	cJSON_AddStringToObject(po, "proxy", p->proxy);
+	cJSON_AddStringToObject(po, "state", peer_state_name(peer_state_of(p->name)));
+	if (!cJSON_IsObject(meta)) {
+		cJSON_DeleteItemFromObjectCaseSensitive(o, "meta");
+		meta = cJSON_AddObjectToObject(o, "meta");
+	}
+	if (!cJSON_IsObject(ls = cJSON_GetObjectItemCaseSensitive(meta, "llamaswap")))
+		ls = cJSON_AddObjectToObject(meta, "llamaswap");
+	cJSON_DeleteItemFromObjectCaseSensitive(ls, "type");
+	cJSON_DeleteItemFromObjectCaseSensitive(ls, "peerID");
+	cJSON_AddStringToObject(ls, "type", "peer");
+	cJSON_AddStringToObject(ls, "peerID", p->name);
+}
+
 static void
 add_model_record(cJSON *data, const struct cfg_model *m, const char *id, time_t now)
 {
@@ -99,6 +124,8 @@ add_model_record(cJSON *data, const struct cfg_model *m, const char *id, time_t 
 	}
 	if (m->metadata)
 		cJSON_AddItemToObject(o, "meta", cJSON_Duplicate(m->metadata, true));
+	if (m->peer != NULL)
+		add_peer_fields(o, m->peer);
 	cJSON_AddItemToArray(data, o);
 }
 
@@ -168,6 +195,7 @@ render_metrics(const struct cfg *cfg, struct api_reply *out)
 	struct buf b = { 0 };
 
 	metrics_render(&b);
+	peer_metrics(&b);
 	buf_printf(&b, "# HELP modelmux_model_state 1 for the state each model is in.\n"
 	    "# TYPE modelmux_model_state gauge\n");
 	for (size_t i = 0; i < cfg->nmodels; i++) {
@@ -205,6 +233,38 @@ render_metrics(const struct cfg *cfg, struct api_reply *out)
 	out->status = 200;
 	out->ctype = "text/plain; version=0.0.4; charset=utf-8";
 	out->body = b.data;
+}
+
+/* The peers' part of /api/health; true when one of them does not answer. */
+static bool
+add_peers_health(cJSON *root, cJSON *warn)
+{
+	struct peer_info pi;
+	cJSON           *arr;
+	bool             down = false;
+
+	if (peer_count() == 0)
+		return false;
+	arr = cJSON_AddArrayToObject(root, "peers");
+	for (size_t i = 0; peer_info(i, &pi); i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(o, "name", pi.name);
+		cJSON_AddStringToObject(o, "proxy", pi.proxy);
+		cJSON_AddStringToObject(o, "state", peer_state_name(pi.state));
+		cJSON_AddNumberToObject(o, "last_status", pi.last_status);
+		cJSON_AddNumberToObject(o, "state_age_ms", (double)(loop_now_ms() - pi.since_ms));
+		cJSON_AddNumberToObject(o, "check_interval_s", pi.interval_s);
+		cJSON_AddItemToArray(arr, o);
+		if (pi.state == PEER_DOWN) {
+			char *w = xasprintf("peer %s does not answer", pi.name);
+
+			down = true;
+			cJSON_AddItemToArray(warn, cJSON_CreateString(w));
+			free(w);
+		}
+	}
+	return down;
 }
 
 /* GET /api/health: the detailed view. healthy, degraded (a model held back after crashes, a
@@ -264,6 +324,8 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 		}
 		cJSON_AddItemToArray(models, o);
 	}
+	if (add_peers_health(root, warn))
+		degraded = true;
 	if (queued * 5 > (size_t)cfg->queue.total * 4) {
 		degraded = true;
 		cJSON_AddItemToArray(warn, cJSON_CreateString("request queue over 80% full"));
@@ -281,6 +343,44 @@ health_detail(const struct cfg *cfg, struct api_reply *out)
 	cJSON_AddItemToObject(root, "models", models);
 	cJSON_AddItemToObject(root, "warnings", warn);
 	reply_json(out, strcmp(status, "unhealthy") == 0 ? 503 : 200, root);
+}
+
+static void reply_error(struct api_reply *out, int status, const char *code, const char *msg);
+
+/* GET /health/model/<model>, for a load balancer's health check (contrib/haproxy): 200 when
+ * the model (by id or alias) is loaded and ready here, 202 when this host serves it but a
+ * request would have to load it first (stopped, starting, stopping), 503 when a request for
+ * it would be refused now (the daemon is stopping, the model is held back after crashes, its
+ * peer does not answer), 404 when this host does not serve it. */
+static void
+model_readiness(const struct cfg *cfg, const char *name, struct api_reply *out)
+{
+	const struct cfg_model   *m = cfg_find_model(cfg, name);
+	const struct sched_model *sm = m ? sched_model_get(m->id) : NULL;
+	enum model_state          st;
+	const char               *why = NULL;
+	cJSON                    *o;
+	int                       status;
+
+	if (m == NULL || sm == NULL) {
+		reply_error(out, 404, "model_not_found", "model not served here");
+		return;
+	}
+	st = sched_model_state(sm);
+	if (sched_is_stopping())
+		why = "shutting down";
+	else if (sched_model_held(sm))
+		why = "held back after repeated crashes";
+	else if (m->peer != NULL && peer_state_of(m->peer->name) == PEER_DOWN)
+		why = "its peer does not answer";
+	status = why ? 503 : st == MODEL_READY ? 200 : 202;
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "model", m->id);
+	cJSON_AddStringToObject(o, "state", sched_state_name(st));
+	cJSON_AddBoolToObject(o, "loaded", st == MODEL_READY);
+	if (why != NULL)
+		cJSON_AddStringToObject(o, "unavailable", why);
+	reply_json(out, status, o);
 }
 
 static bool
@@ -427,6 +527,7 @@ enum api_result
 api_handle(struct api_call *c)
 {
 	static const char load_prefix[] = "/api/models/load/", unload_prefix[] = "/api/models/unload";
+	static const char model_prefix[] = "/health/model/";
 	struct api_reply *out = &c->reply;
 	struct buf        b = { 0 };
 	cJSON            *o;
@@ -456,6 +557,9 @@ api_handle(struct api_call *c)
 		break;
 	case OP_API_HEALTH:
 		health_detail(c->cfg, out);
+		break;
+	case OP_MODEL_READY:
+		model_readiness(c->cfg, c->path + sizeof(model_prefix) - 1, out);
 		break;
 	case OP_MODELS:
 		list_models(c->cfg, out);

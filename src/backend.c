@@ -1,9 +1,12 @@
 /* backend: one interface over the kinds of backend a model can have (backend.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "modelmux/backend.h"
 #include "modelmux/log.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/loop.h"
+#include "modelmux/peer.h"
 #include "modelmux/probe.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/util.h"
@@ -33,7 +36,16 @@ struct backend {
 	bool                      ready, stopping;
 	bool                      reach_known, reach_ok;
 	uint64_t                  reach_ms;
+	/* What outlives a reload: the model's snapshot (m) may be freed while this runs. */
+	char                     *id;
+	char                     *peer_name;  /* a peer's model: its peer */
+	/* a peer's model: in the list of them */
+	struct backend           *next_peer, *prev_peer;
 };
+
+static struct backend *peer_backends; /* every peer model's backend, for peer state changes */
+
+static void peer_unlink(struct backend *b);
 
 static uint64_t
 health_timeout_ms(const struct cfg *top, const struct cfg_model *m)
@@ -58,6 +70,9 @@ report(struct backend *b, enum backend_event ev, int status, const char *msg)
 		return;
 	probe_cancel(&b->probe);
 	loop_timer_cancel(b->timer);
+	peer_unlink(b);
+	free(b->id);
+	free(b->peer_name);
 	free(b->health_url);
 	free(b->reach_url);
 	free(b);
@@ -78,7 +93,7 @@ on_proc_event(struct sup_proc *p, enum sup_event ev, const char *reason, void *a
 	case SUP_START_FAILED:
 	case SUP_START_TIMEOUT:
 		sup_tail(p, 8, tail, sizeof(tail));
-		msg = xasprintf("model %s failed to start: %s%s%s", b->m->id, reason,
+		msg = xasprintf("model %s failed to start: %s%s%s", b->id, reason,
 		    *tail ? "; last output: " : "", tail);
 		report(b, BACKEND_START_FAILED, ev == SUP_START_TIMEOUT ? 504 : 502, msg);
 		free(msg);
@@ -157,7 +172,7 @@ remote_exited(void *arg)
 static void
 remote_fail(struct backend *b, const char *why)
 {
-	char *msg = xasprintf("model %s failed to start: %s", b->m->id, why);
+	char *msg = xasprintf("model %s failed to start: %s", b->id, why);
 
 	b->stopping = true;
 	report(b, BACKEND_START_FAILED, 504, msg);
@@ -171,7 +186,7 @@ remote_ready(struct backend *b)
 	b->ready = true;
 	b->reach_known = b->reach_ok = true;
 	b->reach_ms = loop_now_ms();
-	log_info("backend", "model=%s msg=ready kind=remote ms=%llu", b->m->id,
+	log_info("backend", "model=%s msg=ready kind=%s ms=%llu", b->id, b->ops->kind,
 	    (unsigned long long)(loop_now_ms() - b->started_ms));
 	report(b, BACKEND_READY, 0, NULL);
 }
@@ -185,7 +200,7 @@ remote_probed(void *arg, int status)
 		return;
 	if (b->ready) { /* a reachability probe */
 		if (b->reach_known && b->reach_ok != (status > 0))
-			log_warn("backend", "model=%s msg=\"%s\"", b->m->id,
+			log_warn("backend", "model=%s msg=\"%s\"", b->id,
 			    status > 0 ? "backend answers again" : "backend does not answer");
 		b->reach_known = true;
 		b->reach_ok = status > 0;
@@ -232,7 +247,7 @@ remote_start(struct backend *b, const struct cfg *top, char **err)
 	b->reach_url = xstrdup(b->health_url ? b->health_url : b->m->proxy);
 	b->started_ms = loop_now_ms();
 	b->deadline_ms = b->started_ms + health_timeout_ms(top, b->m);
-	log_info("backend", "model=%s msg=\"waiting for remote server\" proxy=%s", b->m->id,
+	log_info("backend", "model=%s msg=\"waiting for remote server\" proxy=%s", b->id,
 	    b->m->proxy);
 	b->timer = loop_timer_add(0, remote_poll, b);
 	return 0;
@@ -280,6 +295,116 @@ static const struct backend_ops remote_ops = {
 	.reachable = remote_reachable,
 };
 
+/* --- a peer's model: ready while its peer answers (peer.h) --- */
+
+static void
+peer_unlink(struct backend *b)
+{
+	if (b->peer_name == NULL)
+		return;
+	if (b->prev_peer != NULL)
+		b->prev_peer->next_peer = b->next_peer;
+	else if (peer_backends == b)
+		peer_backends = b->next_peer;
+	if (b->next_peer != NULL)
+		b->next_peer->prev_peer = b->prev_peer;
+	b->next_peer = b->prev_peer = NULL;
+}
+
+static void peer_watch(void *arg);
+
+/* A peer changed state: its backends look now rather than at their next watch. */
+static void
+on_peer_change(const char *name, enum peer_state st)
+{
+	struct backend *b, *next;
+
+	(void)st;
+	for (b = peer_backends; b != NULL; b = next) {
+		next = b->next_peer;
+		if (b->stopping || strcmp(b->peer_name, name) != 0)
+			continue;
+		loop_timer_cancel(b->timer);
+		peer_watch(b); /* may free b: `next` was taken first */
+	}
+}
+
+static void
+peer_watch(void *arg)
+{
+	struct backend *b = arg;
+	const char     *name = b->peer_name;
+	enum peer_state st = peer_state_of(name);
+	uint64_t        now = loop_now_ms();
+	char           *msg;
+
+	b->timer = 0;
+	if (b->ready && st == PEER_DOWN) {
+		/* Let go: the next request meets a start that fails at once with 503. */
+		b->stopping = true;
+		msg = xasprintf("peer %s stopped answering", name);
+		report(b, BACKEND_EXITED, 0, msg);
+		free(msg);
+		return;
+	}
+	if (!b->ready && st == PEER_UP) {
+		remote_ready(b);
+	} else if (!b->ready && (st == PEER_DOWN || now >= b->deadline_ms)) {
+		msg = xasprintf("model %s is unavailable: peer %s %s", b->id, name,
+		    st == PEER_DOWN ? "does not answer" : "has not answered its health check yet");
+		b->stopping = true;
+		report(b, BACKEND_START_FAILED, 503, msg);
+		free(msg);
+		b->timer = loop_timer_add(0, remote_exited, b);
+		return;
+	}
+	b->timer = loop_timer_add(BACKEND_PEER_WATCH_MS, peer_watch, b);
+}
+
+static int
+peer_start(struct backend *b, const struct cfg *top, char **err)
+{
+	(void)top;
+	(void)err;
+	peer_set_change_cb(on_peer_change);
+	b->peer_name = xstrdup(b->m->peer->name);
+	b->next_peer = peer_backends;
+	if (peer_backends != NULL)
+		peer_backends->prev_peer = b;
+	peer_backends = b;
+	b->started_ms = loop_now_ms();
+	b->deadline_ms = b->started_ms + (uint64_t)b->m->peer->check_timeout_s * 1000u +
+	    BACKEND_PEER_WATCH_MS;
+	b->timer = loop_timer_add(0, peer_watch, b);
+	return 0;
+}
+
+static void
+peer_probe(struct backend *b)
+{
+	(void)b; /* the peer module probes on its own schedule */
+}
+
+static bool
+peer_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms)
+{
+	enum peer_state st = peer_state_of(b->peer_name);
+
+	if (!b->ready || st == PEER_UNKNOWN)
+		return false;
+	*reachable = st == PEER_UP;
+	*age_ms = 0;
+	return true;
+}
+
+static const struct backend_ops peer_ops = {
+	.kind = "peer",
+	.start = peer_start,
+	.stop = remote_stop,
+	.probe = peer_probe,
+	.reachable = peer_reachable,
+};
+
 /* --- the interface --- */
 
 struct backend *
@@ -288,11 +413,13 @@ backend_start(const struct cfg *top, const struct cfg_model *m, backend_cb cb, v
 {
 	struct backend *b = xcalloc(1, sizeof(*b));
 
-	b->ops = m->argv != NULL ? &process_ops : &remote_ops;
+	b->ops = m->peer != NULL ? &peer_ops : m->argv != NULL ? &process_ops : &remote_ops;
 	b->m = m;
+	b->id = xstrdup(m->id);
 	b->cb = cb;
 	b->arg = arg;
 	if (b->ops->start(b, top, err) == -1) {
+		free(b->id);
 		free(b);
 		return NULL;
 	}

@@ -458,7 +458,7 @@ static const struct field top_fields[] = {
 	FLD_UNSUP("selectors"),
 	FLD_UNSUP("routing"),
 	FLD_UNSUP("matrix"),
-	FLD_UNSUP("peers"),
+	FLD_LATER("peers"),     /* config_peers.c */
 	FLD_END,
 };
 
@@ -516,6 +516,7 @@ cfg__free(struct cfg *c)
 		strv_free(c->groups[i].members);
 	}
 	free(c->groups);
+	cfg__peers_free(c);
 	cfg_errs_free(&c->warnings);
 	free(c);
 }
@@ -597,6 +598,7 @@ cfg__load_tree(struct ld *ld, struct node *root)
 		ld->c->unload_timeout_s = CFG_DEF_UNLOAD_TIMEOUT_S;
 	cfg__models_load(ld, root, &globals);
 	cfg__groups_load(ld, root);
+	cfg__peers_load(ld, root);
 	if ((hooks = cfg__map_get(root, "hooks")) != NULL)
 		cfg__decode_fields(ld, hooks, "hooks", cfg__hooks_fields, ld->c);
 	free(globals.v);
@@ -615,4 +617,59 @@ cfg_unref(struct cfg *c)
 {
 	if (c != NULL && --c->refs == 0)
 		cfg__free(c);
+}
+
+/* ---- for config_peers.c ------------------------------------------------------------------ */
+
+void
+cfg__warn(struct ld *ld, const struct node *n, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg__ld_msg(ld, true, n ? n->file : NULL, n ? n->line : 1, n ? n->col : 1, path, fmt, ap);
+	va_end(ap);
+}
+
+struct cfg *
+cfg__cfg(struct ld *ld)
+{
+	return ld->c;
+}
+
+bool
+cfg__is_map(const struct node *n)
+{
+	return n->kind == NODE_MAP;
+}
+
+bool
+cfg__is_seq(const struct node *n)
+{
+	return n->kind == NODE_SEQ;
+}
+
+size_t
+cfg__seq_len(const struct node *n)
+{
+	return n->kind == NODE_SEQ ? n->nkids : 0;
+}
+
+struct node *
+cfg__item(const struct node *seq, size_t i)
+{
+	return seq->kids[i];
+}
+
+const char *
+cfg__str(const struct node *n)
+{
+	return n->kind == NODE_SCALAR ? n->str : NULL;
+}
+
+int
+cfg__get_int(struct ld *ld, const struct node *n, const char *path, long long min, long long max,
+    int *out)
+{
+	return get_int(ld, n, path, min, max, out);
 }

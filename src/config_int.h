@@ -166,4 +166,25 @@ void cfg__models_load(struct ld *ld, struct node *root, const struct mlist *glob
 void cfg__groups_load(struct ld *ld, struct node *root);
 extern const struct field cfg__hooks_fields[];
 
+/* For config_peers.c: config.c and config_models.c. */
+void         cfg__warn(struct ld *ld, const struct node *n, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+struct cfg  *cfg__cfg(struct ld *ld);                 /* the config being built (ld->c) */
+bool         cfg__is_map(const struct node *n);
+bool         cfg__is_seq(const struct node *n);
+size_t       cfg__seq_len(const struct node *n);      /* items of a list */
+struct node *cfg__item(const struct node *seq, size_t i);
+const char  *cfg__str(const struct node *n);          /* a scalar's text, else NULL */
+int          cfg__get_int(struct ld *ld, const struct node *n, const char *path, long long min,
+    long long max, int *out);
+const char  *cfg__check_id(const char *s);            /* why s is no good as a model id, or NULL */
+void         cfg__model_defaults(struct cfg_model *m, const struct node *key);
+void         cfg__model_filters(struct ld *ld, struct node *v, const char *path, struct cfg_model *m);
+void         cfg__model_timeouts(struct ld *ld, struct node *v, const char *path, struct cfg_model *m);
+
+/* config_peers.c: the top-level `peers` map, after models and groups (peer models join the
+ * config's models), and freeing what it built. */
+void         cfg__peers_load(struct ld *ld, struct node *root);
+void         cfg__peers_free(struct cfg *c);
+
 #endif

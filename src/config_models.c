@@ -637,3 +637,29 @@ const struct field cfg__hooks_fields[] = {
 	FLD_SUB("on_startup", startup_fields),
 	FLD_END,
 };
+
+/* ---- for config_peers.c ------------------------------------------------------------------ */
+
+const char *
+cfg__check_id(const char *s)
+{
+	return check_id(s);
+}
+
+void
+cfg__model_defaults(struct cfg_model *m, const struct node *key)
+{
+	model_defaults(m, key);
+}
+
+void
+cfg__model_filters(struct ld *ld, struct node *v, const char *path, struct cfg_model *m)
+{
+	cfg__decode_fields(ld, v, path, filters_fields, m);
+}
+
+void
+cfg__model_timeouts(struct ld *ld, struct node *v, const char *path, struct cfg_model *m)
+{
+	cfg__decode_fields(ld, v, path, timeouts_fields, m);
+}

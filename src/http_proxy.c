@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 
 #include "modelmux/api.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
 #include "modelmux/http.h"
@@ -437,7 +438,8 @@ on_granted(struct sched_ticket *t, int status, const char *msg, void *arg)
 		return;
 	}
 	if (status != 0) {
-		reply_error(r, status, status == 504 ? "backend_timeout" : status == 503
+		reply_error(r, status, status == 504 ? "backend_timeout" : status == 503 &&
+		    r->model->peer != NULL ? "peer_unavailable" : status == 503
 		    ? "queue_timeout" : status == 429 ? "queue_full" : "backend_start_failed", "%s", msg);
 		req_resume(r);
 		return;

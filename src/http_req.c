@@ -27,6 +27,7 @@
 #include <openssl/crypto.h>
 
 #include "modelmux/api.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
 #include "modelmux/http.h"
@@ -34,6 +35,7 @@
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/multipart.h"
+#include "modelmux/peer.h"
 #include "modelmux/router.h"
 #include "modelmux/sched.h"
 #include "modelmux/tunnel.h"
@@ -914,6 +916,8 @@ log_access(const struct mm_req *r, enum MHD_RequestTerminationCode toe, uint64_t
 	if (r->method != NULL)
 		metrics_request(r->model ? r->model->id : NULL, r->route.endpoint, r->status,
 		    r->t_first_byte ? (double)(r->t_first_byte - r->t_start) / 1000.0 : -1.0);
+	if (r->method != NULL && r->model != NULL && r->model->peer != NULL)
+		peer_count_request(r->model->peer->name, r->status);
 	if (log_get_level() <= LOG_INFO) /* its fields cost quoting: not for a line dropped */
 		log_emit(LOG_INFO, "access", r->id[0] ? r->id : NULL,
 		    "method=%s path=%s status=%d bytes=%llu model=%s queued_ms=%lld first_byte_ms=%lld "

@@ -9,11 +9,13 @@
 #include "modelmux/api.h"
 #include "modelmux/config.h"
 #include "modelmux/fetch.h"
+#include "modelmux/haproxy.h"
 #include "modelmux/http.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
 #include "modelmux/notify.h"
+#include "modelmux/peer.h"
 #include "modelmux/sched.h"
 #include "modelmux/supervisor.h"
 #include "modelmux/upstream.h"
@@ -113,6 +115,7 @@ reload(const char *why)
 	}
 	log_set_format(next->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
 	register_metrics(next);
+	peer_sync(next);
 	sched_reload(next);
 	http_set_config(next);
 	cfg_unref(M.cfg);
@@ -169,6 +172,9 @@ usage(FILE *f)
 	      "  -t, --test          check the configuration, print each model's argv, and exit\n"
 	      "      --watch-config  reload the configuration when a file changes, or one is\n"
 	      "                      added to or removed from DIR (as SIGHUP)\n"
+	      "      --haproxy-config --server NAME=HOST:PORT ... -c FILE ...\n"
+	      "                      write an HAProxy config for several modelmux hosts and\n"
+	      "                      exit (--haproxy-config --help for the details)\n"
 	      "  -h, --help          show this help\n"
 	      "      --version       show the version\n"
 	      "\n"
@@ -190,6 +196,10 @@ print_argv(const struct cfg *c)
 		const struct cfg_model *m = &c->models[i];
 
 		printf("%s:", m->id);
+		if (m->peer != NULL) {
+			printf(" (peer)\n  proxy: %s\n", m->proxy);
+			continue;
+		}
 		for (char **a = m->argv; *a; a++) {
 			char q[1024];
 
@@ -301,6 +311,9 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	util_set_oom_handler(out_of_memory);
 
+	/* A command of its own: writes an HAProxy config for several hosts (haproxy.h). */
+	if (argc > 1 && strcmp(argv[1], "--haproxy-config") == 0)
+		return haproxy_main(argc - 1, argv + 1);
 	while ((ch = getopt_long(argc, argv, "c:l:th", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config = optarg; break;
@@ -354,10 +367,12 @@ main(int argc, char **argv)
 	sup_init();
 	fetch_init();
 	sched_init(cfg, NULL);
+	peer_sync(cfg);
 	if (http_start(listen_addr, cfg, &err) == -1) {
 		log_error("main", "msg=\"%s\"", err);
 		free(err);
 		sched_free();
+		peer_free();
 		metrics_free();
 		fetch_free();
 		loop_free();
@@ -404,6 +419,7 @@ main(int argc, char **argv)
 	reap_remaining();
 	sup_kill_leftovers();
 	sched_free();
+	peer_free();
 	metrics_free();
 	up_free_pool();
 	fetch_free();

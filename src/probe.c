@@ -63,7 +63,14 @@ static const struct up_callbacks probe_up = {
 bool
 probe_send(struct probe *pr, const char *url, uint64_t timeout_ms, probe_cb cb, void *arg)
 {
-	struct up_request r = { .url = url, .method = "GET", .fresh = true };
+	return probe_send_hdrs(pr, url, NULL, timeout_ms, cb, arg);
+}
+
+bool
+probe_send_hdrs(struct probe *pr, const char *url, char *const *headers, uint64_t timeout_ms,
+    probe_cb cb, void *arg)
+{
+	struct up_request r = { .url = url, .method = "GET", .headers = headers, .fresh = true };
 	const char       *err;
 
 	if (pr->x != NULL)

@@ -14,9 +14,11 @@
 #include <cjson/cJSON.h>
 
 #include "modelmux/backend.h"
+#include "modelmux/config_peers.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/peer.h"
 #include "modelmux/props.h"
 #include "modelmux/sched.h"
 #include "modelmux/util.h"
@@ -768,6 +770,15 @@ sched_on_ready(struct sched_model *m)
 	sched__pump();
 }
 
+/* A start refused with 503 (a peer that does not answer) says when to come back. */
+static int
+retry_after(const struct sched_model *m, int status)
+{
+	if (status != 503)
+		return 0;
+	return m->cfg->peer != NULL ? peer_retry_after_s(m->cfg->peer->name) : 1;
+}
+
 void
 sched_on_start_failed(struct sched_model *m, int status, const char *reason)
 {
@@ -776,7 +787,7 @@ sched_on_start_failed(struct sched_model *m, int status, const char *reason)
 	snprintf(m->last_error, sizeof(m->last_error), "%s", reason);
 	/* Everyone waiting for this load gets the same outcome; the process is being stopped. */
 	while (m->head)
-		sched__ticket_fail(m->head, status, reason, 0);
+		sched__ticket_fail(m->head, status, reason, retry_after(m, status));
 	if (m->state == MODEL_STARTING) {
 		m->stop_sent = true;
 		set_state(m, MODEL_STOPPING);
@@ -815,7 +826,9 @@ note_crash(struct sched_model *m, const char *reason)
 void
 sched_on_exited(struct sched_model *m, const char *reason)
 {
-	if (m->state == MODEL_READY)
+	if (m->state == MODEL_READY && m->cfg->peer != NULL)
+		log_warn("sched", "model=%s msg=\"peer model let go\" reason=\"%s\"", m->cfg->id, reason);
+	else if (m->state == MODEL_READY)
 		note_crash(m, reason);
 	m->backend = NULL;
 	m->exits++;

@@ -2,7 +2,10 @@
  * starts, probes and stops every model through this one interface; the kinds are
  *   - a local process (cmd), run by the supervisor: spawned, health-checked, stopped, reaped;
  *   - a remote server (proxy only, no cmd): already running elsewhere; "starting" it is waiting
- *     for its health check, "stopping" it only stops sending it requests.
+ *     for its health check, "stopping" it only stops sending it requests;
+ *   - a peer's model (config_peers.h): ready at once while the peer answers its periodic health
+ *     probe (peer.h), a start fails at once with 503 while it does not, and a ready one leaves
+ *     (EXITED) when the peer stops answering.
  * A new kind (a peer, a sleeping server) is one more `struct backend_ops` in backend.c. */
 #ifndef MODELMUX_BACKEND_H
 #define MODELMUX_BACKEND_H
@@ -13,6 +16,7 @@
 #include "modelmux/config.h"
 
 #define BACKEND_REMOTE_POLL_MS 250 /* health poll period of a remote server while starting */
+#define BACKEND_PEER_WATCH_MS  100 /* how often a peer model looks at its peer's state */
 
 struct backend;
 
@@ -40,7 +44,7 @@ void backend_probe(struct backend *b);
 /* The last reachability result of a ready backend: true with *reachable and its age, false
  * when nothing is known yet. */
 bool backend_reachable(const struct backend *b, bool *reachable, uint64_t *age_ms);
-/* "process" or "remote". */
+/* "process", "remote" or "peer". */
 const char *backend_kind(const struct backend *b);
 
 #endif

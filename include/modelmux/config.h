@@ -83,6 +83,8 @@ struct cfg_group {
 	char **members;    /* model ids, NULL-terminated */
 };
 
+struct cfg_peer;
+
 struct cfg_model {
 	char  *id;
 	char **argv;            /* cmd split as llama-swap does, macros resolved; NULL-terminated, argc >= 1 */
@@ -117,6 +119,8 @@ struct cfg_model {
 	struct cfg_group *group;        /* the model's group (explicit or the implicit one); never NULL */
 	const char *file;               /* the file the model's key is in (one of cfg->files) */
 	int    line, col;               /* where the model's key is in that file */
+	const struct cfg_peer *peer;    /* peers.<name>.models[i] made this model (id "name/model",
+	                                 * no argv): served by that peer; NULL for a model of ours */
 };
 
 /* An API key: only its SHA-256 is kept; the plain text is wiped once hashed. */
@@ -186,6 +190,8 @@ struct cfg {
 	size_t nmodels;
 	struct cfg_group *groups;       /* explicit groups in file order, then the implicit "(default)" */
 	size_t ngroups;
+	struct cfg_peer *peers;         /* peers (config_peers.h), in file order */
+	size_t npeers;
 	struct cfg_errs warnings;       /* non-fatal notes (unsupported llama-swap keys, …) */
 };
 

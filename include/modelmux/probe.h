@@ -24,6 +24,10 @@ struct probe {
 /* Sends a GET of url that must end within timeout_ms; cb reports once, from the loop. Returns
  * false (and never calls cb) when it could not be started or one is already in flight. */
 bool probe_send(struct probe *pr, const char *url, uint64_t timeout_ms, probe_cb cb, void *arg);
+/* The same with request headers ("Name: value", NULL-terminated, borrowed until cb): a peer's
+ * key. */
+bool probe_send_hdrs(struct probe *pr, const char *url, char *const *headers, uint64_t timeout_ms,
+    probe_cb cb, void *arg);
 /* Is one in flight? */
 bool probe_busy(const struct probe *pr);
 /* Abandons the one in flight, if any, without calling cb. */

@@ -57,6 +57,7 @@ enum route_op {
 	OP_EVENTS,        /* GET /api/events */
 	OP_ACTIVITY,      /* GET /api/activity: the last requests (activity.h) */
 	OP_UI_ROOT,       /* GET / from a browser: to /ui/ */
+	OP_MODEL_READY,   /* GET /health/model/<model>: is it loaded here (for load balancers) */
 };
 
 #define ROUTE_GET  (1u << 0)

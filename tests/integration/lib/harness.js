@@ -114,6 +114,10 @@ class Daemon {
         '--error-exitcode=99', '--child-silent-after-fork=yes', MODELMUX);
       cmd = 'valgrind';
     }
+    if (this.opts.netns) { // inside a network namespace (lib/netns.js); ip execs in place
+      args.unshift('netns', 'exec', this.opts.netns, cmd);
+      cmd = 'ip';
+    }
     this.proc = spawn(cmd, args, {
       env: { ...process.env, ...(this.opts.env || {}), MM_TEST_TAG: this.tag },
       stdio: ['ignore', 'pipe', 'pipe'],
