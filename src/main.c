@@ -8,6 +8,7 @@
 
 #include "modelmux/api.h"
 #include "modelmux/config.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/fetch.h"
 #include "modelmux/http.h"
 #include "modelmux/log.h"
@@ -36,6 +37,8 @@ static struct {
 	struct cfg *cfg;
 	unsigned    generation;
 	bool        watch;
+	const char *tls_cert_file; /* -tls-cert-file, or NULL */
+	const char *tls_key_file;  /* -tls-key-file, or NULL */
 	uint64_t    watch_timer;
 	unsigned long long watched; /* cfg_stamp of the files last seen */
 } M;
@@ -62,6 +65,23 @@ register_metrics(const struct cfg *cfg)
 		ids[i] = cfg->models[i].id;
 	metrics_init(ids, cfg->nmodels);
 	free(ids);
+}
+
+/* -tls-cert-file/-tls-key-file (llama-swap's flags) take the place of the config's tls:
+ * block. 0, or -1 with the reason logged or printed. */
+static int
+apply_tls_flags(struct cfg *c)
+{
+	struct cfg_errs errs = { 0 };
+
+	if (M.tls_cert_file == NULL)
+		return 0;
+	if (cfg_compat_tls_files(c, M.tls_cert_file, M.tls_key_file, &errs) == 0)
+		return 0;
+	for (size_t i = 0; i < errs.n; i++)
+		log_error("main", "msg=\"%s\"", errs.msgs[i]);
+	cfg_errs_free(&errs);
+	return -1;
 }
 
 /* SIGHUP or a changed file: a bad config keeps the running one; a good one is applied as a
@@ -94,6 +114,11 @@ reload(const char *why)
 		log_error("main", "msg=\"configuration has errors; still running the previous one\" errors=%zu",
 		    errs.n);
 		cfg_errs_free(&errs);
+		notify_send("READY=1\nSTATUS=reload failed; previous configuration kept");
+		return;
+	}
+	if (apply_tls_flags(next) == -1) {
+		cfg_unref(next);
 		notify_send("READY=1\nSTATUS=reload failed; previous configuration kept");
 		return;
 	}
@@ -151,10 +176,32 @@ on_watchdog(void *arg)
 	M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
 }
 
+/* A Go boolean flag's value: none (true), or =true/false/1/0/t/f. */
+static int
+parse_go_bool(const char *flag, const char *v, bool *out)
+{
+	static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True", NULL };
+	static const char *const no[] = { "0", "f", "F", "false", "FALSE", "False", NULL };
+
+	if (v == NULL) {
+		*out = true;
+		return 0;
+	}
+	for (size_t i = 0; yes[i]; i++)
+		if (strcmp(v, yes[i]) == 0)
+			return *out = true, 0;
+	for (size_t i = 0; no[i]; i++)
+		if (strcmp(v, no[i]) == 0)
+			return *out = false, 0;
+	fprintf(stderr, "modelmux: invalid boolean value \"%s\" for -%s\n", v, flag);
+	return -1;
+}
+
 static void
 usage(FILE *f)
 {
 	fputs("usage: modelmux [-t] [-c FILE] [--config-dir DIR] [-l ADDR]\n"
+	      "                [--tls-cert-file FILE --tls-key-file FILE]\n"
 	      "\n"
 	      "A model-swapping reverse proxy for local inference servers.\n"
 	      "\n"
@@ -169,8 +216,14 @@ usage(FILE *f)
 	      "  -t, --test          check the configuration, print each model's argv, and exit\n"
 	      "      --watch-config  reload the configuration when a file changes, or one is\n"
 	      "                      added to or removed from DIR (as SIGHUP)\n"
+	      "      --tls-cert-file FILE, --tls-key-file FILE\n"
+	      "                      serve HTTPS with this PEM certificate and key (both\n"
+	      "                      together; in place of the config's tls: block)\n"
 	      "  -h, --help          show this help\n"
 	      "      --version       show the version\n"
+	      "\n"
+	      "Long options also take one dash and FLAG=VALUE, as llama-swap's (Go) flags do:\n"
+	      "  modelmux -config config.yaml -listen :8080 -watch-config\n"
 	      "\n"
 	      "Signals: TERM/INT let requests finish, stop every backend and exit (a second one\n"
 	      "exits at once); HUP reloads the configuration, keeping unchanged models running.\n", f);
@@ -280,8 +333,10 @@ main(int argc, char **argv)
 		{ "test", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		{ "watch-config", no_argument, NULL, 'W' },
+		{ "watch-config", optional_argument, NULL, 'W' },
 		{ "config-dir", required_argument, NULL, 'D' },
+		{ "tls-cert-file", required_argument, NULL, 'C' },
+		{ "tls-key-file", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char     *config = NULL, *config_dir = NULL, *listen_addr = NULL;
@@ -301,14 +356,22 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	util_set_oom_handler(out_of_memory);
 
-	while ((ch = getopt_long(argc, argv, "c:l:th", opts, NULL)) != -1) {
+	/* getopt_long_only: "-config FILE", "--config=FILE" and "-c FILE" all work, so
+	 * llama-swap's (Go flag) command lines run unchanged; one letter after one dash is
+	 * still a short option. */
+	while ((ch = getopt_long_only(argc, argv, "c:l:th", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config = optarg; break;
 		case 'l': listen_addr = optarg; break;
 		case 't': test = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("modelmux %s\n", MM_VERSION); return 0;
-		case 'W': M.watch = true; break;
+		case 'W':
+			if (parse_go_bool("watch-config", optarg, &M.watch) == -1)
+				return 2;
+			break;
+		case 'C': M.tls_cert_file = optarg; break;
+		case 'K': M.tls_key_file = optarg; break;
 		case 'D': config_dir = optarg; break;
 		default: usage(stderr); return 2;
 		}
@@ -319,6 +382,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	if ((M.tls_cert_file == NULL) != (M.tls_key_file == NULL)) {
+		fprintf(stderr, "modelmux: -tls-cert-file and -tls-key-file go together\n");
+		usage(stderr);
+		return 2;
+	}
 	/* Neither -c nor --config-dir: ./config.yaml, as before --config-dir existed. */
 	if (config == NULL && config_dir == NULL)
 		config = "config.yaml";
@@ -330,6 +398,13 @@ main(int argc, char **argv)
 		return 1;
 	}
 	print_errs(&cfg->warnings, "warning: ");
+	if (M.tls_cert_file != NULL &&
+	    cfg_compat_tls_files(cfg, M.tls_cert_file, M.tls_key_file, &errs) == -1) {
+		print_errs(&errs, "");
+		cfg_errs_free(&errs);
+		cfg_unref(cfg);
+		return 1;
+	}
 	if (test) {
 		if (config_dir != NULL)
 			for (char **f = cfg->files; *f != NULL; f++)
