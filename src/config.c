@@ -27,6 +27,7 @@
 
 #include "modelmux/cmdcheck.h"
 #include "modelmux/config.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
 
@@ -1947,6 +1948,47 @@ out:
 	free(kp);
 }
 
+/* ---- llama-swap's newer keys: decoded by config_compat.c ---------------------------------- */
+
+static void
+compat_report(void *arg, const struct cfg_compat_at *at, bool warn, const char *path,
+    const char *msg)
+{
+	struct ld *ld = arg;
+	struct node n = { .file = at->file, .line = at->line, .col = at->col };
+
+	if (warn)
+		ld_warn(ld, &n, path, "%s", msg);
+	else
+		ld_err(ld, &n, path, "%s", msg);
+}
+
+static void
+compat_key(struct ld *ld, struct node *v, const char *path, void *obj, bool model)
+{
+	struct cJSON            *j = node_json(v);
+	struct cfg_compat_at     at = { v->file, v->line, v->col };
+	struct cfg_compat_report r = { compat_report, ld };
+
+	if (model)
+		cfg_compat_model(obj, path, j, &at, &r);
+	else
+		cfg_compat_top(obj, path, j, &at, &r);
+	cJSON_Delete(j);
+}
+
+static void
+compat_model_key(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	compat_key(ld, v, path, obj, true);
+}
+
+static void
+compat_top_key(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	compat_key(ld, v, path, obj, false);
+}
+
 /* ---- model fields ------------------------------------------------------------------------ */
 
 static const char *
@@ -2162,7 +2204,7 @@ static const struct field filters_fields[] = {
 	FLD_FN("stripParams", filters_strip),
 	FLD_FN("strip_params", filters_strip),
 	FLD_FN("setParams", filters_set),
-	FLD_UNSUP("setParamsByID"),
+	FLD_FN("setParamsByID", compat_model_key),
 	FLD_END,
 };
 
@@ -2204,7 +2246,7 @@ static const struct field model_fields[] = {
 	FLD_SUB("filters", filters_fields),
 	FLD_SUB("timeouts", timeouts_fields),
 	FLD_SUB("compat", compat_fields),
-	FLD_UNSUP("capabilities"),
+	FLD_FN("capabilities", compat_model_key),
 	FLD_END,
 };
 
@@ -2235,9 +2277,16 @@ model_defaults(struct cfg_model *m, const struct node *key)
 static void
 model_subst(struct ld *ld, struct node *v, const struct mlist *ml)
 {
+	struct node *f = map_get(v, "filters"), *byid;
+
 	for (size_t i = 0; i < map_len(v); i++)
 		if (strcmp(map_key(v, i)->str, "macros") != 0)
 			subst_values(ld, map_val(v, i), ml);
+	/* setParamsByID's keys name models ("${MODEL_ID}:high"): macros apply to them too. */
+	if (f != NULL && f->kind == NODE_MAP && (byid = map_get(f, "setParamsByID")) != NULL &&
+	    byid->kind == NODE_MAP && ml->n > 0)
+		for (size_t i = 0; i < map_len(byid); i++)
+			subst_scalar(ld, map_key(byid, i), ml);
 }
 
 /* Allocates ${PORT} when the command uses it and resolves the default proxy. */
@@ -2489,12 +2538,23 @@ static void
 groups_load(struct ld *ld, struct node *root)
 {
 	struct cfg  *c = ld->c;
-	struct node *gm = map_get(root, "groups");
+	struct node *gm = map_get(root, "groups"), *rg = root;
 	size_t       n = 0, nfree = 0, k = 0;
 	char        *gp;
+	const char  *gname = "groups";
 
+	/* llama-swap's routing.router.settings.groups: the same groups, kept there now. */
+	for (const char *const *p = cfg_compat_routing_groups; *p && rg != NULL; p++)
+		rg = rg->kind == NODE_MAP ? map_get(rg, *p) : NULL;
+	if (rg != NULL && gm != NULL)
+		ld_err(ld, rg, "routing.router.settings.groups", "groups is given at the top level too; "
+		    "keep one");
+	else if (rg != NULL) {
+		gm = rg;
+		gname = "routing.router.settings.groups";
+	}
 	if (gm != NULL && !node_is_null(gm) && gm->kind != NODE_MAP)
-		ld_err(ld, gm, "groups", "expected a map");
+		ld_err(ld, gm, gname, "expected a map");
 	else if (gm != NULL)
 		n = map_len(gm);
 	c->groups = xcalloc(n + 1, sizeof(*c->groups));
@@ -2505,7 +2565,7 @@ groups_load(struct ld *ld, struct node *root)
 		g->name = xstrdup(key->str);
 		g->swap = g->exclusive = true;
 		g->members = xcalloc(1, sizeof(char *));
-		gp = path_join("groups", key->str);
+		gp = path_join(gname, key->str);
 		if (strcmp(key->str, DEFAULT_GROUP) == 0 || key->str[0] == '\0')
 			ld_err(ld, key, gp, "invalid group name");
 		decode_fields(ld, map_val(gm, i), gp, group_fields, g);
@@ -2636,18 +2696,18 @@ static const struct field top_fields[] = {
 	FLD_FN("tls", top_tls),
 	FLD_FN("listen", top_listen),
 	FLD_UNSUP("logTimeFormat"),
-	FLD_UNSUP("logToStdout"),
+	FLD_FN("logToStdout", compat_top_key),
 	FLD_UNSUP("logRequests"),
 	FLD_UNSUP("metricsMaxInMemory"),
 	FLD_UNSUP("captureBuffer"),
 	FLD_UNSUP("store"),
 	FLD_UNSUP("ui"),
 	FLD_UNSUP("performance"),
-	FLD_UNSUP("upstream"),
+	FLD_FN("upstream", compat_top_key),
 	FLD_UNSUP("profiles"),
-	FLD_UNSUP("selectors"),
-	FLD_UNSUP("routing"),
-	FLD_UNSUP("matrix"),
+	FLD_FN("selectors", compat_top_key),
+	FLD_FN("routing", compat_top_key),
+	FLD_FN("matrix", compat_top_key),
 	FLD_UNSUP("peers"),
 	FLD_END,
 };
@@ -2673,6 +2733,7 @@ model_free(struct cfg_model *m)
 	strv_free(m->strip_params);
 	cJSON_Delete(m->set_params);
 	cJSON_Delete(m->metadata);
+	cfg_compat_model_free(m);
 }
 
 static void
@@ -2707,6 +2768,7 @@ cfg_free(struct cfg *c)
 	}
 	free(c->groups);
 	cfg_errs_free(&c->warnings);
+	cfg_compat_free(c);
 	free(c);
 }
 
@@ -2786,6 +2848,11 @@ load_tree(struct ld *ld, struct node *root)
 		ld->c->unload_timeout_s = CFG_DEF_UNLOAD_TIMEOUT_S;
 	models_load(ld, root, &globals);
 	groups_load(ld, root);
+	{
+		struct cfg_compat_report r = { compat_report, ld };
+
+		cfg_compat_finish(ld->c, &r);
+	}
 	if ((hooks = map_get(root, "hooks")) != NULL)
 		decode_fields(ld, hooks, "hooks", hooks_fields, ld->c);
 	free(globals.v);

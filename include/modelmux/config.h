@@ -13,6 +13,8 @@
 #include <stddef.h>
 
 struct cJSON;
+struct cfg_compat;       /* config_compat.h: llama-swap's newer keys */
+struct cfg_model_compat;
 
 /* Limits on the config file itself (untrusted enough to bound). */
 #define CFG_MAX_FILE_BYTES   (4u << 20) /* 4 MiB, each file */
@@ -117,6 +119,7 @@ struct cfg_model {
 	struct cfg_group *group;        /* the model's group (explicit or the implicit one); never NULL */
 	const char *file;               /* the file the model's key is in (one of cfg->files) */
 	int    line, col;               /* where the model's key is in that file */
+	struct cfg_model_compat *compat; /* capabilities, setParamsByID (config_compat.h); or NULL */
 };
 
 /* An API key: only its SHA-256 is kept; the plain text is wiped once hashed. */
@@ -186,6 +189,9 @@ struct cfg {
 	struct cfg_group *groups;       /* explicit groups in file order, then the implicit "(default)" */
 	size_t ngroups;
 	struct cfg_errs warnings;       /* non-fatal notes (unsupported llama-swap keys, …) */
+	struct cfg_compat *compat;      /* routing, matrix, selectors, logToStdout,
+	                                 * upstream.ignorePaths (config_compat.h); never NULL once
+	                                 * loaded */
 };
 
 /* Loads and validates `path`. On success returns a snapshot with one reference; on failure NULL,
