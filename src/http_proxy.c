@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 
 #include "modelmux/api.h"
+#include "modelmux/compat.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
 #include "modelmux/http.h"
@@ -714,7 +715,17 @@ check_query_model(struct mm_req *r)
 	char name[512];
 
 	if (router_query_param(r->query, "model", name, sizeof(name)) <= 0) {
-		reply_error(r, 400, "invalid_request", "missing ?model= query parameter");
+		size_t nready = 0;
+
+		/* llama.cpp's router: /props without a model is about the one loaded. */
+		if (strcmp(r->path, "/props") == 0 &&
+		    (r->model = compat_single_ready(r->cfg, &nready)) != NULL) {
+			r->model_name = xstrdup(r->model->id);
+			return;
+		}
+		reply_error(r, 400, "invalid_request", "missing ?model= query parameter%s",
+		    strcmp(r->path, "/props") != 0 ? "" : nready > 1 ?
+		    " (several models are loaded)" : " (no model is loaded)");
 		return;
 	}
 	r->model_name = xstrdup(name);

@@ -44,8 +44,9 @@ static const struct {
 	JSON("/completion", "completion"),
 	JSON("/v1/audio/speech", "speech"),
 	JSON("/v1/images/generations", "images"),
-	/* ?model= names the model. */
+	/* ?model= names the model (GET); a POST's JSON body does (llama-swap routes both). */
 	QUERY("/v1/audio/voices", "voices"),
+	JSON("/v1/audio/voices", "voices"),
 	QUERY("/props", "props"),
 	/* The multipart "model" field names the model. */
 	MULTIPART("/v1/audio/transcriptions", "transcriptions"),
@@ -58,12 +59,13 @@ static const struct {
 	API("/health", MATCH_EXACT, OP_HEALTH, ROUTE_OPEN, GET_HEAD),
 	API("/health/ready", MATCH_EXACT, OP_READY, ROUTE_ADMIN, GET_HEAD),
 	API("/api/health", MATCH_EXACT, OP_API_HEALTH, ROUTE_ADMIN, GET_HEAD),
+	API("/api/version", MATCH_EXACT, OP_VERSION, ROUTE_ADMIN, GET_HEAD),
 	API("/v1/models", MATCH_EXACT, OP_MODELS, ROUTE_USER, GET_HEAD),
 	API("/models", MATCH_EXACT, OP_MODELS, ROUTE_USER, GET_HEAD),
 	API("/running", MATCH_EXACT, OP_RUNNING, ROUTE_ADMIN, GET_HEAD),
 	API("/metrics", MATCH_EXACT, OP_METRICS, ROUTE_ADMIN, GET_HEAD),
 	API("/logs", MATCH_EXACT, OP_LOGS, ROUTE_ADMIN, GET_HEAD),
-	API("/unload", MATCH_EXACT, OP_UNLOAD_MOVED, ROUTE_ADMIN, ROUTE_ANY),
+	API("/unload", MATCH_EXACT, OP_UNLOAD_ALL, ROUTE_ADMIN, ROUTE_GET | ROUTE_POST),
 	API("/api/models/load/", MATCH_PREFIX, OP_LOAD, ROUTE_ADMIN, ROUTE_POST),
 	API("/api/models/unload", MATCH_TREE, OP_UNLOAD, ROUTE_ADMIN, ROUTE_POST),
 	FEED("/logs/stream", MATCH_TREE, OP_LOG_FEED),
@@ -103,18 +105,25 @@ method_bit(const char *method)
 	return 1u << 31; /* any other: only ROUTE_ANY routes take it */
 }
 
+/* The first row of the path whose methods take this one; else the path's first row, with
+ * *method_ok false (a path may have a row per method: /v1/audio/voices). */
 struct route
 router_match(const char *method, const char *path, bool *method_ok)
 {
+	const struct route *first = NULL;
+
 	for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++) {
 		if (!path_matches(path, routes[i].path, routes[i].match))
 			continue;
-		*method_ok = routes[i].r.methods == ROUTE_ANY ||
-		             (routes[i].r.methods & method_bit(method)) != 0;
-		return routes[i].r;
+		if (routes[i].r.methods == ROUTE_ANY || (routes[i].r.methods & method_bit(method)) != 0) {
+			*method_ok = true;
+			return routes[i].r;
+		}
+		if (first == NULL)
+			first = &routes[i].r;
 	}
-	*method_ok = true;
-	return no_route;
+	*method_ok = first == NULL;
+	return first ? *first : no_route;
 }
 
 const char *

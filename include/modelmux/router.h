@@ -49,7 +49,8 @@ enum route_op {
 	OP_API_HEALTH,    /* GET /api/health */
 	OP_MODELS,        /* GET /v1/models, /models */
 	OP_RUNNING,       /* GET /running */
-	OP_UNLOAD_MOVED,  /* /unload: llama-swap's GET, pointed at the POST */
+	OP_UNLOAD_ALL,    /* GET /unload: llama-swap's; unloads every model, answers "OK" */
+	OP_VERSION,       /* GET /api/version */
 	OP_LOAD,          /* POST /api/models/load/<model> */
 	OP_UNLOAD,        /* POST /api/models/unload[/<model>] */
 	OP_LOG_FEED,      /* GET /logs/stream[/<model>] */

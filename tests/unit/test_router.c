@@ -261,8 +261,22 @@ test_query(void)
 
 	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
 	ASSERT_TRUE(ok);
-	router_match("POST", "/v1/audio/voices", &ok);
+	/* One path, a row per method: GET takes ?model=, POST a JSON body (llama-swap's). */
+	r = router_match("POST", "/v1/audio/voices", &ok);
+	ASSERT_TRUE(ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_JSON_MODEL);
+	r = router_match("GET", "/v1/audio/voices", &ok);
+	ASSERT_TRUE(ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
+	r = router_match("PUT", "/v1/audio/voices", &ok);
 	ASSERT_FALSE(ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
+	router_match("POST", "/props", &ok);
+	ASSERT_FALSE(ok);
+	r = router_match("GET", "/api/version", &ok);
+	ASSERT_TRUE(ok && r.op == OP_VERSION);
+	r = router_match("GET", "/unload", &ok);
+	ASSERT_TRUE(ok && r.op == OP_UNLOAD_ALL);
 	ASSERT_INT_EQ(router_query_param("model=demo", "model", v, sizeof(v)), 4);
 	ASSERT_STR_EQ(v, "demo");
 	ASSERT_INT_EQ(router_query_param("a=1&model=org%2Fm+x&b", "model", v, sizeof(v)), 7);
