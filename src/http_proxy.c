@@ -26,6 +26,7 @@
 
 #include "modelmux/api.h"
 #include "modelmux/compat.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
 #include "modelmux/http.h"
@@ -549,9 +550,10 @@ void
 dispatch_model(struct mm_req *r)
 {
 	char               err[256];
-	const char        *name;
+	const char        *name, *target;
 	cJSON             *doc;
 	struct router_peek pk;
+	bool               selected = false;
 
 	if (r->body_too_large) {
 		metrics_refusal("size");
@@ -582,15 +584,22 @@ dispatch_model(struct mm_req *r)
 		reply_error(r, 400, "invalid_request", "%s", err);
 		return;
 	}
-	r->model_name = xstrdup(name);
 	r->wants_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
+	/* A selector (llama-swap's virtual model id): on as if the body named its target. */
+	if ((target = compat_select(r->cfg, name)) != NULL) {
+		cJSON_ReplaceItemInObjectCaseSensitive(doc, "model", cJSON_CreateString(target));
+		name = target;
+		selected = true;
+	}
+	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
 		reply_error(r, 404, "model_not_found", "model %.256s not found", r->model_name);
 		cJSON_Delete(doc);
 		return;
 	}
 	/* A rewritten body is serialised once; its length is the new Content-Length. */
-	if (router_rewrite_json(doc, r->model) && (r->up_body = cJSON_PrintUnformatted(doc)) == NULL) {
+	if ((router_rewrite_json(doc, r->model) || selected) &&
+	    (r->up_body = cJSON_PrintUnformatted(doc)) == NULL) {
 		cJSON_Delete(doc);
 		reply_error(r, 500, "internal_error", "cannot rewrite the request body");
 		return;
@@ -761,6 +770,17 @@ check_upstream(struct mm_req *r)
 		metrics_refusal("path");
 		reply_error(r, 400, "invalid_path", "upstream path refused: %s", why ? why : "too long");
 		return;
+	}
+	/* upstream.ignorePaths (llama-swap's; by default static files: a browser's favicon or
+	 * script fetch): such a path never starts a model; it reaches a ready one. */
+	if (cfg_compat_ignored_path(r->cfg, decoded)) {
+		const struct sched_model *sm = sched_model_get(r->model->id);
+
+		if (sm == NULL || sched_model_state(sm) != MODEL_READY) {
+			reply_error(r, 409, "model_not_loaded", "model %.256s is not loaded, and this path "
+			    "does not load it (upstream.ignorePaths)", r->model->id);
+			return;
+		}
 	}
 	r->up_path = xstrdup(encoded);
 }

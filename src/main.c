@@ -137,6 +137,7 @@ reload(const char *why)
 			log_set_level(lvl);
 	}
 	log_set_format(next->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+	log_set_streams(cfg_compat_log_proxy(next), cfg_compat_log_upstream(next));
 	register_metrics(next);
 	sched_reload(next);
 	http_set_config(next);
@@ -417,6 +418,7 @@ main(int argc, char **argv)
 	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
 		log_set_level(lvl);
 	log_set_format(cfg->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+	log_set_streams(cfg_compat_log_proxy(cfg), cfg_compat_log_upstream(cfg));
 	if (listen_addr == NULL)
 		listen_addr = cfg->listen;
 

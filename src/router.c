@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "modelmux/config_compat.h"
 #include "modelmux/router.h"
 #include "modelmux/util.h"
 
@@ -642,7 +643,7 @@ bool
 router_rewrites(const struct cfg_model *m)
 {
 	return m->use_model_name != NULL || (m->strip_params != NULL && m->strip_params[0] != NULL) ||
-	    m->set_params != NULL;
+	    m->set_params != NULL || (m->compat != NULL && m->compat->params_by_id != NULL);
 }
 
 /* Walks a dotted path ("a.b.c") to the object holding its last segment. Returns that object
@@ -672,7 +673,10 @@ walk_path(cJSON *doc, char *path, char **last, bool create)
 bool
 router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 {
-	bool changed = false;
+	const cJSON *req = cJSON_GetObjectItemCaseSensitive(doc, "model");
+	/* setParamsByID is keyed by the name the client used (before useModelName). */
+	const cJSON *by_id = cJSON_IsString(req) ? cfg_compat_params_by_id(m, req->valuestring) : NULL;
+	bool         changed = false;
 
 	if (m->use_model_name != NULL) {
 		cJSON_ReplaceItemInObjectCaseSensitive(doc, "model", cJSON_CreateString(m->use_model_name));
@@ -689,13 +693,19 @@ router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 		}
 		free(path);
 	}
-	if (m->set_params != NULL) {
+	/* setParams, then setParamsByID over it (llama-swap's order). */
+	for (int pass = 0; pass < 2; pass++) {
+		const cJSON *set = pass == 0 ? m->set_params : by_id;
 		/* Sorted key order, so overlapping paths resolve the same way every time. */
-		size_t       n = (size_t)cJSON_GetArraySize(m->set_params), k = 0;
-		const cJSON **items = xcalloc(n ? n : 1, sizeof(*items));
+		size_t       n, k = 0;
+		const cJSON **items;
 		const cJSON *it;
 
-		cJSON_ArrayForEach(it, m->set_params)
+		if (set == NULL)
+			continue;
+		n = (size_t)cJSON_GetArraySize(set);
+		items = xcalloc(n ? n : 1, sizeof(*items));
+		cJSON_ArrayForEach(it, set)
 			items[k++] = it;
 		for (size_t i = 1; i < k; i++)
 			for (size_t j = i; j > 0 && strcmp(items[j - 1]->string, items[j]->string) > 0; j--) {

@@ -120,8 +120,8 @@ int router_json_peek(const char *body, size_t len, int max_depth, struct router_
 /* Does the model rewrite request bodies (useModelName, filters)? */
 bool router_rewrites(const struct cfg_model *m);
 
-/* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams) to the
- * document. Returns true when it changed anything (the caller then re-serialises once). */
+/* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams, then
+ * filters.setParamsByID of the name the document's "model" had on entry) to the document. Returns true when it changed anything (the caller then re-serialises once). */
 bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
 
 /* Token counts from a response's "usage" object (OpenAI's prompt_tokens/completion_tokens,
