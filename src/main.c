@@ -418,7 +418,6 @@ main(int argc, char **argv)
 	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
 		log_set_level(lvl);
 	log_set_format(cfg->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
-	log_set_streams(cfg_compat_log_proxy(cfg), cfg_compat_log_upstream(cfg));
 	if (listen_addr == NULL)
 		listen_addr = cfg->listen;
 
@@ -470,6 +469,9 @@ main(int argc, char **argv)
 	}
 	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)
 		M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
+	/* logToStdout applies from here: the start-up lines and the ready line are written. */
+	log_flush();
+	log_set_streams(cfg_compat_log_proxy(cfg), cfg_compat_log_upstream(cfg));
 	sched_preload();
 	log_flush(); /* the ready line must not wait for the first loop round */
 	loop_run();

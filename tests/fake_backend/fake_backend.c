@@ -625,6 +625,10 @@ make_echo(struct req *r)
 	cJSON_AddNumberToObject(e, "body_len", (double)r->body_len);
 	cJSON_AddStringToObject(e, "body_sha256", r->digest);
 	cJSON_AddItemToObject(e, "headers", cJSON_Duplicate(r->headers, 1));
+	/* X-Echo-Body: the JSON body as it arrived (to see a proxy's rewrites). */
+	if (r->json != NULL &&
+	    cJSON_GetObjectItemCaseSensitive(r->headers, "x-echo-body") != NULL)
+		cJSON_AddItemToObject(e, "body", cJSON_Duplicate(r->json, 1));
 	if (r->mp != NULL) {
 		char hex[65];
 
@@ -991,7 +995,14 @@ static enum MHD_Result
 h_chat(struct req *r, struct MHD_Connection *c)
 {
 	cJSON *o, *c0, *msg;
+	const cJSON *delay = cJSON_GetObjectItemCaseSensitive(r->json,
+	    "fake_delay_ms");
 
+	/* A per-request "fake_delay_ms" (at most 10 s): a slow answer from a
+	 * backend whose command line a test cannot change. */
+	if (cJSON_IsNumber(delay) && delay->valuedouble > 0 &&
+	    !nap(delay->valuedouble > 10000 ? 10000 : (long long)delay->valuedouble))
+		return MHD_NO;
 	if (wants_stream(r))
 		return respond_stream(r, c, ST_CHAT);
 	o = base_object(r, "chatcmpl-fake", "chat.completion");
@@ -1697,6 +1708,38 @@ parse_num(const char *s, const char *name, long long min, long long max)
 	return v;
 }
 
+/*
+ * Run as "llama-server" (a link of that name): takes llama-server's command
+ * lines as llama-swap's documented examples write them.  --port and -m/--model
+ * are used (the model's file name becomes its name); every other option is
+ * taken and ignored, with its value when the next word is not an option.
+ */
+static bool
+parse_llama_server_args(int argc, char **argv)
+{
+	const char *base = strrchr(argv[0], '/');
+
+	base = base ? base + 1 : argv[0];
+	if (strcmp(base, "llama-server") != 0)
+		return false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strncmp(a, "--port=", 7) == 0)
+			opt.port = parse_num(a + 7, "port", 0, 65535);
+		else if (strcmp(a, "--port") == 0 && v != NULL)
+			opt.port = parse_num(argv[++i], "port", 0, 65535);
+		else if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) &&
+		    v != NULL)
+			opt.model = argv[++i];
+		else if (a[0] == '-' && v != NULL && v[0] != '-')
+			i++;
+	}
+	if (opt.port < 0)
+		usage();
+	return true;
+}
+
 static void
 parse_args(int argc, char **argv)
 {
@@ -1888,7 +1931,8 @@ main(int argc, char **argv)
 	unsigned int port;
 
 	start_ms = now_ms();
-	parse_args(argc, argv);
+	if (!parse_llama_server_args(argc, argv))
+		parse_args(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 	if (opt.ignore_term)
 		signal(SIGTERM, SIG_IGN);
