@@ -528,9 +528,11 @@ mx_term(struct mx *x, const char **p, const char *setname, struct bitsets *out)
 			goto fail;
 	}
 	/* Moved, not made: not counted again. */
-	out->v = xreallocarray(out->v, out->n + acc.n + 1, sizeof(*out->v));
-	memcpy(out->v + out->n, acc.v, acc.n * sizeof(*acc.v));
-	out->n += acc.n;
+	if (acc.n > 0) {
+		out->v = xreallocarray(out->v, out->n + acc.n, sizeof(*out->v));
+		memcpy(out->v + out->n, acc.v, acc.n * sizeof(*acc.v));
+		out->n += acc.n;
+	}
 	free(acc.v);
 	return true;
 fail:
