@@ -84,6 +84,12 @@ models:
   assert.equal(run.b.name, '');
   assert.equal(run.a.state, 'ready');
 
+  // A browser sent there by another site (an <img>, a link) is refused: nothing unloads.
+  for (const site of ['cross-site', 'same-site']) {
+    const x = await h.rawRequest(`${d.url}/unload`, { headers: { 'Sec-Fetch-Site': site } });
+    h.assertError(x, 403, /from another site is refused/);
+  }
+  assert.deepEqual((await h.get(`${d.url}/running`)).json.running.map((m) => m.model).sort(), ['a', 'b']);
   const u = await h.get(`${d.url}/unload`);
   assert.equal(u.status, 200);
   assert.equal(u.text, 'OK');
