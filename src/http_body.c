@@ -162,7 +162,7 @@ size_t
 mp_body_read(void *arg, char *buf, size_t n)
 {
 	struct mm_req *r = arg;
-	const char    *ins = r->cut_z > r->cut_a ? r->model->use_model_name : "";
+	const char    *ins = r->cut_z > r->cut_a ? r->cut_name : "";
 	uint64_t       ins_len = strlen(ins), pos = r->send_pos, got;
 
 	if (pos < r->cut_a) {
@@ -188,7 +188,7 @@ mp_body_rewind(void *arg)
 uint64_t
 mp_send_len(const struct mm_req *r)
 {
-	uint64_t ins = r->cut_z > r->cut_a ? strlen(r->model->use_model_name) : 0;
+	uint64_t ins = r->cut_z > r->cut_a ? strlen(r->cut_name) : 0;
 
 	return r->body_total - (r->cut_z - r->cut_a) + ins;
 }

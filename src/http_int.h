@@ -55,7 +55,8 @@ struct mm_req {
 	uint64_t               spool_held;  /* bytes of the spool budget this request holds */
 	uint64_t               body_total;
 	uint64_t               send_pos;    /* bytes of the (rewritten) body handed to curl */
-	uint64_t               cut_a, cut_z; /* the model value's range, replaced by use_model_name */
+	uint64_t               cut_a, cut_z; /* the model value's range, replaced by cut_name */
+	const char            *cut_name;    /* useModelName, or a selector's target (config-owned) */
 	const struct cfg_model *model;
 	char                  *model_name;  /* as the client sent it */
 	char                  *up_path;     /* /upstream/<model>/<rest>: <rest>, checked, re-encoded */

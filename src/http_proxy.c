@@ -683,7 +683,7 @@ dispatch_upstream(struct mm_req *r)
 void
 dispatch_multipart(struct mm_req *r)
 {
-	const char *name;
+	const char *name, *target;
 	uint64_t    a, z;
 
 	if (r->body_too_large) {
@@ -704,15 +704,20 @@ dispatch_multipart(struct mm_req *r)
 		reply_error(r, 400, "invalid_request", "missing \"model\" form field");
 		return;
 	}
+	/* A selector: on as if the form named its target. */
+	if ((target = compat_select(r->cfg, name)) != NULL)
+		name = target;
 	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
 		reply_error(r, 404, "model_not_found", "model %.256s not found", name);
 		return;
 	}
-	/* useModelName rewrites the model part; every other byte goes through unchanged. */
-	if (r->model->use_model_name != NULL) {
+	/* useModelName (or the selector's target) rewrites the model part; every other byte goes
+	 * through unchanged. */
+	if (r->model->use_model_name != NULL || target != NULL) {
 		r->cut_a = a;
 		r->cut_z = z;
+		r->cut_name = r->model->use_model_name ? r->model->use_model_name : target;
 	}
 	acquire_model(r);
 }
@@ -721,7 +726,8 @@ dispatch_multipart(struct mm_req *r)
 void
 check_query_model(struct mm_req *r)
 {
-	char name[512];
+	char        name[512];
+	const char *target;
 
 	if (router_query_param(r->query, "model", name, sizeof(name)) <= 0) {
 		size_t nready = 0;
@@ -736,6 +742,15 @@ check_query_model(struct mm_req *r)
 		    strcmp(r->path, "/props") != 0 ? "" : nready > 1 ?
 		    " (several models are loaded)" : " (no model is loaded)");
 		return;
+	}
+	/* A selector: on as if the query named its target (rewritten in what goes upstream). */
+	if ((target = compat_select(r->cfg, name)) != NULL) {
+		char *q = router_query_set(r->query, "model", target);
+
+		r->up_path = xasprintf("%s?%s", r->path, q);
+		free(q);
+		r->query = NULL;
+		snprintf(name, sizeof(name), "%s", target);
 	}
 	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL)

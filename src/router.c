@@ -167,6 +167,33 @@ router_query_param(const char *query, const char *name, char *out, size_t n)
 	return -1;
 }
 
+char *
+router_query_set(const char *query, const char *name, const char *value)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t            nl = strlen(name);
+	struct buf        b = { 0 };
+
+	for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+		const char *end;
+
+		if (strncmp(p, name, nl) != 0 || p[nl] != '=')
+			continue;
+		end = p + nl + 1 + strcspn(p + nl + 1, "&");
+		buf_printf(&b, "%.*s", (int)(p + nl + 1 - query), query);
+		for (const unsigned char *v = (const unsigned char *)value; *v; v++) {
+			if ((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') || (*v >= '0' && *v <= '9') ||
+			    *v == '-' || *v == '.' || *v == '_' || *v == '~')
+				buf_printf(&b, "%c", *v);
+			else
+				buf_printf(&b, "%%%c%c", hex[*v >> 4], hex[*v & 15]);
+		}
+		buf_printf(&b, "%s", end);
+		return b.data;
+	}
+	return NULL;
+}
+
 /* Does `s` continue with `name` followed by '/' or its end? */
 static bool
 name_prefix(const char *s, const char *name, size_t *len)

@@ -90,6 +90,9 @@ int router_upstream(const struct cfg *c, const char *path, const struct cfg_mode
 /* Finds the value of `name` in a raw query string ("a=1&model=x%2Fy"), percent-decoded (and
  * '+' as space) into out[n]. Returns its length, or -1 when absent, malformed or too long. */
 int router_query_param(const char *query, const char *name, char *out, size_t n);
+/* A copy of the raw query with the value of the first `name` parameter replaced by `value`
+ * (percent-encoded), the rest as it was; the caller frees it. NULL when `name` is absent. */
+char *router_query_set(const char *query, const char *name, const char *value);
 
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason

@@ -196,6 +196,16 @@ test('06-selectors: pin, warm and spillover pick a target per request; listed as
   assert.deepEqual(await running(d), ['qwen-a', 'qwen-b'], 'the pool runs together');
   // warm again: now qwen-a is ready, and it is any-chat's first target.
   assert.equal((await chat(d, 'any-chat', {}, echo)).json.echo.body.model, 'qwen-a');
+  // Selectors work on the ?model= and multipart routes too: what goes upstream names the target.
+  const gv = await h.get(`${d.url}/v1/audio/voices?model=default-chat&x=1`);
+  assert.equal(gv.status, 200, gv.text);
+  assert.equal(gv.json.echo.query, 'model=gemma-latest&x=1');
+  const f = path.join(h.tmpdir(), 'a.wav');
+  fs.writeFileSync(f, Buffer.alloc(4096, 7));
+  const mp = await h.curl(['-F', 'model=default-chat', '-F', `file=@${f}`, `${d.url}/v1/audio/transcriptions`]);
+  const mj = JSON.parse(mp.stdout);
+  assert.equal(mj.echo.model, 'gemma-latest', 'the multipart model field is rewritten');
+  assert.equal(mj.echo.file_len, 4096, 'the rest goes through unchanged');
   await d.stop();
 });
 

@@ -285,6 +285,17 @@ test_query(void)
 	ASSERT_INT_EQ(router_query_param("model=%zz", "model", v, sizeof(v)), -1);
 	ASSERT_INT_EQ(router_query_param("model=%00", "model", v, sizeof(v)), -1);
 	ASSERT_INT_EQ(router_query_param(NULL, "model", v, sizeof(v)), -1);
+	{
+		char *q = router_query_set("a=1&model=sel&b=2", "model", "org/m x:1");
+
+		ASSERT_STR_EQ(q, "a=1&model=org%2Fm%20x%3A1&b=2");
+		free(q);
+		q = router_query_set("model=sel", "model", "t");
+		ASSERT_STR_EQ(q, "model=t");
+		free(q);
+		ASSERT_NULL(router_query_set("models=x", "model", "t"));
+		ASSERT_NULL(router_query_set(NULL, "model", "t"));
+	}
 	ASSERT_INT_EQ(router_query_param("model=0123456789012345678901234567890123", "model", v,
 	    sizeof(v)), -1);
 	ASSERT_INT_EQ(router_query_param("model=", "model", v, sizeof(v)), 0);
