@@ -85,7 +85,8 @@ is_int(const cJSON *v, long long min, long long max, long long *out)
 	if (!cJSON_IsNumber(v))
 		return false;
 	d = v->valuedouble;
-	if (d != (double)(long long)d || d < (double)min || d > (double)max)
+	/* The range first: converting a huge value (or inf, NaN) to long long is undefined. */
+	if (!(d >= (double)min && d <= (double)max) || d != (double)(long long)d)
 		return false;
 	*out = (long long)d;
 	return true;
@@ -355,6 +356,23 @@ out:
 	return rc;
 }
 
+/* parent.key when it is a map; NULL when absent or null; an error and NULL when it is not a
+ * map (so no caller walks a list's members as if they had names). */
+static const cJSON *
+map_at(const cJSON *parent, const char *key, const char *path, const struct cfg_compat_at *at,
+    const struct cfg_compat_report *r)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(parent, key);
+
+	if (v == NULL || cJSON_IsNull(v))
+		return NULL;
+	if (!cJSON_IsObject(v)) {
+		rep(r, at, false, path, "expected a map");
+		return NULL;
+	}
+	return v;
+}
+
 /* ---- matrix: vars, evict_costs, sets ------------------------------------------------------ */
 
 struct bitsets {
@@ -608,7 +626,8 @@ matrix_build(struct cfg *c, const cJSON *mtx, const struct cfg_compat_at *at, co
 			continue;
 		x.failed = true;
 	}
-	if ((costs = cJSON_GetObjectItemCaseSensitive(mtx, "evict_costs")) != NULL) {
+	snprintf(kp, sizeof(kp), "%s.evict_costs", path);
+	if ((costs = map_at(mtx, "evict_costs", kp, at, r)) != NULL) {
 		cJSON_ArrayForEach(it, costs) {
 			const cJSON *v = cJSON_GetObjectItemCaseSensitive(x.vars, it->string);
 			long long    n;
@@ -678,9 +697,9 @@ routing_finish(struct cfg *c, const struct cfg_compat_report *r)
 			rep(r, at, false, kp, "unknown key");
 		}
 	}
-	router = cJSON_GetObjectItemCaseSensitive(cc->routing, "router");
+	router = map_at(cc->routing, "router", "routing.router", at, r);
 	use = cJSON_GetObjectItemCaseSensitive(router, "use");
-	settings = cJSON_GetObjectItemCaseSensitive(router, "settings");
+	settings = map_at(router, "settings", "routing.router.settings", at, r);
 	if (use != NULL && !(cJSON_IsString(use) && (strcmp(use->valuestring, "group") == 0 ||
 	    strcmp(use->valuestring, "matrix") == 0)))
 		rep(r, at, false, "routing.router.use", "expected group or matrix");
@@ -694,8 +713,8 @@ routing_finish(struct cfg *c, const struct cfg_compat_report *r)
 			rep(r, at, false, kp, "unknown key");
 		}
 	}
-	it = cJSON_GetObjectItemCaseSensitive(settings, "matrix");
-	if (it != NULL && cJSON_IsObject(it)) {
+	it = map_at(settings, "matrix", "routing.router.settings.matrix", at, r);
+	if (it != NULL) {
 		if (cc->matrix != NULL)
 			rep(r, at, false, "routing.router.settings.matrix",
 			    "matrix is given at the top level too; keep one");
@@ -711,12 +730,13 @@ routing_finish(struct cfg *c, const struct cfg_compat_report *r)
 		rep(r, at, false, "routing.router.settings.groups",
 		    "routing.router.use is matrix; groups would not be used");
 
-	sched = cJSON_GetObjectItemCaseSensitive(cc->routing, "scheduler");
+	sched = map_at(cc->routing, "scheduler", "routing.scheduler", at, r);
 	use = cJSON_GetObjectItemCaseSensitive(sched, "use");
 	if (use != NULL && !(cJSON_IsString(use) && strcmp(use->valuestring, "fifo") == 0))
 		rep(r, at, false, "routing.scheduler.use", "expected fifo (the only scheduler)");
-	it = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(
-	    cJSON_GetObjectItemCaseSensitive(sched, "settings"), "fifo"), "priority");
+	it = map_at(sched, "settings", "routing.scheduler.settings", at, r);
+	it = map_at(it, "fifo", "routing.scheduler.settings.fifo", at, r);
+	it = cJSON_GetObjectItemCaseSensitive(it, "priority");
 	if (it != NULL && !cJSON_IsNull(it)) {
 		const cJSON *p;
 
@@ -780,6 +800,7 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 
 	snprintf(base, sizeof(base), "selectors.%s", s->id);
 	s->spillover = 1;
+	s->targets = xcalloc(1, sizeof(char *)); /* never NULL, even when refused */
 	if (cfg_find_model(c, s->id) != NULL)
 		rep(r, at, false, base, "the name is already a model id or alias");
 	if (!cJSON_IsObject(v)) {
@@ -835,9 +856,9 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 	t = cJSON_GetObjectItemCaseSensitive(v, "targets");
 	if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) == 0) {
 		rep(r, at, false, kp, "expected a list of at least one model");
-		s->targets = xcalloc(1, sizeof(char *));
 		return;
 	}
+	free(s->targets);
 	s->targets = xcalloc((size_t)cJSON_GetArraySize(t) + 1, sizeof(char *));
 	idx = xcalloc((size_t)cJSON_GetArraySize(t), sizeof(*idx));
 	cJSON_ArrayForEach(it, t) {

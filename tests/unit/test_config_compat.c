@@ -82,6 +82,10 @@ test_capabilities(void)
 	    "models.a.capabilities.vision: unknown key");
 	EXPECT_ERR("models:\n  a:\n    cmd: /bin/true --port ${PORT}\n    capabilities: {context: -1}\n",
 	    "models.a.capabilities.context: expected an integer >= 0");
+	EXPECT_ERR("models:\n  a:\n    cmd: /bin/true --port ${PORT}\n    capabilities: {context: 1e300}\n",
+	    "models.a.capabilities.context: expected an integer >= 0");
+	EXPECT_ERR("routing:\n  router:\n    settings: [groups]\nmodels:\n  a:\n    cmd: /bin/true --port ${PORT}\n",
+	    "routing.router.settings: expected a map");
 }
 
 static void
