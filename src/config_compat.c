@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "modelmux/config_compat.h"
+#include "config_compat_int.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
 
@@ -35,11 +36,8 @@ errs_add(struct cfg_errs *e, const char *fmt, ...)
 	e->msgs[e->n] = NULL;
 }
 
-static void rep(const struct cfg_compat_report *r, const struct cfg_compat_at *at, bool warn,
-    const char *path, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static void
-rep(const struct cfg_compat_report *r, const struct cfg_compat_at *at, bool warn,
+void
+cfg_compat__rep(const struct cfg_compat_report *r, const struct cfg_compat_at *at, bool warn,
     const char *path, const char *fmt, ...)
 {
 	va_list ap;
@@ -77,8 +75,8 @@ last_key(const char *path)
 	return k ? k + 1 : path;
 }
 
-static bool
-is_int(const cJSON *v, long long min, long long max, long long *out)
+bool
+cfg_compat__is_int(const cJSON *v, long long min, long long max, long long *out)
 {
 	double d;
 
@@ -92,8 +90,8 @@ is_int(const cJSON *v, long long min, long long max, long long *out)
 	return true;
 }
 
-static size_t
-model_index(const struct cfg *c, const struct cfg_model *m)
+size_t
+cfg_compat__model_index(const struct cfg *c, const struct cfg_model *m)
 {
 	return (size_t)(m - c->models);
 }
@@ -114,13 +112,13 @@ cfg_compat_top(struct cfg *c, const char *key, const cJSON *v, const struct cfg_
 				return;
 			}
 		}
-		rep(r, at, false, key, "expected proxy, upstream, both or none");
+		cfg_compat__rep(r, at, false, key, "expected proxy, upstream, both or none");
 		return;
 	}
 	if (cJSON_IsNull(v))
 		return;
 	if (!cJSON_IsObject(v)) {
-		rep(r, at, false, key, "expected a map");
+		cfg_compat__rep(r, at, false, key, "expected a map");
 		return;
 	}
 	if (strcmp(key, "routing") == 0) {
@@ -146,7 +144,7 @@ modalities(const cJSON *v, const char *path, const struct cfg_compat_at *at,
 	const cJSON *it;
 
 	if (!cJSON_IsArray(v)) {
-		rep(r, at, false, path, "expected a list of text, audio or image");
+		cfg_compat__rep(r, at, false, path, "expected a list of text, audio or image");
 		return 0;
 	}
 	cJSON_ArrayForEach(it, v) {
@@ -157,7 +155,7 @@ modalities(const cJSON *v, const char *path, const struct cfg_compat_at *at,
 		else if (cJSON_IsString(it) && strcmp(it->valuestring, "image") == 0)
 			bits |= COMPAT_MOD_IMAGE;
 		else
-			rep(r, at, false, path, "unknown modality (text, audio or image)");
+			cfg_compat__rep(r, at, false, path, "unknown modality (text, audio or image)");
 	}
 	return bits;
 }
@@ -174,7 +172,7 @@ model_caps(struct cfg_model *m, const char *path, const cJSON *v, const struct c
 	if (cJSON_IsNull(v))
 		return;
 	if (!cJSON_IsObject(v)) {
-		rep(r, at, false, path, "expected a map");
+		cfg_compat__rep(r, at, false, path, "expected a map");
 		return;
 	}
 	caps->set = true;
@@ -190,15 +188,15 @@ model_caps(struct cfg_model *m, const char *path, const cJSON *v, const struct c
 			caps->reranker = cJSON_IsTrue(it);
 		else if (strcmp(it->string, "disableAuto") == 0 && cJSON_IsBool(it))
 			; /* nothing is discovered, so there is nothing to turn off */
-		else if (strcmp(it->string, "context") == 0 && is_int(it, 0, LLONG_MAX / 2, &n))
+		else if (strcmp(it->string, "context") == 0 && cfg_compat__is_int(it, 0, LLONG_MAX / 2, &n))
 			caps->context = n;
 		else if (strcmp(it->string, "context") == 0)
-			rep(r, at, false, kp, "expected an integer >= 0");
+			cfg_compat__rep(r, at, false, kp, "expected an integer >= 0");
 		else if (strcmp(it->string, "tools") == 0 || strcmp(it->string, "reranker") == 0 ||
 		    strcmp(it->string, "disableAuto") == 0)
-			rep(r, at, false, kp, "expected a boolean (true or false)");
+			cfg_compat__rep(r, at, false, kp, "expected a boolean (true or false)");
 		else
-			rep(r, at, false, kp, "unknown key");
+			cfg_compat__rep(r, at, false, kp, "unknown key");
 	}
 }
 
@@ -213,7 +211,7 @@ model_params_by_id(struct cfg_model *m, const char *path, const cJSON *v,
 	if (cJSON_IsNull(v))
 		return;
 	if (!cJSON_IsObject(v)) {
-		rep(r, at, false, path, "expected a map of model names to parameters");
+		cfg_compat__rep(r, at, false, path, "expected a map of model names to parameters");
 		return;
 	}
 	cJSON_Delete(mc->params_by_id);
@@ -224,11 +222,11 @@ model_params_by_id(struct cfg_model *m, const char *path, const cJSON *v,
 		snprintf(kp, sizeof(kp), "%s.%s", path, it->string);
 		if (it->string[0] == '\0' || strlen(it->string) > CFG_MAX_ID_BYTES ||
 		    strpbrk(it->string, " \t\r\n") != NULL) {
-			rep(r, at, false, kp, "invalid model name");
+			cfg_compat__rep(r, at, false, kp, "invalid model name");
 			continue;
 		}
 		if (!cJSON_IsObject(it)) {
-			rep(r, at, false, kp, "expected a map of parameters");
+			cfg_compat__rep(r, at, false, kp, "expected a map of parameters");
 			continue;
 		}
 		p = cJSON_Duplicate(it, true);
@@ -358,8 +356,8 @@ out:
 
 /* parent.key when it is a map; NULL when absent or null; an error and NULL when it is not a
  * map (so no caller walks a list's members as if they had names). */
-static const cJSON *
-map_at(const cJSON *parent, const char *key, const char *path, const struct cfg_compat_at *at,
+const cJSON *
+cfg_compat__map_at(const cJSON *parent, const char *key, const char *path, const struct cfg_compat_at *at,
     const struct cfg_compat_report *r)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(parent, key);
@@ -367,316 +365,10 @@ map_at(const cJSON *parent, const char *key, const char *path, const struct cfg_
 	if (v == NULL || cJSON_IsNull(v))
 		return NULL;
 	if (!cJSON_IsObject(v)) {
-		rep(r, at, false, path, "expected a map");
+		cfg_compat__rep(r, at, false, path, "expected a map");
 		return NULL;
 	}
 	return v;
-}
-
-/* ---- matrix: vars, evict_costs, sets ------------------------------------------------------ */
-
-struct bitsets {
-	unsigned char **v;
-	size_t          n;
-};
-
-struct mx {
-	struct cfg                     *c;
-	const cJSON                    *vars, *sets;
-	const struct cfg_compat_report *r;
-	const struct cfg_compat_at     *at;
-	const char                     *path;      /* "matrix" or "routing.router.settings.matrix" */
-	size_t                          nbytes;    /* bytes of one bitset */
-	size_t                          total;     /* alternatives made so far (bounded) */
-	bool                            failed;
-	int                             depth;
-};
-
-static bool
-name_char(int ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	    ch == '.' || ch == '-' || ch == '_';
-}
-
-static void
-bs_free(struct bitsets *b)
-{
-	for (size_t i = 0; i < b->n; i++)
-		free(b->v[i]);
-	free(b->v);
-	b->v = NULL;
-	b->n = 0;
-}
-
-static bool
-bs_push(struct mx *x, struct bitsets *b, unsigned char *set)
-{
-	if (++x->total > COMPAT_MAX_SET_ALTS) {
-		if (!x->failed)
-			rep(x->r, x->at, false, x->path, "sets expand to more than %d combinations",
-			    COMPAT_MAX_SET_ALTS);
-		x->failed = true;
-		free(set);
-		return false;
-	}
-	b->v = xreallocarray(b->v, b->n + 1, sizeof(*b->v));
-	b->v[b->n++] = set;
-	return true;
-}
-
-static bool mx_expr(struct mx *x, const char **p, const char *setname, struct bitsets *out);
-
-static void
-skip_ws(const char **p)
-{
-	while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r')
-		(*p)++;
-}
-
-static bool
-mx_fail(struct mx *x, const char *setname, const char *why)
-{
-	char kp[512];
-
-	snprintf(kp, sizeof(kp), "%s.sets.%s", x->path, setname);
-	if (!x->failed)
-		rep(x->r, x->at, false, kp, "%s", why);
-	x->failed = true;
-	return false;
-}
-
-/* factor := NAME | '(' expr ')' | '+' SET */
-static bool
-mx_factor(struct mx *x, const char **p, const char *setname, struct bitsets *out)
-{
-	char         name[COMPAT_MAX_VAR_BYTES * 2 + 1], why[200];
-	size_t       n = 0;
-	bool         ref;
-	const cJSON *v;
-
-	skip_ws(p);
-	if (**p == '(') {
-		(*p)++;
-		if (!mx_expr(x, p, setname, out))
-			return false;
-		skip_ws(p);
-		if (**p != ')')
-			return mx_fail(x, setname, "missing )");
-		(*p)++;
-		return true;
-	}
-	ref = **p == '+';
-	if (ref)
-		(*p)++;
-	while (name_char((unsigned char)**p) && n + 1 < sizeof(name))
-		name[n++] = *(*p)++;
-	name[n] = '\0';
-	if (n == 0) {
-		snprintf(why, sizeof(why), "expected a name at \"%.20s\"", *p);
-		return mx_fail(x, setname, why);
-	}
-	if (ref) {
-		const char *sub;
-
-		if ((v = cJSON_GetObjectItemCaseSensitive(x->sets, name)) == NULL || !cJSON_IsString(v)) {
-			snprintf(why, sizeof(why), "+%s: no such set", name);
-			return mx_fail(x, setname, why);
-		}
-		if (++x->depth > COMPAT_MAX_SET_DEPTH)
-			return mx_fail(x, setname, "nested too deeply, or sets refer to each other in a loop");
-		sub = v->valuestring;
-		if (!mx_expr(x, &sub, setname, out))
-			return false;
-		x->depth--;
-		skip_ws(&sub);
-		if (*sub != '\0') {
-			snprintf(why, sizeof(why), "+%s: unexpected \"%.20s\"", name, sub);
-			return mx_fail(x, setname, why);
-		}
-		return true;
-	}
-	if ((v = cJSON_GetObjectItemCaseSensitive(x->vars, name)) == NULL) {
-		snprintf(why, sizeof(why), "\"%s\" is not in vars", name);
-		return mx_fail(x, setname, why);
-	}
-	{
-		const struct cfg_model *m = cfg_find_model(x->c, v->valuestring);
-		unsigned char          *set = xcalloc(1, x->nbytes);
-		size_t                  i = model_index(x->c, m);
-
-		set[i / 8] |= (unsigned char)(1u << (i % 8));
-		return bs_push(x, out, set);
-	}
-}
-
-/* term := factor ('&' factor)*: every combination of the operands' alternatives, joined. */
-static bool
-mx_term(struct mx *x, const char **p, const char *setname, struct bitsets *out)
-{
-	struct bitsets acc = { 0 };
-
-	if (!mx_factor(x, p, setname, &acc))
-		goto fail;
-	for (;;) {
-		struct bitsets rhs = { 0 }, next = { 0 };
-
-		skip_ws(p);
-		if (**p != '&')
-			break;
-		(*p)++;
-		if (!mx_factor(x, p, setname, &rhs)) {
-			bs_free(&rhs);
-			goto fail;
-		}
-		for (size_t i = 0; i < acc.n && !x->failed; i++) {
-			for (size_t j = 0; j < rhs.n; j++) {
-				unsigned char *set = xmalloc(x->nbytes);
-
-				for (size_t k = 0; k < x->nbytes; k++)
-					set[k] = acc.v[i][k] | rhs.v[j][k];
-				if (!bs_push(x, &next, set))
-					break;
-			}
-		}
-		bs_free(&acc);
-		bs_free(&rhs);
-		acc = next;
-		if (x->failed)
-			goto fail;
-	}
-	/* Moved, not made: not counted again. */
-	if (acc.n > 0) {
-		out->v = xreallocarray(out->v, out->n + acc.n, sizeof(*out->v));
-		memcpy(out->v + out->n, acc.v, acc.n * sizeof(*acc.v));
-		out->n += acc.n;
-	}
-	free(acc.v);
-	return true;
-fail:
-	bs_free(&acc);
-	return false;
-}
-
-/* expr := term ('|' term)* */
-static bool
-mx_expr(struct mx *x, const char **p, const char *setname, struct bitsets *out)
-{
-	if (++x->depth > COMPAT_MAX_SET_DEPTH)
-		return mx_fail(x, setname, "nested too deeply, or sets refer to each other in a loop");
-	for (;;) {
-		if (!mx_term(x, p, setname, out))
-			return false;
-		skip_ws(p);
-		if (**p != '|')
-			break;
-		(*p)++;
-	}
-	x->depth--;
-	return true;
-}
-
-static void
-matrix_build(struct cfg *c, const cJSON *mtx, const struct cfg_compat_at *at, const char *path,
-    const struct cfg_compat_report *r)
-{
-	struct cfg_compat *cc = c->compat;
-	struct mx          x = { c, NULL, NULL, r, at, path, (c->nmodels + 7) / 8, 0, false, 0 };
-	struct bitsets     all = { 0 };
-	const cJSON       *it, *costs;
-	char               kp[512];
-
-	cc->use_matrix = true;
-	cc->evict_cost = xcalloc(c->nmodels ? c->nmodels : 1, sizeof(int));
-	for (size_t i = 0; i < c->nmodels; i++)
-		cc->evict_cost[i] = 1;
-	cJSON_ArrayForEach(it, mtx) {
-		if (strcmp(it->string, "vars") != 0 && strcmp(it->string, "evict_costs") != 0 &&
-		    strcmp(it->string, "sets") != 0) {
-			snprintf(kp, sizeof(kp), "%s.%s", path, it->string);
-			rep(r, at, false, kp, "unknown key");
-		}
-	}
-	x.vars = cJSON_GetObjectItemCaseSensitive(mtx, "vars");
-	x.sets = cJSON_GetObjectItemCaseSensitive(mtx, "sets");
-	if (x.vars != NULL && !cJSON_IsObject(x.vars)) {
-		snprintf(kp, sizeof(kp), "%s.vars", path);
-		rep(r, at, false, kp, "expected a map of short names to model ids");
-		return;
-	}
-	cJSON_ArrayForEach(it, x.vars) {
-		const struct cfg_model *m;
-		size_t                  n = strlen(it->string);
-		bool                    ok = n >= 1 && n <= COMPAT_MAX_VAR_BYTES;
-
-		for (size_t i = 0; ok && i < n; i++)
-			ok = name_char((unsigned char)it->string[i]) && it->string[i] != '_';
-		snprintf(kp, sizeof(kp), "%s.vars.%s", path, it->string);
-		if (!ok)
-			rep(r, at, false, kp, "invalid name ([A-Za-z0-9.-], 1 to %d characters)",
-			    COMPAT_MAX_VAR_BYTES);
-		else if (!cJSON_IsString(it))
-			rep(r, at, false, kp, "expected a model id");
-		else if ((m = cfg_find_model(c, it->valuestring)) == NULL)
-			rep(r, at, false, kp, "unknown model \"%s\"", it->valuestring);
-		else if (strcmp(m->id, it->valuestring) != 0)
-			rep(r, at, false, kp, "\"%s\" is an alias; name the model id %s",
-			    it->valuestring, m->id);
-		else
-			continue;
-		x.failed = true;
-	}
-	snprintf(kp, sizeof(kp), "%s.evict_costs", path);
-	if ((costs = map_at(mtx, "evict_costs", kp, at, r)) != NULL) {
-		cJSON_ArrayForEach(it, costs) {
-			const cJSON *v = cJSON_GetObjectItemCaseSensitive(x.vars, it->string);
-			long long    n;
-
-			snprintf(kp, sizeof(kp), "%s.evict_costs.%s", path, it->string);
-			if (v == NULL || !cJSON_IsString(v) || cfg_find_model(c, v->valuestring) == NULL)
-				rep(r, at, false, kp, "\"%s\" is not in vars", it->string);
-			else if (!is_int(it, 1, 1000000000, &n))
-				rep(r, at, false, kp, "expected an integer >= 1");
-			else
-				cc->evict_cost[model_index(c, cfg_find_model(c, v->valuestring))] = (int)n;
-		}
-	}
-	if (x.failed)
-		return;
-	if (x.sets != NULL && !cJSON_IsObject(x.sets)) {
-		snprintf(kp, sizeof(kp), "%s.sets", path);
-		rep(r, at, false, kp, "expected a map of set names to expressions");
-		return;
-	}
-	cJSON_ArrayForEach(it, x.sets) {
-		const char *p;
-
-		snprintf(kp, sizeof(kp), "%s.sets.%s", path, it->string);
-		if (!cJSON_IsString(it) || strlen(it->valuestring) > COMPAT_MAX_SET_EXPR) {
-			rep(r, at, false, kp, "expected an expression of at most %d bytes",
-			    COMPAT_MAX_SET_EXPR);
-			x.failed = true;
-			break;
-		}
-		p = it->valuestring;
-		x.depth = 0;
-		if (!mx_expr(&x, &p, it->string, &all))
-			break;
-		skip_ws(&p);
-		if (*p != '\0') {
-			char why[64];
-
-			snprintf(why, sizeof(why), "unexpected \"%.20s\"", p);
-			mx_fail(&x, it->string, why);
-			break;
-		}
-	}
-	if (x.failed) {
-		bs_free(&all);
-		return;
-	}
-	cc->alts = all.v;
-	cc->nalts = all.n;
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
@@ -694,15 +386,15 @@ routing_finish(struct cfg *c, const struct cfg_compat_report *r)
 			char kp[256];
 
 			snprintf(kp, sizeof(kp), "routing.%s", it->string);
-			rep(r, at, false, kp, "unknown key");
+			cfg_compat__rep(r, at, false, kp, "unknown key");
 		}
 	}
-	router = map_at(cc->routing, "router", "routing.router", at, r);
+	router = cfg_compat__map_at(cc->routing, "router", "routing.router", at, r);
 	use = cJSON_GetObjectItemCaseSensitive(router, "use");
-	settings = map_at(router, "settings", "routing.router.settings", at, r);
+	settings = cfg_compat__map_at(router, "settings", "routing.router.settings", at, r);
 	if (use != NULL && !(cJSON_IsString(use) && (strcmp(use->valuestring, "group") == 0 ||
 	    strcmp(use->valuestring, "matrix") == 0)))
-		rep(r, at, false, "routing.router.use", "expected group or matrix");
+		cfg_compat__rep(r, at, false, "routing.router.use", "expected group or matrix");
 	else if (use != NULL)
 		want_matrix = strcmp(use->valuestring, "matrix") == 0;
 	cJSON_ArrayForEach(it, settings) {
@@ -710,38 +402,38 @@ routing_finish(struct cfg *c, const struct cfg_compat_report *r)
 			char kp[256];
 
 			snprintf(kp, sizeof(kp), "routing.router.settings.%s", it->string);
-			rep(r, at, false, kp, "unknown key");
+			cfg_compat__rep(r, at, false, kp, "unknown key");
 		}
 	}
-	it = map_at(settings, "matrix", "routing.router.settings.matrix", at, r);
+	it = cfg_compat__map_at(settings, "matrix", "routing.router.settings.matrix", at, r);
 	if (it != NULL) {
 		if (cc->matrix != NULL)
-			rep(r, at, false, "routing.router.settings.matrix",
+			cfg_compat__rep(r, at, false, "routing.router.settings.matrix",
 			    "matrix is given at the top level too; keep one");
 		else if (use != NULL && !want_matrix)
-			rep(r, at, false, "routing.router.settings.matrix",
+			cfg_compat__rep(r, at, false, "routing.router.settings.matrix",
 			    "routing.router.use is group; use: matrix to use it");
 		else
-			matrix_build(c, it, at, "routing.router.settings.matrix", r);
+			cfg_compat__matrix_build(c, it, at, "routing.router.settings.matrix", r);
 	} else if (want_matrix && cc->matrix == NULL) {
-		rep(r, at, false, "routing.router.use", "matrix, but no routing.router.settings.matrix");
+		cfg_compat__rep(r, at, false, "routing.router.use", "matrix, but no routing.router.settings.matrix");
 	}
 	if (want_matrix && cJSON_GetObjectItemCaseSensitive(settings, "groups") != NULL)
-		rep(r, at, false, "routing.router.settings.groups",
+		cfg_compat__rep(r, at, false, "routing.router.settings.groups",
 		    "routing.router.use is matrix; groups would not be used");
 
-	sched = map_at(cc->routing, "scheduler", "routing.scheduler", at, r);
+	sched = cfg_compat__map_at(cc->routing, "scheduler", "routing.scheduler", at, r);
 	use = cJSON_GetObjectItemCaseSensitive(sched, "use");
 	if (use != NULL && !(cJSON_IsString(use) && strcmp(use->valuestring, "fifo") == 0))
-		rep(r, at, false, "routing.scheduler.use", "expected fifo (the only scheduler)");
-	it = map_at(sched, "settings", "routing.scheduler.settings", at, r);
-	it = map_at(it, "fifo", "routing.scheduler.settings.fifo", at, r);
+		cfg_compat__rep(r, at, false, "routing.scheduler.use", "expected fifo (the only scheduler)");
+	it = cfg_compat__map_at(sched, "settings", "routing.scheduler.settings", at, r);
+	it = cfg_compat__map_at(it, "fifo", "routing.scheduler.settings.fifo", at, r);
 	it = cJSON_GetObjectItemCaseSensitive(it, "priority");
 	if (it != NULL && !cJSON_IsNull(it)) {
 		const cJSON *p;
 
 		if (!cJSON_IsObject(it)) {
-			rep(r, at, false, "routing.scheduler.settings.fifo.priority",
+			cfg_compat__rep(r, at, false, "routing.scheduler.settings.fifo.priority",
 			    "expected a map of model ids to integers");
 			return;
 		}
@@ -753,11 +445,11 @@ routing_finish(struct cfg *c, const struct cfg_compat_report *r)
 
 			snprintf(kp, sizeof(kp), "routing.scheduler.settings.fifo.priority.%s", p->string);
 			if (m == NULL)
-				rep(r, at, false, kp, "unknown model \"%s\"", p->string);
-			else if (!is_int(p, INT_MIN / 2, INT_MAX / 2, &n))
-				rep(r, at, false, kp, "expected an integer");
+				cfg_compat__rep(r, at, false, kp, "unknown model \"%s\"", p->string);
+			else if (!cfg_compat__is_int(p, INT_MIN / 2, INT_MAX / 2, &n))
+				cfg_compat__rep(r, at, false, kp, "expected an integer");
 			else
-				cc->priority[model_index(c, m)] = (int)n;
+				cc->priority[cfg_compat__model_index(c, m)] = (int)n;
 		}
 	}
 }
@@ -802,9 +494,9 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 	s->spillover = 1;
 	s->targets = xcalloc(1, sizeof(char *)); /* never NULL, even when refused */
 	if (cfg_find_model(c, s->id) != NULL)
-		rep(r, at, false, base, "the name is already a model id or alias");
+		cfg_compat__rep(r, at, false, base, "the name is already a model id or alias");
 	if (!cJSON_IsObject(v)) {
-		rep(r, at, false, base, "expected a map");
+		cfg_compat__rep(r, at, false, base, "expected a map");
 		return;
 	}
 	cJSON_ArrayForEach(it, v) {
@@ -826,23 +518,23 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 			cJSON_ArrayForEach(st, it) {
 				snprintf(kp, sizeof(kp), "%s.%s.%s", base, it->string, st->string);
 				if (strcmp(st->string, "spillover") != 0)
-					rep(r, at, false, kp, "unknown key");
-				else if (!is_int(st, 1, INT_MAX, &sp))
-					rep(r, at, false, kp, "must be >= 1");
+					cfg_compat__rep(r, at, false, kp, "unknown key");
+				else if (!cfg_compat__is_int(st, 1, INT_MAX, &sp))
+					cfg_compat__rep(r, at, false, kp, "must be >= 1");
 				else
 					s->spillover = (int)sp;
 			}
 		} else if (strcmp(it->string, "name") == 0 || strcmp(it->string, "description") == 0 ||
 		    strcmp(it->string, "unlisted") == 0 || strcmp(it->string, "metadata") == 0 ||
 		    strcmp(it->string, "settings") == 0 || strcmp(it->string, "balance") == 0)
-			rep(r, at, false, kp, "wrong type");
+			cfg_compat__rep(r, at, false, kp, "wrong type");
 		else
-			rep(r, at, false, kp, "unknown key");
+			cfg_compat__rep(r, at, false, kp, "unknown key");
 	}
 	snprintf(kp, sizeof(kp), "%s.strategy", base);
 	it = cJSON_GetObjectItemCaseSensitive(v, "strategy");
 	if (it == NULL)
-		rep(r, at, false, kp, "missing required key");
+		cfg_compat__rep(r, at, false, kp, "missing required key");
 	else if (cJSON_IsString(it) && strcmp(it->valuestring, "pin") == 0)
 		s->strategy = COMPAT_SEL_PIN;
 	else if (cJSON_IsString(it) && strcmp(it->valuestring, "warm") == 0)
@@ -851,11 +543,11 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 	    strcmp(it->valuestring, "balance") == 0))
 		s->strategy = COMPAT_SEL_SPILLOVER;
 	else
-		rep(r, at, false, kp, "unknown strategy (warm, pin or spillover)");
+		cfg_compat__rep(r, at, false, kp, "unknown strategy (warm, pin or spillover)");
 	snprintf(kp, sizeof(kp), "%s.targets", base);
 	t = cJSON_GetObjectItemCaseSensitive(v, "targets");
 	if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) == 0) {
-		rep(r, at, false, kp, "expected a list of at least one model");
+		cfg_compat__rep(r, at, false, kp, "expected a list of at least one model");
 		return;
 	}
 	free(s->targets);
@@ -867,26 +559,26 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 
 		snprintf(ip, sizeof(ip), "%s[%zu]", kp, n);
 		if (!cJSON_IsString(it)) {
-			rep(r, at, false, ip, "expected a model id or alias");
+			cfg_compat__rep(r, at, false, ip, "expected a model id or alias");
 			continue;
 		}
 		if (cJSON_GetObjectItemCaseSensitive(c->compat->selectors, it->valuestring) != NULL) {
-			rep(r, at, false, ip, "\"%s\" is a selector; selectors do not chain",
+			cfg_compat__rep(r, at, false, ip, "\"%s\" is a selector; selectors do not chain",
 			    it->valuestring);
 			continue;
 		}
 		if ((m = cfg_find_model(c, it->valuestring)) == NULL) {
-			rep(r, at, false, ip, "unknown model \"%s\"", it->valuestring);
+			cfg_compat__rep(r, at, false, ip, "unknown model \"%s\"", it->valuestring);
 			continue;
 		}
 		for (size_t k = 0; k < n && s->strategy == COMPAT_SEL_SPILLOVER; k++)
-			if (idx[k] == model_index(c, m))
-				rep(r, at, false, ip, "model %s is a target twice", m->id);
-		idx[n] = model_index(c, m);
+			if (idx[k] == cfg_compat__model_index(c, m))
+				cfg_compat__rep(r, at, false, ip, "model %s is a target twice", m->id);
+		idx[n] = cfg_compat__model_index(c, m);
 		s->targets[n++] = xstrdup(it->valuestring);
 	}
 	if (s->strategy == COMPAT_SEL_SPILLOVER && !coexist(c, idx, n))
-		rep(r, at, false, kp, "spillover targets must be able to run together (one group "
+		cfg_compat__rep(r, at, false, kp, "spillover targets must be able to run together (one group "
 		    "with swap: false, or one matrix set)");
 	free(idx);
 }
@@ -916,7 +608,7 @@ ignore_add(struct cfg_compat *cc, const char *re, const struct cfg_compat_at *at
 	int      e;
 
 	if (cc->nignore >= COMPAT_MAX_IGNORE_PATHS) {
-		rep(r, at, false, path, "more than %d patterns", COMPAT_MAX_IGNORE_PATHS);
+		cfg_compat__rep(r, at, false, path, "more than %d patterns", COMPAT_MAX_IGNORE_PATHS);
 		return;
 	}
 	v = xreallocarray(v, cc->nignore + 1, sizeof(*v));
@@ -926,7 +618,7 @@ ignore_add(struct cfg_compat *cc, const char *re, const struct cfg_compat_at *at
 
 		regerror(e, &v[cc->nignore], why, sizeof(why));
 		regfree(&v[cc->nignore]);
-		rep(r, at, false, path, "bad regular expression \"%s\": %s", re, why);
+		cfg_compat__rep(r, at, false, path, "bad regular expression \"%s\": %s", re, why);
 		return;
 	}
 	cc->nignore++;
@@ -946,7 +638,7 @@ upstream_finish(struct cfg *c, const struct cfg_compat_report *r)
 			char kp[256];
 
 			snprintf(kp, sizeof(kp), "upstream.%s", it->string);
-			rep(r, &cc->upstream_at, false, kp, "unknown key");
+			cfg_compat__rep(r, &cc->upstream_at, false, kp, "unknown key");
 		}
 	}
 	if (ip == NULL || cJSON_IsNull(ip)) {
@@ -954,12 +646,12 @@ upstream_finish(struct cfg *c, const struct cfg_compat_report *r)
 		return;
 	}
 	if (!cJSON_IsArray(ip)) {
-		rep(r, &cc->upstream_at, false, "upstream.ignorePaths", "expected a list of patterns");
+		cfg_compat__rep(r, &cc->upstream_at, false, "upstream.ignorePaths", "expected a list of patterns");
 		return;
 	}
 	cJSON_ArrayForEach(it, ip) {
 		if (!cJSON_IsString(it))
-			rep(r, &cc->upstream_at, false, "upstream.ignorePaths", "expected a string");
+			cfg_compat__rep(r, &cc->upstream_at, false, "upstream.ignorePaths", "expected a string");
 		else
 			ignore_add(cc, it->valuestring, &cc->upstream_at, "upstream.ignorePaths", r);
 	}
@@ -987,7 +679,7 @@ params_aliases(struct cfg *c, const struct cfg_compat_report *r)
 			if (o != NULL) {
 				snprintf(kp, sizeof(kp), "models.%s.filters.setParamsByID.%s", m->id,
 				    it->string);
-				rep(r, &at, false, kp, "\"%s\" already names model %s", it->string, o->id);
+				cfg_compat__rep(r, &at, false, kp, "\"%s\" already names model %s", it->string, o->id);
 				continue;
 			}
 			n = strv_len(m->aliases);
@@ -1005,7 +697,7 @@ cfg_compat_finish(struct cfg *c, const struct cfg_compat_report *r)
 
 	params_aliases(c, r);
 	if (cc->matrix != NULL)
-		matrix_build(c, cc->matrix, &cc->matrix_at, "matrix", r);
+		cfg_compat__matrix_build(c, cc->matrix, &cc->matrix_at, "matrix", r);
 	if (cc->routing != NULL)
 		routing_finish(c, r);
 	if (cc->use_matrix) {
@@ -1013,7 +705,7 @@ cfg_compat_finish(struct cfg *c, const struct cfg_compat_report *r)
 			struct cfg_compat_at at = { NULL, 1, 1 };
 
 			if (strcmp(c->groups[i].name, "(default)") != 0) {
-				rep(r, &at, false, "groups", "groups and a matrix cannot both be used");
+				cfg_compat__rep(r, &at, false, "groups", "groups and a matrix cannot both be used");
 				break;
 			}
 		}
@@ -1104,45 +796,6 @@ cfg_compat_selector(const struct cfg *c, const char *id)
 		if (strcmp(c->compat->sel[i].id, id) == 0)
 			return &c->compat->sel[i];
 	return NULL;
-}
-
-bool
-cfg_compat_uses_matrix(const struct cfg *c)
-{
-	return c->compat != NULL && c->compat->use_matrix;
-}
-
-static bool
-alt_has(const unsigned char *alt, size_t i)
-{
-	return (alt[i / 8] & (1u << (i % 8))) != 0;
-}
-
-bool
-cfg_compat_matrix_keeps(const struct cfg *c, size_t x, const size_t *running, size_t n, size_t v)
-{
-	const struct cfg_compat *cc = c->compat;
-	const unsigned char     *best = NULL;
-	long long                best_cost = 0;
-
-	if (!cfg_compat_uses_matrix(c) || x >= c->nmodels || v >= c->nmodels)
-		return true;
-	if (v == x)
-		return true;
-	for (size_t a = 0; a < cc->nalts; a++) {
-		long long cost = 0;
-
-		if (!alt_has(cc->alts[a], x))
-			continue;
-		for (size_t k = 0; k < n; k++)
-			if (running[k] < c->nmodels && running[k] != x && !alt_has(cc->alts[a], running[k]))
-				cost += cc->evict_cost[running[k]];
-		if (best == NULL || cost < best_cost) {
-			best = cc->alts[a];
-			best_cost = cost;
-		}
-	}
-	return best != NULL && alt_has(best, v); /* in no set: x runs alone */
 }
 
 int
