@@ -7,6 +7,7 @@
 #include "modelmux/activity.h"
 #include "modelmux/api.h"
 #include "modelmux/config_peers.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
@@ -100,6 +101,127 @@ add_peer_fields(cJSON *o, const struct cfg_peer *p)
 }
 
 static void
+add_modalities(cJSON *o, const char *key, unsigned bits)
+{
+	cJSON *a = cJSON_AddArrayToObject(o, key);
+
+	if (bits & COMPAT_MOD_TEXT)
+		cJSON_AddItemToArray(a, cJSON_CreateString("text"));
+	if (bits & COMPAT_MOD_IMAGE)
+		cJSON_AddItemToArray(a, cJSON_CreateString("image"));
+	if (bits & COMPAT_MOD_AUDIO)
+		cJSON_AddItemToArray(a, cJSON_CreateString("audio"));
+}
+
+/* "text+image->text" */
+static void
+add_modality(cJSON *o, unsigned in, unsigned out)
+{
+	static const struct { unsigned bit; const char *name; } mods[] = {
+		{ COMPAT_MOD_TEXT, "text" }, { COMPAT_MOD_IMAGE, "image" }, { COMPAT_MOD_AUDIO, "audio" },
+	};
+	char   s[64] = "";
+	size_t n = 0;
+
+	for (int side = 0; side < 2; side++) {
+		unsigned bits = side == 0 ? in : out;
+		bool     first = true;
+
+		for (size_t i = 0; i < MM_ARRAY_LEN(mods); i++) {
+			if ((bits & mods[i].bit) == 0)
+				continue;
+			n += (size_t)snprintf(s + n, sizeof(s) - n, "%s%s", first ? "" : "+", mods[i].name);
+			first = false;
+		}
+		if (side == 0)
+			n += (size_t)snprintf(s + n, sizeof(s) - n, "->");
+	}
+	cJSON_AddStringToObject(o, "modality", s);
+}
+
+/* llama-swap's fields of a /v1/models record: architecture, capabilities and
+ * supported_parameters from the model's capabilities: block, context_length where known, and
+ * meta.llamaswap (its metadata plus type and aliases) beside our own meta keys. */
+static void
+add_llamaswap_fields(cJSON *o, const struct cfg_model *m, const char *type)
+{
+	const struct cfg_caps *caps = m->compat ? &m->compat->caps : NULL;
+	long long              ctx = cfg_compat_context(m);
+	cJSON                 *meta, *ls, *a;
+
+	if (caps != NULL && caps->set) {
+		bool text_out = (caps->out & COMPAT_MOD_TEXT) != 0 || caps->out == 0;
+
+		if (caps->in != 0 || caps->out != 0) {
+			a = cJSON_AddObjectToObject(o, "architecture");
+			add_modalities(a, "input_modalities", caps->in ? caps->in : COMPAT_MOD_TEXT);
+			add_modalities(a, "output_modalities", caps->out ? caps->out : COMPAT_MOD_TEXT);
+			add_modality(a, caps->in ? caps->in : COMPAT_MOD_TEXT,
+			    caps->out ? caps->out : COMPAT_MOD_TEXT);
+		}
+		a = cJSON_AddObjectToObject(o, "capabilities");
+		cJSON_AddBoolToObject(a, "vision", (caps->in & COMPAT_MOD_IMAGE) && text_out);
+		cJSON_AddBoolToObject(a, "audio_transcriptions", (caps->in & COMPAT_MOD_AUDIO) && text_out);
+		cJSON_AddBoolToObject(a, "audio_speech", (caps->out & COMPAT_MOD_AUDIO) != 0);
+		cJSON_AddBoolToObject(a, "image_generation", (caps->out & COMPAT_MOD_IMAGE) != 0);
+		cJSON_AddBoolToObject(a, "image_to_image", (caps->in & COMPAT_MOD_IMAGE) &&
+		    (caps->out & COMPAT_MOD_IMAGE));
+		cJSON_AddBoolToObject(a, "function_calling", caps->tools);
+		cJSON_AddBoolToObject(a, "reranker", caps->reranker);
+		if (caps->tools) {
+			a = cJSON_AddArrayToObject(o, "supported_parameters");
+			cJSON_AddItemToArray(a, cJSON_CreateString("tools"));
+			cJSON_AddItemToArray(a, cJSON_CreateString("tool_choice"));
+		}
+	}
+	if (ctx > 0)
+		cJSON_AddNumberToObject(o, "context_length", (double)ctx);
+	meta = m->metadata && cJSON_IsObject(m->metadata) ? cJSON_Duplicate(m->metadata, true) :
+	    cJSON_CreateObject();
+	ls = m->metadata && cJSON_IsObject(m->metadata) ? cJSON_Duplicate(m->metadata, true) :
+	    cJSON_CreateObject();
+	cJSON_DeleteItemFromObjectCaseSensitive(meta, "llamaswap");
+	cJSON_AddStringToObject(ls, "type", type);
+	if (m->aliases && m->aliases[0]) {
+		a = cJSON_AddArrayToObject(ls, "aliases");
+		for (char **p = m->aliases; *p; p++)
+			cJSON_AddItemToArray(a, cJSON_CreateString(*p));
+	}
+	cJSON_AddItemToObject(meta, "llamaswap", ls);
+	if (ctx > 0)
+		cJSON_AddNumberToObject(meta, "n_ctx", (double)ctx);
+	cJSON_AddItemToObject(o, "meta", meta);
+}
+
+/* A selector's record: a virtual model id (llama-swap lists them). */
+static void
+add_selector_record(cJSON *data, const struct cfg_selector *s, time_t now)
+{
+	cJSON *o = cJSON_CreateObject(), *meta, *ls, *t;
+
+	cJSON_AddStringToObject(o, "id", s->id);
+	cJSON_AddStringToObject(o, "object", "model");
+	cJSON_AddNumberToObject(o, "created", (double)now);
+	cJSON_AddStringToObject(o, "owned_by", "modelmux");
+	if (s->name)
+		cJSON_AddStringToObject(o, "name", s->name);
+	if (s->description)
+		cJSON_AddStringToObject(o, "description", s->description);
+	cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "status"), "value", "unloaded");
+	meta = s->metadata ? cJSON_Duplicate(s->metadata, true) : cJSON_CreateObject();
+	ls = s->metadata ? cJSON_Duplicate(s->metadata, true) : cJSON_CreateObject();
+	cJSON_AddStringToObject(ls, "type", "selector");
+	cJSON_AddStringToObject(ls, "strategy", s->strategy == COMPAT_SEL_PIN ? "pin" :
+	    s->strategy == COMPAT_SEL_WARM ? "warm" : "spillover");
+	t = cJSON_AddArrayToObject(ls, "targets");
+	for (char **p = s->targets; *p; p++)
+		cJSON_AddItemToArray(t, cJSON_CreateString(*p));
+	cJSON_AddItemToObject(meta, "llamaswap", ls);
+	cJSON_AddItemToObject(o, "meta", meta);
+	cJSON_AddItemToArray(data, o);
+}
+
+static void
 add_model_record(cJSON *data, const struct cfg_model *m, const char *id, time_t now)
 {
 	const struct sched_model *sm = sched_model_get(m->id);
@@ -122,8 +244,7 @@ add_model_record(cJSON *data, const struct cfg_model *m, const char *id, time_t 
 		for (char **a = m->aliases; *a; a++)
 			cJSON_AddItemToArray(aliases, cJSON_CreateString(*a));
 	}
-	if (m->metadata)
-		cJSON_AddItemToObject(o, "meta", cJSON_Duplicate(m->metadata, true));
+	add_llamaswap_fields(o, m, strcmp(id, m->id) == 0 ? "model" : "alias");
 	if (m->peer != NULL)
 		add_peer_fields(o, m->peer);
 	cJSON_AddItemToArray(data, o);
@@ -146,6 +267,9 @@ list_models(const struct cfg *cfg, struct api_reply *out)
 		for (char **a = m->aliases; cfg->include_aliases_in_list && a && *a; a++)
 			add_model_record(data, m, *a, now);
 	}
+	for (size_t i = 0; cfg->compat && i < cfg->compat->nsel; i++)
+		if (!cfg->compat->sel[i].unlisted)
+			add_selector_record(data, &cfg->compat->sel[i], now);
 	reply_json(out, 200, root);
 }
 
@@ -155,6 +279,30 @@ add_concurrency(cJSON *o, const struct sched_model *sm)
 {
 	cJSON_AddNumberToObject(o, "concurrency", sched_model_concurrency(sm));
 	cJSON_AddStringToObject(o, "concurrency_from", sched_model_concurrency_source(sm));
+}
+
+/* /running's "cmd" (llama-swap's): the command line as resolved, words with blanks quoted. */
+static void
+add_cmd(cJSON *o, const struct cfg_model *m)
+{
+	struct buf b = { 0 };
+
+	for (char **a = m->argv; a && *a; a++) {
+		bool quote = **a == '\0' || strpbrk(*a, " \t\n\"'\\$") != NULL;
+
+		if (a != m->argv)
+			buf_printf(&b, " ");
+		if (!quote) {
+			buf_printf(&b, "%s", *a);
+			continue;
+		}
+		buf_printf(&b, "'");
+		for (const char *p = *a; *p; p++)
+			buf_printf(&b, *p == '\'' ? "'\\''" : "%c", *p);
+		buf_printf(&b, "'");
+	}
+	cJSON_AddStringToObject(o, "cmd", b.data ? b.data : "");
+	buf_free(&b);
 }
 
 static void
@@ -177,10 +325,10 @@ list_running(const struct cfg *cfg, struct api_reply *out)
 		cJSON_AddNumberToObject(o, "inflight", (double)sched_model_inflight(sm));
 		cJSON_AddNumberToObject(o, "queued", (double)sched_model_queued(sm));
 		add_concurrency(o, sm);
-		if (m->name)
-			cJSON_AddStringToObject(o, "name", m->name);
-		if (m->description)
-			cJSON_AddStringToObject(o, "description", m->description);
+		add_cmd(o, m);
+		/* llama-swap always has these two, "" when unset. */
+		cJSON_AddStringToObject(o, "name", m->name ? m->name : "");
+		cJSON_AddStringToObject(o, "description", m->description ? m->description : "");
 		cJSON_AddItemToArray(arr, o);
 	}
 	reply_json(out, 200, root);
@@ -383,21 +531,6 @@ model_readiness(const struct cfg *cfg, const char *name, struct api_reply *out)
 	reply_json(out, status, o);
 }
 
-static bool
-method_is(const char *method, const char *want, struct api_reply *out, const char *route)
-{
-	char msg[160];
-
-	if (strcmp(method, want) == 0 || (strcmp(want, "GET") == 0 && strcmp(method, "HEAD") == 0))
-		return true;
-	snprintf(msg, sizeof(msg), "method %s is not allowed here; use %s %s", method, want, route);
-	out->status = 405;
-	out->ctype = "application/json";
-	out->allow = want;
-	out->body = api_error_json(405, "method_not_allowed", msg);
-	return false;
-}
-
 static void
 reply_error(struct api_reply *out, int status, const char *code, const char *msg)
 {
@@ -491,7 +624,7 @@ on_unloaded(struct sched_unload *u, void *arg)
 
 	(void)u;
 	c->unloading = false;
-	if (c->model != NULL) {
+	if (c->model != NULL || c->unload_all_text) {
 		c->reply.status = 200;
 		c->reply.ctype = "text/plain";
 		c->reply.body = xstrdup("OK");
@@ -570,8 +703,15 @@ api_handle(struct api_call *c)
 	case OP_ACTIVITY:
 		list_activity(c, out);
 		break;
-	case OP_UNLOAD_MOVED: /* state-changing routes are POST only */
-		method_is("GET", "POST", out, unload_prefix);
+	case OP_UNLOAD_ALL: /* llama-swap's GET /unload: every model, then "OK" */
+		c->unload_all_text = true;
+		return unload_models(c, NULL);
+	case OP_VERSION:
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "version", MM_VERSION);
+		cJSON_AddStringToObject(o, "commit", "");
+		cJSON_AddStringToObject(o, "build_date", "");
+		reply_json(out, 200, o);
 		break;
 	case OP_LOAD:
 		return load_model(c, c->path + sizeof(load_prefix) - 1);

@@ -22,6 +22,7 @@
 
 #include "modelmux/activity.h"
 #include "modelmux/config.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
 #include "config_int.h"
@@ -419,6 +420,47 @@ static const struct field crash_fields[] = {
 	FLD_END,
 };
 
+/* ---- llama-swap's newer keys: decoded by config_compat.c ---------------------------------- */
+
+void
+cfg__compat_report(void *arg, const struct cfg_compat_at *at, bool warn, const char *path,
+    const char *msg)
+{
+	struct ld  *ld = arg;
+	struct node n = { .file = at->file, .line = at->line, .col = at->col };
+
+	if (warn)
+		ld_warn(ld, &n, path, "%s", msg);
+	else
+		cfg__ld_err(ld, &n, path, "%s", msg);
+}
+
+static void
+compat_key(struct ld *ld, struct node *v, const char *path, void *obj, bool model)
+{
+	struct cJSON            *j = cfg__node_json(v);
+	struct cfg_compat_at     at = { v->file, v->line, v->col };
+	struct cfg_compat_report r = { cfg__compat_report, ld };
+
+	if (model)
+		cfg_compat_model(obj, path, j, &at, &r);
+	else
+		cfg_compat_top(obj, path, j, &at, &r);
+	cJSON_Delete(j);
+}
+
+void
+cfg__compat_model_key(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	compat_key(ld, v, path, obj, true);
+}
+
+static void
+compat_top_key(struct ld *ld, struct node *v, const char *path, void *obj)
+{
+	compat_key(ld, v, path, obj, false);
+}
+
 static const struct field top_fields[] = {
 	FLD_SUB("queue", queue_fields),
 	FLD_SUB("crashBackoff", crash_fields),
@@ -447,17 +489,17 @@ static const struct field top_fields[] = {
 	FLD_FN("tls", cfg__top_tls),
 	FLD_FN("listen", top_listen),
 	FLD_UNSUP("logTimeFormat"),
-	FLD_UNSUP("logToStdout"),
+	FLD_FN("logToStdout", compat_top_key),
 	FLD_UNSUP("logRequests"),
 	FLD_UNSUP("captureBuffer"),
 	FLD_UNSUP("store"),
 	FLD_UNSUP("ui"),
 	FLD_UNSUP("performance"),
-	FLD_UNSUP("upstream"),
+	FLD_FN("upstream", compat_top_key),
 	FLD_UNSUP("profiles"),
-	FLD_UNSUP("selectors"),
-	FLD_UNSUP("routing"),
-	FLD_UNSUP("matrix"),
+	FLD_FN("selectors", compat_top_key),
+	FLD_FN("routing", compat_top_key),
+	FLD_FN("matrix", compat_top_key),
 	FLD_LATER("peers"),     /* config_peers.c */
 	FLD_END,
 };
@@ -483,6 +525,7 @@ model_free(struct cfg_model *m)
 	strv_free(m->strip_params);
 	cJSON_Delete(m->set_params);
 	cJSON_Delete(m->metadata);
+	cfg_compat_model_free(m);
 }
 
 void
@@ -518,6 +561,7 @@ cfg__free(struct cfg *c)
 	free(c->groups);
 	cfg__peers_free(c);
 	cfg_errs_free(&c->warnings);
+	cfg_compat_free(c);
 	free(c);
 }
 
@@ -599,6 +643,11 @@ cfg__load_tree(struct ld *ld, struct node *root)
 	cfg__models_load(ld, root, &globals);
 	cfg__groups_load(ld, root);
 	cfg__peers_load(ld, root);
+	{
+		struct cfg_compat_report r = { cfg__compat_report, ld };
+
+		cfg_compat_finish(ld->c, &r);
+	}
 	if ((hooks = cfg__map_get(root, "hooks")) != NULL)
 		cfg__decode_fields(ld, hooks, "hooks", cfg__hooks_fields, ld->c);
 	free(globals.v);

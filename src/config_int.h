@@ -114,6 +114,12 @@ char *cfg__path_index(const char *path, size_t i);
 bool cfg__is_int_text(const char *s);
 bool cfg__is_float_text(const char *s);
 struct cJSON *cfg__node_json(const struct node *n);
+/* llama-swap's newer keys, decoded by config_compat.c: its messages as load errors/warnings,
+ * and a model key's decoder (capabilities, filters.setParamsByID). */
+struct cfg_compat_at;
+void cfg__compat_report(void *arg, const struct cfg_compat_at *at, bool warn, const char *path,
+    const char *msg);
+void cfg__compat_model_key(struct ld *ld, struct node *v, const char *path, void *obj);
 int cfg__get_bool(struct ld *ld, const struct node *n, const char *path, bool *out);
 int cfg__get_str(struct ld *ld, const struct node *n, const char *path, char **out);
 char **cfg__get_strv(struct ld *ld, const struct node *n, const char *path,

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "modelmux/config.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/util.h"
 #include "config_int.h"
 
@@ -226,7 +227,7 @@ static const struct field filters_fields[] = {
 	FLD_FN("stripParams", filters_strip),
 	FLD_FN("strip_params", filters_strip),
 	FLD_FN("setParams", filters_set),
-	FLD_UNSUP("setParamsByID"),
+	FLD_FN("setParamsByID", cfg__compat_model_key),
 	FLD_END,
 };
 
@@ -268,7 +269,7 @@ static const struct field model_fields[] = {
 	FLD_SUB("filters", filters_fields),
 	FLD_SUB("timeouts", timeouts_fields),
 	FLD_SUB("compat", compat_fields),
-	FLD_UNSUP("capabilities"),
+	FLD_FN("capabilities", cfg__compat_model_key),
 	FLD_END,
 };
 
@@ -299,9 +300,16 @@ model_defaults(struct cfg_model *m, const struct node *key)
 static void
 model_subst(struct ld *ld, struct node *v, const struct mlist *ml)
 {
+	struct node *f = cfg__map_get(v, "filters"), *byid;
+
 	for (size_t i = 0; i < cfg__map_len(v); i++)
 		if (strcmp(cfg__map_key(v, i)->str, "macros") != 0)
 			cfg__subst_values(ld, cfg__map_val(v, i), ml);
+	/* setParamsByID's keys name models ("${MODEL_ID}:high"): macros apply to them too. */
+	if (f != NULL && f->kind == NODE_MAP && (byid = cfg__map_get(f, "setParamsByID")) != NULL &&
+	    byid->kind == NODE_MAP && ml->n > 0)
+		for (size_t i = 0; i < cfg__map_len(byid); i++)
+			cfg__subst_scalar(ld, cfg__map_key(byid, i), ml);
 }
 
 /* Allocates ${PORT} when the command uses it and resolves the default proxy. */
@@ -565,12 +573,23 @@ void
 cfg__groups_load(struct ld *ld, struct node *root)
 {
 	struct cfg  *c = ld->c;
-	struct node *gm = cfg__map_get(root, "groups");
+	struct node *gm = cfg__map_get(root, "groups"), *rg = root;
 	size_t       n = 0, nfree = 0, k = 0;
 	char        *gp;
+	const char  *gname = "groups";
 
+	/* llama-swap's routing.router.settings.groups: the same groups, kept there now. */
+	for (const char *const *p = cfg_compat_routing_groups; *p && rg != NULL; p++)
+		rg = rg->kind == NODE_MAP ? cfg__map_get(rg, *p) : NULL;
+	if (rg != NULL && gm != NULL) {
+		cfg__ld_err(ld, rg, "routing.router.settings.groups", "groups is given at the top "
+		    "level too; keep one");
+	} else if (rg != NULL) {
+		gm = rg;
+		gname = "routing.router.settings.groups";
+	}
 	if (gm != NULL && !cfg__node_is_null(gm) && gm->kind != NODE_MAP)
-		cfg__ld_err(ld, gm, "groups", "expected a map");
+		cfg__ld_err(ld, gm, gname, "expected a map");
 	else if (gm != NULL)
 		n = cfg__map_len(gm);
 	c->groups = xcalloc(n + 1, sizeof(*c->groups));
@@ -581,7 +600,7 @@ cfg__groups_load(struct ld *ld, struct node *root)
 		g->name = xstrdup(key->str);
 		g->swap = g->exclusive = true;
 		g->members = xcalloc(1, sizeof(char *));
-		gp = cfg__path_join("groups", key->str);
+		gp = cfg__path_join(gname, key->str);
 		if (strcmp(key->str, DEFAULT_GROUP) == 0 || key->str[0] == '\0')
 			cfg__ld_err(ld, key, gp, "invalid group name");
 		cfg__decode_fields(ld, cfg__map_val(gm, i), gp, group_fields, g);

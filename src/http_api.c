@@ -81,6 +81,16 @@ on_api_done(struct api_call *c)
 void
 dispatch_api(struct mm_req *r)
 {
+	const char *site = req_header(r, "Sec-Fetch-Site");
+
+	/* GET /unload changes state (llama-swap's): a browser sent there by another site (an
+	 * <img>, a link) says so in Sec-Fetch-Site; scripts and curl send none. */
+	if (r->route.op == OP_UNLOAD_ALL && site != NULL && strcasecmp(site, "same-origin") != 0 &&
+	    strcasecmp(site, "none") != 0) {
+		reply_error(r, 403, "cross_site_refused", "GET /unload from another site is refused "
+		    "(Sec-Fetch-Site: %.32s)", site);
+		return;
+	}
 	r->api.cfg = r->cfg;
 	r->api.op = r->route.op;
 	r->api.method = r->method;

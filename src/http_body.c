@@ -163,7 +163,7 @@ size_t
 mp_body_read(void *arg, char *buf, size_t n)
 {
 	struct mm_req *r = arg;
-	const char    *ins = r->upl.cut_z > r->upl.cut_a ? r->model->use_model_name : "";
+	const char    *ins = r->upl.cut_z > r->upl.cut_a ? r->upl.cut_name : "";
 	uint64_t       ins_len = strlen(ins), pos = r->upl.send_pos, got;
 
 	if (pos < r->upl.cut_a) {
@@ -189,7 +189,7 @@ mp_body_rewind(void *arg)
 uint64_t
 mp_send_len(const struct mm_req *r)
 {
-	uint64_t ins = r->upl.cut_z > r->upl.cut_a ? strlen(r->model->use_model_name) : 0;
+	uint64_t ins = r->upl.cut_z > r->upl.cut_a ? strlen(r->upl.cut_name) : 0;
 
 	return r->upl.total - (r->upl.cut_z - r->upl.cut_a) + ins;
 }

@@ -36,7 +36,8 @@ struct req_upload {
 	uint64_t        spool_held; /* bytes of the spool budget this request holds */
 	uint64_t        total;      /* body bytes taken */
 	uint64_t        send_pos;   /* bytes of the (rewritten) body handed to the backend */
-	uint64_t        cut_a, cut_z; /* the model value's range, replaced by use_model_name */
+	uint64_t        cut_a, cut_z; /* the model value's range, replaced by cut_name */
+	const char     *cut_name;   /* useModelName, or a selector's target (config-owned) */
 };
 
 /* A request for a model toward its backend, and the backend's answer (http_proxy.c). */

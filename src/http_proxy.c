@@ -25,6 +25,8 @@
 #include <openssl/crypto.h>
 
 #include "modelmux/api.h"
+#include "modelmux/compat.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/config_peers.h"
 #include "modelmux/gate.h"
 #include "modelmux/hdrcheck.h"
@@ -554,9 +556,10 @@ void
 dispatch_model(struct mm_req *r)
 {
 	char               err[256];
-	const char        *name;
+	const char        *name, *target;
 	cJSON             *doc;
 	struct router_peek pk;
+	bool               selected = false;
 
 	if (r->body_too_large) {
 		metrics_refusal("size");
@@ -587,15 +590,22 @@ dispatch_model(struct mm_req *r)
 		reply_error(r, 400, "invalid_request", "%s", err);
 		return;
 	}
-	r->model_name = xstrdup(name);
 	r->px.wants_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
+	/* A selector (llama-swap's virtual model id): on as if the body named its target. */
+	if ((target = compat_select(r->cfg, name)) != NULL) {
+		cJSON_ReplaceItemInObjectCaseSensitive(doc, "model", cJSON_CreateString(target));
+		name = target;
+		selected = true;
+	}
+	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
 		reply_error(r, 404, "model_not_found", "model %.256s not found", r->model_name);
 		cJSON_Delete(doc);
 		return;
 	}
 	/* A rewritten body is serialised once; its length is the new Content-Length. */
-	if (router_rewrite_json(doc, r->model) && (r->px.body = cJSON_PrintUnformatted(doc)) == NULL) {
+	if ((router_rewrite_json(doc, r->model) || selected) &&
+	    (r->px.body = cJSON_PrintUnformatted(doc)) == NULL) {
 		cJSON_Delete(doc);
 		reply_error(r, 500, "internal_error", "cannot rewrite the request body");
 		return;
@@ -679,7 +689,7 @@ dispatch_upstream(struct mm_req *r)
 void
 dispatch_multipart(struct mm_req *r)
 {
-	const char *name;
+	const char *name, *target;
 	uint64_t    a, z;
 
 	if (r->body_too_large) {
@@ -700,15 +710,20 @@ dispatch_multipart(struct mm_req *r)
 		reply_error(r, 400, "invalid_request", "missing \"model\" form field");
 		return;
 	}
+	/* A selector: on as if the form named its target. */
+	if ((target = compat_select(r->cfg, name)) != NULL)
+		name = target;
 	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL) {
 		reply_error(r, 404, "model_not_found", "model %.256s not found", name);
 		return;
 	}
-	/* useModelName rewrites the model part; every other byte goes through unchanged. */
-	if (r->model->use_model_name != NULL) {
+	/* useModelName (or the selector's target) rewrites the model part; every other byte goes
+	 * through unchanged. */
+	if (r->model->use_model_name != NULL || target != NULL) {
 		r->upl.cut_a = a;
 		r->upl.cut_z = z;
+		r->upl.cut_name = r->model->use_model_name ? r->model->use_model_name : target;
 	}
 	acquire_model(r);
 }
@@ -717,11 +732,31 @@ dispatch_multipart(struct mm_req *r)
 void
 check_query_model(struct mm_req *r)
 {
-	char name[512];
+	char        name[512];
+	const char *target;
 
 	if (router_query_param(r->query, "model", name, sizeof(name)) <= 0) {
-		reply_error(r, 400, "invalid_request", "missing ?model= query parameter");
+		size_t nready = 0;
+
+		/* llama.cpp's router: /props without a model is about the one loaded. */
+		if (strcmp(r->path, "/props") == 0 &&
+		    (r->model = compat_single_ready(r->cfg, &nready)) != NULL) {
+			r->model_name = xstrdup(r->model->id);
+			return;
+		}
+		reply_error(r, 400, "invalid_request", "missing ?model= query parameter%s",
+		    strcmp(r->path, "/props") != 0 ? "" : nready > 1 ?
+		    " (several models are loaded)" : " (no model is loaded)");
 		return;
+	}
+	/* A selector: on as if the query named its target (rewritten in what goes upstream). */
+	if ((target = compat_select(r->cfg, name)) != NULL) {
+		char *q = router_query_set(r->query, "model", target);
+
+		r->px.path = xasprintf("%s?%s", r->path, q);
+		free(q);
+		r->query = NULL;
+		snprintf(name, sizeof(name), "%s", target);
 	}
 	r->model_name = xstrdup(name);
 	if ((r->model = cfg_find_model(r->cfg, name)) == NULL)
@@ -756,6 +791,17 @@ check_upstream(struct mm_req *r)
 		metrics_refusal("path");
 		reply_error(r, 400, "invalid_path", "upstream path refused: %s", why ? why : "too long");
 		return;
+	}
+	/* upstream.ignorePaths (llama-swap's; by default static files: a browser's favicon or
+	 * script fetch): such a path never starts a model; it reaches a ready one. */
+	if (cfg_compat_ignored_path(r->cfg, decoded)) {
+		const struct sched_model *sm = sched_model_get(r->model->id);
+
+		if (sm == NULL || sched_model_state(sm) != MODEL_READY) {
+			reply_error(r, 409, "model_not_loaded", "model %.256s is not loaded, and this path "
+			    "does not load it (upstream.ignorePaths)", r->model->id);
+			return;
+		}
 	}
 	r->px.path = xstrdup(encoded);
 }

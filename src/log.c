@@ -12,6 +12,15 @@
 
 static enum log_level log_level = LOG_INFO;
 static enum log_format log_format = LOG_FORMAT_TEXT;
+static bool            write_daemon = true; /* logToStdout: the daemon's own info/debug lines */
+static bool            write_models = true; /* logToStdout: the models' output ("backend") */
+
+void
+log_set_streams(bool daemon_lines, bool model_lines)
+{
+	write_daemon = daemon_lines;
+	write_models = model_lines;
+}
 
 void
 log_set_format(enum log_format f)
@@ -404,6 +413,9 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 		if (line[i] == '\n' || line[i] == '\r')
 			line[i] = ' ';
 	line[n++] = '\n';
+	/* logToStdout left out: kept for /logs and the feeds, not written. */
+	if (strcmp(mod, "backend") == 0 ? !write_models : !write_daemon && lvl < LOG_WARN)
+		goto kept;
 	if (log_format == LOG_FORMAT_JSON) {
 		char   js[sizeof(line) * 2];
 		size_t jl = log_text_to_json(line, (size_t)n - 1, js, sizeof(js) - 1);
@@ -415,6 +427,7 @@ log_emit(enum log_level lvl, const char *mod, const char *req, const char *fmt, 
 	}
 	if (strcmp(mod, "access") != 0)
 		B.urgent = true;
+kept:
 	ring_put(line, (size_t)n);
 	if (R.subs != NULL)
 		publish(LOG_CH_LINES, line, (size_t)n - 1);

@@ -8,6 +8,7 @@
 
 #include "modelmux/api.h"
 #include "modelmux/config.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/fetch.h"
 #include "modelmux/haproxy.h"
 #include "modelmux/http.h"
@@ -38,6 +39,8 @@ static struct {
 	struct cfg *cfg;
 	unsigned    generation;
 	bool        watch;
+	const char *tls_cert_file; /* -tls-cert-file, or NULL */
+	const char *tls_key_file;  /* -tls-key-file, or NULL */
 	uint64_t    watch_timer;
 	unsigned long long watched; /* cfg_stamp of the files last seen */
 } M;
@@ -64,6 +67,23 @@ register_metrics(const struct cfg *cfg)
 		ids[i] = cfg->models[i].id;
 	metrics_init(ids, cfg->nmodels);
 	free(ids);
+}
+
+/* -tls-cert-file/-tls-key-file (llama-swap's flags) take the place of the config's tls:
+ * block. 0, or -1 with the reason logged or printed. */
+static int
+apply_tls_flags(struct cfg *c)
+{
+	struct cfg_errs errs = { 0 };
+
+	if (M.tls_cert_file == NULL)
+		return 0;
+	if (cfg_compat_tls_files(c, M.tls_cert_file, M.tls_key_file, &errs) == 0)
+		return 0;
+	for (size_t i = 0; i < errs.n; i++)
+		log_error("main", "msg=\"%s\"", errs.msgs[i]);
+	cfg_errs_free(&errs);
+	return -1;
 }
 
 /* SIGHUP or a changed file: a bad config keeps the running one; a good one is applied as a
@@ -99,6 +119,11 @@ reload(const char *why)
 		notify_send("READY=1\nSTATUS=reload failed; previous configuration kept");
 		return;
 	}
+	if (apply_tls_flags(next) == -1) {
+		cfg_unref(next);
+		notify_send("READY=1\nSTATUS=reload failed; previous configuration kept");
+		return;
+	}
 	for (size_t i = 0; i < next->warnings.n; i++) {
 		char q[1200];
 
@@ -114,6 +139,7 @@ reload(const char *why)
 			log_set_level(lvl);
 	}
 	log_set_format(next->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+	log_set_streams(cfg_compat_log_proxy(next), cfg_compat_log_upstream(next));
 	register_metrics(next);
 	peer_sync(next);
 	sched_reload(next);
@@ -154,10 +180,32 @@ on_watchdog(void *arg)
 	M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
 }
 
+/* A Go boolean flag's value: none (true), or =true/false/1/0/t/f. */
+static int
+parse_go_bool(const char *flag, const char *v, bool *out)
+{
+	static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True", NULL };
+	static const char *const no[] = { "0", "f", "F", "false", "FALSE", "False", NULL };
+
+	if (v == NULL) {
+		*out = true;
+		return 0;
+	}
+	for (size_t i = 0; yes[i]; i++)
+		if (strcmp(v, yes[i]) == 0)
+			return *out = true, 0;
+	for (size_t i = 0; no[i]; i++)
+		if (strcmp(v, no[i]) == 0)
+			return *out = false, 0;
+	fprintf(stderr, "modelmux: invalid boolean value \"%s\" for -%s\n", v, flag);
+	return -1;
+}
+
 static void
 usage(FILE *f)
 {
 	fputs("usage: modelmux [-t] [-c FILE] [--config-dir DIR] [-l ADDR]\n"
+	      "                [--tls-cert-file FILE --tls-key-file FILE]\n"
 	      "\n"
 	      "A model-swapping reverse proxy for local inference servers.\n"
 	      "\n"
@@ -175,8 +223,14 @@ usage(FILE *f)
 	      "      --haproxy-config --server NAME=HOST:PORT ... -c FILE ...\n"
 	      "                      write an HAProxy config for several modelmux hosts and\n"
 	      "                      exit (--haproxy-config --help for the details)\n"
+	      "      --tls-cert-file FILE, --tls-key-file FILE\n"
+	      "                      serve HTTPS with this PEM certificate and key (both\n"
+	      "                      together; in place of the config's tls: block)\n"
 	      "  -h, --help          show this help\n"
 	      "      --version       show the version\n"
+	      "\n"
+	      "Long options also take one dash and FLAG=VALUE, as llama-swap's (Go) flags do:\n"
+	      "  modelmux -config config.yaml -listen :8080 -watch-config\n"
 	      "\n"
 	      "Signals: TERM/INT let requests finish, stop every backend and exit (a second one\n"
 	      "exits at once); HUP reloads the configuration, keeping unchanged models running.\n", f);
@@ -290,8 +344,10 @@ main(int argc, char **argv)
 		{ "test", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		{ "watch-config", no_argument, NULL, 'W' },
+		{ "watch-config", optional_argument, NULL, 'W' },
 		{ "config-dir", required_argument, NULL, 'D' },
+		{ "tls-cert-file", required_argument, NULL, 'C' },
+		{ "tls-key-file", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char     *config = NULL, *config_dir = NULL, *listen_addr = NULL;
@@ -314,14 +370,22 @@ main(int argc, char **argv)
 	/* A command of its own: writes an HAProxy config for several hosts (haproxy.h). */
 	if (argc > 1 && strcmp(argv[1], "--haproxy-config") == 0)
 		return haproxy_main(argc - 1, argv + 1);
-	while ((ch = getopt_long(argc, argv, "c:l:th", opts, NULL)) != -1) {
+	/* getopt_long_only: "-config FILE", "--config=FILE" and "-c FILE" all work, so
+	 * llama-swap's (Go flag) command lines run unchanged; one letter after one dash is
+	 * still a short option. */
+	while ((ch = getopt_long_only(argc, argv, "c:l:th", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config = optarg; break;
 		case 'l': listen_addr = optarg; break;
 		case 't': test = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("modelmux %s\n", MM_VERSION); return 0;
-		case 'W': M.watch = true; break;
+		case 'W':
+			if (parse_go_bool("watch-config", optarg, &M.watch) == -1)
+				return 2;
+			break;
+		case 'C': M.tls_cert_file = optarg; break;
+		case 'K': M.tls_key_file = optarg; break;
 		case 'D': config_dir = optarg; break;
 		default: usage(stderr); return 2;
 		}
@@ -332,6 +396,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	if ((M.tls_cert_file == NULL) != (M.tls_key_file == NULL)) {
+		fprintf(stderr, "modelmux: -tls-cert-file and -tls-key-file go together\n");
+		usage(stderr);
+		return 2;
+	}
 	/* Neither -c nor --config-dir: ./config.yaml, as before --config-dir existed. */
 	if (config == NULL && config_dir == NULL)
 		config = "config.yaml";
@@ -343,6 +412,13 @@ main(int argc, char **argv)
 		return 1;
 	}
 	print_errs(&cfg->warnings, "warning: ");
+	if (M.tls_cert_file != NULL &&
+	    cfg_compat_tls_files(cfg, M.tls_cert_file, M.tls_key_file, &errs) == -1) {
+		print_errs(&errs, "");
+		cfg_errs_free(&errs);
+		cfg_unref(cfg);
+		return 1;
+	}
 	if (test) {
 		if (config_dir != NULL)
 			for (char **f = cfg->files; *f != NULL; f++)
@@ -408,6 +484,9 @@ main(int argc, char **argv)
 	}
 	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)
 		M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
+	/* logToStdout applies from here: the start-up lines and the ready line are written. */
+	log_flush();
+	log_set_streams(cfg_compat_log_proxy(cfg), cfg_compat_log_upstream(cfg));
 	sched_preload();
 	log_flush(); /* the ready line must not wait for the first loop round */
 	loop_run();

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "modelmux/config_compat.h"
 #include "modelmux/router.h"
 #include "modelmux/ui.h"
 #include "modelmux/util.h"
@@ -45,8 +46,9 @@ static const struct {
 	JSON("/completion", "completion"),
 	JSON("/v1/audio/speech", "speech"),
 	JSON("/v1/images/generations", "images"),
-	/* ?model= names the model. */
+	/* ?model= names the model (GET); a POST's JSON body does (llama-swap routes both). */
 	QUERY("/v1/audio/voices", "voices"),
+	JSON("/v1/audio/voices", "voices"),
 	QUERY("/props", "props"),
 	/* The multipart "model" field names the model. */
 	MULTIPART("/v1/audio/transcriptions", "transcriptions"),
@@ -60,12 +62,13 @@ static const struct {
 	API("/health/ready", MATCH_EXACT, OP_READY, ROUTE_ADMIN, GET_HEAD),
 	API("/api/health", MATCH_EXACT, OP_API_HEALTH, ROUTE_ADMIN, GET_HEAD),
 	API("/health/model/", MATCH_PREFIX, OP_MODEL_READY, ROUTE_USER, GET_HEAD),
+	API("/api/version", MATCH_EXACT, OP_VERSION, ROUTE_ADMIN, GET_HEAD),
 	API("/v1/models", MATCH_EXACT, OP_MODELS, ROUTE_USER, GET_HEAD),
 	API("/models", MATCH_EXACT, OP_MODELS, ROUTE_USER, GET_HEAD),
 	API("/running", MATCH_EXACT, OP_RUNNING, ROUTE_ADMIN, GET_HEAD),
 	API("/metrics", MATCH_EXACT, OP_METRICS, ROUTE_ADMIN, GET_HEAD),
 	API("/logs", MATCH_EXACT, OP_LOGS, ROUTE_ADMIN, GET_HEAD),
-	API("/unload", MATCH_EXACT, OP_UNLOAD_MOVED, ROUTE_ADMIN, ROUTE_ANY),
+	API("/unload", MATCH_EXACT, OP_UNLOAD_ALL, ROUTE_ADMIN, ROUTE_GET | ROUTE_POST),
 	API("/api/models/load/", MATCH_PREFIX, OP_LOAD, ROUTE_ADMIN, ROUTE_POST),
 	API("/api/models/unload", MATCH_TREE, OP_UNLOAD, ROUTE_ADMIN, ROUTE_POST),
 	API("/api/activity", MATCH_EXACT, OP_ACTIVITY, ROUTE_ADMIN, GET_HEAD),
@@ -110,18 +113,25 @@ method_bit(const char *method)
 	return 1u << 31; /* any other: only ROUTE_ANY routes take it */
 }
 
+/* The first row of the path whose methods take this one; else the path's first row, with
+ * *method_ok false (a path may have a row per method: /v1/audio/voices). */
 struct route
 router_match(const char *method, const char *path, bool *method_ok)
 {
+	const struct route *first = NULL;
+
 	for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++) {
 		if (!path_matches(path, routes[i].path, routes[i].match))
 			continue;
-		*method_ok = routes[i].r.methods == ROUTE_ANY ||
-		             (routes[i].r.methods & method_bit(method)) != 0;
-		return routes[i].r;
+		if (routes[i].r.methods == ROUTE_ANY || (routes[i].r.methods & method_bit(method)) != 0) {
+			*method_ok = true;
+			return routes[i].r;
+		}
+		if (first == NULL)
+			first = &routes[i].r;
 	}
-	*method_ok = true;
-	return no_route;
+	*method_ok = first == NULL;
+	return first ? *first : no_route;
 }
 
 struct route
@@ -174,6 +184,33 @@ router_query_param(const char *query, const char *name, char *out, size_t n)
 		return (int)o;
 	}
 	return -1;
+}
+
+char *
+router_query_set(const char *query, const char *name, const char *value)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t            nl = strlen(name);
+	struct buf        b = { 0 };
+
+	for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+		const char *end;
+
+		if (strncmp(p, name, nl) != 0 || p[nl] != '=')
+			continue;
+		end = p + nl + 1 + strcspn(p + nl + 1, "&");
+		buf_printf(&b, "%.*s", (int)(p + nl + 1 - query), query);
+		for (const unsigned char *v = (const unsigned char *)value; *v; v++) {
+			if ((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') || (*v >= '0' && *v <= '9') ||
+			    *v == '-' || *v == '.' || *v == '_' || *v == '~')
+				buf_printf(&b, "%c", *v);
+			else
+				buf_printf(&b, "%%%c%c", hex[*v >> 4], hex[*v & 15]);
+		}
+		buf_printf(&b, "%s", end);
+		return b.data;
+	}
+	return NULL;
 }
 
 /* Does `s` continue with `name` followed by '/' or its end? */
@@ -652,7 +689,7 @@ bool
 router_rewrites(const struct cfg_model *m)
 {
 	return m->use_model_name != NULL || (m->strip_params != NULL && m->strip_params[0] != NULL) ||
-	    m->set_params != NULL;
+	    m->set_params != NULL || (m->compat != NULL && m->compat->params_by_id != NULL);
 }
 
 /* Walks a dotted path ("a.b.c") to the object holding its last segment. Returns that object
@@ -682,7 +719,10 @@ walk_path(cJSON *doc, char *path, char **last, bool create)
 bool
 router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 {
-	bool changed = false;
+	const cJSON *req = cJSON_GetObjectItemCaseSensitive(doc, "model");
+	/* setParamsByID is keyed by the name the client used (before useModelName). */
+	const cJSON *by_id = cJSON_IsString(req) ? cfg_compat_params_by_id(m, req->valuestring) : NULL;
+	bool         changed = false;
 
 	if (m->use_model_name != NULL) {
 		cJSON_ReplaceItemInObjectCaseSensitive(doc, "model", cJSON_CreateString(m->use_model_name));
@@ -699,13 +739,19 @@ router_rewrite_json(struct cJSON *doc, const struct cfg_model *m)
 		}
 		free(path);
 	}
-	if (m->set_params != NULL) {
+	/* setParams, then setParamsByID over it (llama-swap's order). */
+	for (int pass = 0; pass < 2; pass++) {
+		const cJSON *set = pass == 0 ? m->set_params : by_id;
 		/* Sorted key order, so overlapping paths resolve the same way every time. */
-		size_t       n = (size_t)cJSON_GetArraySize(m->set_params), k = 0;
-		const cJSON **items = xcalloc(n ? n : 1, sizeof(*items));
+		size_t       n, k = 0;
+		const cJSON **items;
 		const cJSON *it;
 
-		cJSON_ArrayForEach(it, m->set_params)
+		if (set == NULL)
+			continue;
+		n = (size_t)cJSON_GetArraySize(set);
+		items = xcalloc(n ? n : 1, sizeof(*items));
+		cJSON_ArrayForEach(it, set)
 			items[k++] = it;
 		for (size_t i = 1; i < k; i++)
 			for (size_t j = i; j > 0 && strcmp(items[j - 1]->string, items[j]->string) > 0; j--) {

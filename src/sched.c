@@ -18,6 +18,7 @@
 #include "modelmux/log.h"
 #include "modelmux/loop.h"
 #include "modelmux/metrics.h"
+#include "modelmux/config_compat.h"
 #include "modelmux/peer.h"
 #include "modelmux/props.h"
 #include "modelmux/sched.h"
@@ -362,6 +363,35 @@ is_running(const struct sched_model *m)
 	return m->state != MODEL_STOPPED;
 }
 
+/* The index of m's model in the current snapshot, or (size_t)-1 (a retired model). */
+static size_t
+cfg_index(const struct sched_model *m)
+{
+	const struct cfg_model *c = cfg_find_model(S.cfg, m->cfg->id);
+
+	return c != NULL && strcmp(c->id, m->cfg->id) == 0 ? (size_t)(c - S.cfg->models) : (size_t)-1;
+}
+
+/* llama-swap's matrix rule (config_compat.h): loading `x` evicts the running models outside the
+ * cheapest matrix set that holds it; a model in no set runs alone. */
+static bool
+matrix_evicts(const struct sched_model *x, const struct sched_model *v)
+{
+	size_t *run = xcalloc(S.n ? S.n : 1, sizeof(*run)), n = 0, xi = cfg_index(x), vi = cfg_index(v);
+	bool    keep;
+
+	if (xi == (size_t)-1 || vi == (size_t)-1) {
+		free(run);
+		return xi != (size_t)-1; /* a retired model never stays in the way */
+	}
+	for (size_t i = 0; i < S.n; i++)
+		if (is_running(S.models[i]) && cfg_index(S.models[i]) != (size_t)-1)
+			run[n++] = cfg_index(S.models[i]);
+	keep = cfg_compat_matrix_keeps(S.cfg, xi, run, n, vi);
+	free(run);
+	return !keep;
+}
+
 /* Would loading `x` evict `v`? llama-swap's group rule: a swapping group swaps its own
  * members; an exclusive group evicts other groups' members, except persistent ones. */
 static bool
@@ -371,6 +401,8 @@ evicts(const struct sched_model *x, const struct sched_model *v)
 
 	if (x == v)
 		return false;
+	if (cfg_compat_uses_matrix(S.cfg))
+		return matrix_evicts(x, v);
 	/* By name: after a reload, running models may still hold the old snapshot's groups. */
 	if (strcmp(gx->name, gv->name) == 0)
 		return gx->swap;
@@ -556,33 +588,68 @@ start_model(struct sched_model *m)
 	m->spawn_failed_timer = S.fx.timer_add(0, on_spawn_failed, m);
 }
 
-/* The waiting model whose oldest ticket is oldest, among those after `after_seq`. */
+/* Where next_waiting is in its walk. */
+struct wait_cursor {
+	bool     started;
+	int      prio;
+	uint64_t seq;
+};
+
+/* Does (prio a, seq a) come before (prio b, seq b)? Higher routing.scheduler priority first
+ * (llama-swap's FIFO priority, 0 unless configured), then the older oldest ticket. */
+static bool
+wait_before(int pa, uint64_t sa, int pb, uint64_t sb)
+{
+	return pa != pb ? pa > pb : sa < sb;
+}
+
+static int
+wait_prio(const struct sched_model *m)
+{
+	size_t i = cfg_index(m);
+
+	return i == (size_t)-1 ? 0 : cfg_compat_priority(S.cfg, i);
+}
+
+/* The next waiting model after the cursor, in priority then FIFO order of oldest tickets. */
 static struct sched_model *
-next_waiting(uint64_t *after_seq)
+next_waiting(struct wait_cursor *cur)
 {
 	struct sched_model *best = NULL;
+	int                 best_prio = 0;
 
 	for (size_t i = 0; i < S.n; i++) {
 		struct sched_model *m = S.models[i];
+		int                 p;
 
-		if (m->head && m->head->seq > *after_seq && (best == NULL || m->head->seq < best->head->seq))
+		if (m->head == NULL)
+			continue;
+		p = wait_prio(m);
+		if (cur->started && !wait_before(cur->prio, cur->seq, p, m->head->seq))
+			continue;
+		if (best == NULL || wait_before(p, m->head->seq, best_prio, best->head->seq)) {
 			best = m;
+			best_prio = p;
+		}
 	}
-	if (best)
-		*after_seq = best->head->seq;
+	if (best) {
+		cur->started = true;
+		cur->prio = best_prio;
+		cur->seq = best->head->seq;
+	}
 	return best;
 }
 
 static void
 pump_once(void)
 {
-	uint64_t            seq = 0;
+	struct wait_cursor  cur = { 0 };
 	struct sched_model *w;
 
 	/* 1. Which running models do waiting, not-yet-running models need gone? */
 	for (size_t i = 0; i < S.n; i++)
 		S.models[i]->evict_wanted = false;
-	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
+	while ((w = next_waiting(&cur)) != NULL) {
 		if (w->state != MODEL_STOPPED || w->hold_until > S.fx.now_ms())
 			continue;
 		mark_victims(w);
@@ -622,8 +689,10 @@ pump_once(void)
 		    (m->state == MODEL_READY || m->state == MODEL_STARTING))
 			stop_model(m, "shutdown");
 	}
-	/* 4. Starts, oldest waiter first; a start makes later candidates wait for it. */
-	for (seq = 0; (w = next_waiting(&seq)) != NULL;) {
+	/* 4. Starts, oldest waiter first (by priority first); a start makes later candidates wait
+	 * for it. */
+	cur = (struct wait_cursor){ 0 };
+	while ((w = next_waiting(&cur)) != NULL) {
 		if (w->state != MODEL_STOPPED || S.shutting_down || w->hold_until > S.fx.now_ms())
 			continue;
 		if (has_room(w))

@@ -35,6 +35,7 @@ struct api_call {
 	struct sched_ticket ticket;
 	struct sched_unload unload;
 	bool                unloading;
+	bool                unload_all_text; /* GET /unload: answer "OK" as text */
 };
 
 enum api_result {

@@ -13,6 +13,8 @@
 #include <stddef.h>
 
 struct cJSON;
+struct cfg_compat;       /* config_compat.h: llama-swap's newer keys */
+struct cfg_model_compat;
 
 /* Limits on the config file itself (untrusted enough to bound). */
 #define CFG_MAX_FILE_BYTES   (4u << 20) /* 4 MiB, each file */
@@ -121,6 +123,7 @@ struct cfg_model {
 	int    line, col;               /* where the model's key is in that file */
 	const struct cfg_peer *peer;    /* peers.<name>.models[i] made this model (id "name/model",
 	                                 * no argv): served by that peer; NULL for a model of ours */
+	struct cfg_model_compat *compat; /* capabilities, setParamsByID (config_compat.h); or NULL */
 };
 
 /* An API key: only its SHA-256 is kept; the plain text is wiped once hashed. */
@@ -193,6 +196,9 @@ struct cfg {
 	struct cfg_peer *peers;         /* peers (config_peers.h), in file order */
 	size_t npeers;
 	struct cfg_errs warnings;       /* non-fatal notes (unsupported llama-swap keys, …) */
+	struct cfg_compat *compat;      /* routing, matrix, selectors, logToStdout,
+	                                 * upstream.ignorePaths (config_compat.h); never NULL once
+	                                 * loaded */
 };
 
 /* Loads and validates `path`. On success returns a snapshot with one reference; on failure NULL,

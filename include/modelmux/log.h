@@ -21,6 +21,10 @@ enum log_format {
 
 /* How lines are written to stderr (/logs and the live feeds stay text). */
 void log_set_format(enum log_format f);
+/* llama-swap's logToStdout: whether the daemon's own lines below warn, and the models' output
+ * lines (module "backend"), are written; lines not written still reach /logs and the feeds.
+ * Both true at start. */
+void log_set_streams(bool daemon_lines, bool model_lines);
 /* Rewrites one text line (without its '\n') as a JSON object: time, level, module, then each
  * key=value (quoted values unescaped). Returns the length written to out (NUL-terminated,
  * truncated to fit n). */

@@ -50,7 +50,8 @@ enum route_op {
 	OP_API_HEALTH,    /* GET /api/health */
 	OP_MODELS,        /* GET /v1/models, /models */
 	OP_RUNNING,       /* GET /running */
-	OP_UNLOAD_MOVED,  /* /unload: llama-swap's GET, pointed at the POST */
+	OP_UNLOAD_ALL,    /* GET /unload: llama-swap's; unloads every model, answers "OK" */
+	OP_VERSION,       /* GET /api/version */
 	OP_LOAD,          /* POST /api/models/load/<model> */
 	OP_UNLOAD,        /* POST /api/models/unload[/<model>] */
 	OP_LOG_FEED,      /* GET /logs/stream[/<model>] */
@@ -98,6 +99,9 @@ int router_upstream(const struct cfg *c, const char *path, const struct cfg_mode
 /* Finds the value of `name` in a raw query string ("a=1&model=x%2Fy"), percent-decoded (and
  * '+' as space) into out[n]. Returns its length, or -1 when absent, malformed or too long. */
 int router_query_param(const char *query, const char *name, char *out, size_t n);
+/* A copy of the raw query with the value of the first `name` parameter replaced by `value`
+ * (percent-encoded), the rest as it was; the caller frees it. NULL when `name` is absent. */
+char *router_query_set(const char *query, const char *name, const char *value);
 
 /* Parses a JSON request body and finds its model. Returns the document (caller frees with
  * cJSON_Delete) and sets *model (owned by the document), or NULL with a client-facing reason
@@ -128,8 +132,8 @@ int router_json_peek(const char *body, size_t len, int max_depth, struct router_
 /* Does the model rewrite request bodies (useModelName, filters)? */
 bool router_rewrites(const struct cfg_model *m);
 
-/* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams) to the
- * document. Returns true when it changed anything (the caller then re-serialises once). */
+/* Applies the model's rewrites (useModelName, filters.stripParams, filters.setParams, then
+ * filters.setParamsByID of the name the document's "model" had on entry) to the document. Returns true when it changed anything (the caller then re-serialises once). */
 bool router_rewrite_json(struct cJSON *doc, const struct cfg_model *m);
 
 /* Token counts from a response's "usage" object (OpenAI's prompt_tokens/completion_tokens,

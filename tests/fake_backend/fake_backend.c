@@ -86,7 +86,13 @@ static char		 speech[FAKE_SPEECH_LEN];
 enum body_kind { BODY_DIGEST = 0, BODY_JSON };
 enum mp_state { MP_DATA = 0, MP_AFTER_DELIM, MP_HEADERS, MP_END };
 enum mp_part { PART_NONE = 0, PART_FILE, PART_MODEL, PART_OTHER };
-enum stream_kind { ST_CHAT = 0, ST_TEXT, ST_NATIVE, ST_BYTES };
+enum stream_kind { ST_CHAT = 0, ST_TEXT, ST_NATIVE, ST_BYTES,
+	/* Typed SSE ("event: <type>" then data with that "type"), no [DONE]: */
+	ST_RESPONSES,	/* OpenAI Responses: response.output_text.delta … response.completed */
+	ST_MESSAGES,	/* Anthropic: content_block_delta … message_stop */
+	ST_SPEECH,	/* OpenAI speech, stream_format sse: speech.audio.delta … done */
+	ST_IMAGES,	/* OpenAI images: image_generation.partial_image … completed */
+};
 
 /* A streaming multipart/form-data scanner: digests the part named "file"
  * and keeps the value of the part named "model". */
@@ -620,6 +626,10 @@ make_echo(struct req *r)
 	cJSON_AddNumberToObject(e, "body_len", (double)r->body_len);
 	cJSON_AddStringToObject(e, "body_sha256", r->digest);
 	cJSON_AddItemToObject(e, "headers", cJSON_Duplicate(r->headers, 1));
+	/* X-Echo-Body: the JSON body as it arrived (to see a proxy's rewrites). */
+	if (r->json != NULL &&
+	    cJSON_GetObjectItemCaseSensitive(r->headers, "x-echo-body") != NULL)
+		cJSON_AddItemToObject(e, "body", cJSON_Duplicate(r->json, 1));
 	if (r->mp != NULL) {
 		char hex[65];
 
@@ -682,16 +692,81 @@ stream_base(struct stream *s)
 	return o;
 }
 
+static bool
+typed_stream(enum stream_kind k)
+{
+	return k == ST_RESPONSES || k == ST_MESSAGES || k == ST_SPEECH ||
+	    k == ST_IMAGES;
+}
+
+/* One event of a typed stream; its "type" is also its SSE event name. */
+static cJSON *
+typed_event(struct stream *s, bool final, const char *text)
+{
+	cJSON *o = cJSON_CreateObject(), *u;
+	static const char png[] = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAA"
+	    "DUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+	switch (s->kind) {
+	case ST_RESPONSES:
+		cJSON_AddStringToObject(o, "type", final ?
+		    "response.completed" : "response.output_text.delta");
+		if (!final)
+			cJSON_AddStringToObject(o, "delta", text);
+		else {
+			cJSON *rsp = cJSON_AddObjectToObject(o, "response");
+
+			cJSON_AddStringToObject(rsp, "status", "completed");
+			cJSON_AddStringToObject(rsp, "model", s->model);
+			u = cJSON_AddObjectToObject(rsp, "usage");
+			cJSON_AddNumberToObject(u, "input_tokens",
+			    (double)s->prompt_tokens);
+			cJSON_AddNumberToObject(u, "output_tokens", (double)s->n);
+		}
+		break;
+	case ST_MESSAGES:
+		cJSON_AddStringToObject(o, "type", final ? "message_stop" :
+		    "content_block_delta");
+		if (!final) {
+			cJSON *d = cJSON_AddObjectToObject(o, "delta");
+
+			cJSON_AddNumberToObject(o, "index", 0);
+			cJSON_AddStringToObject(d, "type", "text_delta");
+			cJSON_AddStringToObject(d, "text", text);
+		}
+		break;
+	case ST_SPEECH:
+		cJSON_AddStringToObject(o, "type", final ? "speech.audio.done" :
+		    "speech.audio.delta");
+		if (!final)
+			cJSON_AddStringToObject(o, "audio", "SUQzBAAAAAAA");
+		break;
+	default:
+		cJSON_AddStringToObject(o, "type", final ?
+		    "image_generation.completed" :
+		    "image_generation.partial_image");
+		cJSON_AddStringToObject(o, "b64_json", png);
+		if (!final)
+			cJSON_AddNumberToObject(o, "partial_image_index",
+			    (double)s->sent);
+		break;
+	}
+	return o;
+}
+
 /* Builds one SSE event: chunk number s->sent, or the final one. */
 static cJSON *
 stream_event(struct stream *s, bool final)
 {
-	cJSON *o = stream_base(s), *choices, *c0;
+	cJSON *o, *choices, *c0;
 	char text[512];
 
 	text[0] = '\0';
 	if (!final)
 		word_at(s->sent, text, sizeof(text));
+	if (typed_stream(s->kind))
+		return typed_event(s, final, text);
+	o = stream_base(s);
 	if (s->kind == ST_NATIVE) {
 		cJSON_AddStringToObject(o, "content", text);
 		cJSON_AddBoolToObject(o, "stop", final);
@@ -778,7 +853,7 @@ stream_next(struct stream *s)
 			return -1;
 	} else if (s->phase == 2) {
 		s->phase = 3;
-		return s->kind == ST_NATIVE ? -1 :
+		return s->kind == ST_NATIVE || typed_stream(s->kind) ? -1 :
 		    stream_set(s, "", "data: [DONE]\n\n", "");
 	} else if (s->phase == 3)
 		return -1;
@@ -787,7 +862,17 @@ stream_next(struct stream *s)
 	cJSON_Delete(ev);
 	if (text == NULL)
 		return -1;
-	ret = stream_set(s, "data: ", text, "\n\n");
+	if (typed_stream(s->kind)) {
+		char prefix[128];
+		cJSON *t = cJSON_Parse(text);
+		const cJSON *ty = cJSON_GetObjectItemCaseSensitive(t, "type");
+
+		snprintf(prefix, sizeof(prefix), "event: %s\ndata: ",
+		    cJSON_IsString(ty) ? ty->valuestring : "message");
+		cJSON_Delete(t);
+		ret = stream_set(s, prefix, text, "\n\n");
+	} else
+		ret = stream_set(s, "data: ", text, "\n\n");
 	free(text);
 	if (s->phase == 1)
 		s->phase = 2;
@@ -911,7 +996,14 @@ static enum MHD_Result
 h_chat(struct req *r, struct MHD_Connection *c)
 {
 	cJSON *o, *c0, *msg;
+	const cJSON *delay = cJSON_GetObjectItemCaseSensitive(r->json,
+	    "fake_delay_ms");
 
+	/* A per-request "fake_delay_ms" (at most 10 s): a slow answer from a
+	 * backend whose command line a test cannot change. */
+	if (cJSON_IsNumber(delay) && delay->valuedouble > 0 &&
+	    !nap(delay->valuedouble > 10000 ? 10000 : (long long)delay->valuedouble))
+		return MHD_NO;
 	if (wants_stream(r))
 		return respond_stream(r, c, ST_CHAT);
 	o = base_object(r, "chatcmpl-fake", "chat.completion");
@@ -1024,7 +1116,11 @@ h_rerank(struct req *r, struct MHD_Connection *c)
 static enum MHD_Result
 h_responses(struct req *r, struct MHD_Connection *c)
 {
-	cJSON *o = base_object(r, "resp-fake", "response");
+	cJSON *o;
+
+	if (wants_stream(r))
+		return respond_stream(r, c, ST_RESPONSES);
+	o = base_object(r, "resp-fake", "response");
 	cJSON *m = cJSON_CreateObject(), *part = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "status", "completed");
@@ -1042,7 +1138,12 @@ h_responses(struct req *r, struct MHD_Connection *c)
 static enum MHD_Result
 h_messages(struct req *r, struct MHD_Connection *c)
 {
-	cJSON *o = cJSON_CreateObject(), *part = cJSON_CreateObject(), *u;
+	cJSON *o, *part, *u;
+
+	if (wants_stream(r))
+		return respond_stream(r, c, ST_MESSAGES);
+	o = cJSON_CreateObject();
+	part = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "id", "msg_fake");
 	cJSON_AddStringToObject(o, "type", "message");
@@ -1074,7 +1175,11 @@ h_speech(struct req *r, struct MHD_Connection *c)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
+	const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(r->json,
+	    "stream_format");
 
+	if (cJSON_IsString(fmt) && strcmp(fmt->valuestring, "sse") == 0)
+		return respond_stream(r, c, ST_SPEECH);
 	resp = MHD_create_response_from_buffer(sizeof(speech), speech,
 	    MHD_RESPMEM_PERSISTENT);
 	if (resp == NULL)
@@ -1090,7 +1195,12 @@ h_speech(struct req *r, struct MHD_Connection *c)
 static enum MHD_Result
 h_images(struct req *r, struct MHD_Connection *c)
 {
-	cJSON *o = cJSON_CreateObject(), *img = cJSON_CreateObject();
+	cJSON *o, *img;
+
+	if (wants_stream(r))
+		return respond_stream(r, c, ST_IMAGES);
+	o = cJSON_CreateObject();
+	img = cJSON_CreateObject();
 
 	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
 	/* a 1x1 transparent PNG */
@@ -1412,6 +1522,7 @@ static const struct route routes[] = {
 	{ "POST", "/v1/images/generations",	h_images,	BODY_JSON },
 	{ "POST", "/v1/images/edits",		h_images,	BODY_JSON },
 	{ "GET",  "/v1/audio/voices",		h_voices,	BODY_DIGEST },
+	{ "POST", "/v1/audio/voices",		h_voices,	BODY_JSON },
 	{ "GET",  "/props",			h_props,	BODY_DIGEST },
 	{ "GET",  "/bytes",			h_bytes,	BODY_DIGEST },
 	{ NULL,   "/echo",			h_echo,		BODY_DIGEST },
@@ -1598,6 +1709,38 @@ parse_num(const char *s, const char *name, long long min, long long max)
 	return v;
 }
 
+/*
+ * Run as "llama-server" (a link of that name): takes llama-server's command
+ * lines as llama-swap's documented examples write them.  --port and -m/--model
+ * are used (the model's file name becomes its name); every other option is
+ * taken and ignored, with its value when the next word is not an option.
+ */
+static bool
+parse_llama_server_args(int argc, char **argv)
+{
+	const char *base = strrchr(argv[0], '/');
+
+	base = base ? base + 1 : argv[0];
+	if (strcmp(base, "llama-server") != 0)
+		return false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strncmp(a, "--port=", 7) == 0)
+			opt.port = parse_num(a + 7, "port", 0, 65535);
+		else if (strcmp(a, "--port") == 0 && v != NULL)
+			opt.port = parse_num(argv[++i], "port", 0, 65535);
+		else if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) &&
+		    v != NULL)
+			opt.model = argv[++i];
+		else if (a[0] == '-' && v != NULL && v[0] != '-')
+			i++;
+	}
+	if (opt.port < 0)
+		usage();
+	return true;
+}
+
 static void
 parse_args(int argc, char **argv)
 {
@@ -1630,6 +1773,7 @@ parse_args(int argc, char **argv)
 		{ "keepalive",		required_argument, NULL, 42 },
 		{ "parallel",		required_argument, NULL, 43 },
 		{ "slots",		required_argument, NULL, 44 },
+		{ "ctx-size",		required_argument, NULL, 45 },
 		{ NULL, 0, NULL, 0 }
 	};
 	const long long ms_max = 24LL * 3600 * 1000;
@@ -1683,6 +1827,9 @@ parse_args(int argc, char **argv)
 		case 43: llama.slots = (int)parse_num(optarg, name, 1, 64); break;
 		case 44: llama.slots = (int)parse_num(optarg, name, 1, 64);
 			slots_given = true;
+			break;
+		case 45: /* llama-server's; only read by modelmux (context) */
+			(void)parse_num(optarg, name, 1, 1 << 30);
 			break;
 		default: usage();
 		}
@@ -1787,7 +1934,8 @@ main(int argc, char **argv)
 	unsigned int port;
 
 	start_ms = now_ms();
-	parse_args(argc, argv);
+	if (!parse_llama_server_args(argc, argv))
+		parse_args(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 	if (opt.ignore_term)
 		signal(SIGTERM, SIG_IGN);

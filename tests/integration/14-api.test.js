@@ -87,7 +87,7 @@ test('load of a failing model: 502 with the backend\'s last lines; unknown model
   await d.stop();
 });
 
-test('GET on the load and unload routes is 405 naming the POST route', async (t) => {
+test('GET on the load and api unload routes is 405 naming the POST route', async (t) => {
   const port = await h.freePorts(1);
   const d = await h.startDaemon(t, {
     config: `startPort: ${port}\nmodels:\n  x:\n    cmd: ${h.FAKE} --port \${PORT}\n`,
@@ -95,9 +95,7 @@ test('GET on the load and unload routes is 405 naming the POST route', async (t)
   const l = await request(d, 'GET', '/api/models/load/x');
   h.assertError(l, 405, /use POST \/api\/models\/load\/x/);
   assert.equal(l.headers.get('allow'), 'POST');
-  const u = await request(d, 'GET', '/unload');
-  h.assertError(u, 405, /use POST \/api\/models\/unload/);
-  assert.equal(u.headers.get('allow'), 'POST');
+  // GET /unload is llama-swap's unload-all (tests/integration/45-compat-api.test.js).
   const au = await request(d, 'GET', '/api/models/unload');
   h.assertError(au, 405, /POST/);
   assert.equal(au.headers.get('allow'), 'POST');

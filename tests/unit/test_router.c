@@ -261,8 +261,22 @@ test_query(void)
 
 	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
 	ASSERT_TRUE(ok);
-	router_match("POST", "/v1/audio/voices", &ok);
+	/* One path, a row per method: GET takes ?model=, POST a JSON body (llama-swap's). */
+	r = router_match("POST", "/v1/audio/voices", &ok);
+	ASSERT_TRUE(ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_JSON_MODEL);
+	r = router_match("GET", "/v1/audio/voices", &ok);
+	ASSERT_TRUE(ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
+	r = router_match("PUT", "/v1/audio/voices", &ok);
 	ASSERT_FALSE(ok);
+	ASSERT_INT_EQ(r.kind, ROUTE_QUERY_MODEL);
+	router_match("POST", "/props", &ok);
+	ASSERT_FALSE(ok);
+	r = router_match("GET", "/api/version", &ok);
+	ASSERT_TRUE(ok && r.op == OP_VERSION);
+	r = router_match("GET", "/unload", &ok);
+	ASSERT_TRUE(ok && r.op == OP_UNLOAD_ALL);
 	ASSERT_INT_EQ(router_query_param("model=demo", "model", v, sizeof(v)), 4);
 	ASSERT_STR_EQ(v, "demo");
 	ASSERT_INT_EQ(router_query_param("a=1&model=org%2Fm+x&b", "model", v, sizeof(v)), 7);
@@ -271,6 +285,17 @@ test_query(void)
 	ASSERT_INT_EQ(router_query_param("model=%zz", "model", v, sizeof(v)), -1);
 	ASSERT_INT_EQ(router_query_param("model=%00", "model", v, sizeof(v)), -1);
 	ASSERT_INT_EQ(router_query_param(NULL, "model", v, sizeof(v)), -1);
+	{
+		char *q = router_query_set("a=1&model=sel&b=2", "model", "org/m x:1");
+
+		ASSERT_STR_EQ(q, "a=1&model=org%2Fm%20x%3A1&b=2");
+		free(q);
+		q = router_query_set("model=sel", "model", "t");
+		ASSERT_STR_EQ(q, "model=t");
+		free(q);
+		ASSERT_NULL(router_query_set("models=x", "model", "t"));
+		ASSERT_NULL(router_query_set(NULL, "model", "t"));
+	}
 	ASSERT_INT_EQ(router_query_param("model=0123456789012345678901234567890123", "model", v,
 	    sizeof(v)), -1);
 	ASSERT_INT_EQ(router_query_param("model=", "model", v, sizeof(v)), 0);

@@ -349,6 +349,107 @@ test_groups(void)
 	teardown();
 }
 
+/* llama-swap's matrix (config_compat.h): loading a model keeps the running ones of the
+ * cheapest set that holds it and evicts the rest; a model in no set runs alone. */
+static void
+test_matrix_policy(void)
+{
+	const char *yaml =
+	    "matrix:\n"
+	    "  vars: {g: gemma, q: qwen, v: voice, L: large}\n"
+	    "  evict_costs: {v: 50}\n"
+	    "  sets:\n    standard: \"(g | q) & v\"\n    full: \"L\"\n"
+	    "models:\n"
+	    "  gemma:\n    cmd: /bin/true ${PORT}\n"
+	    "  qwen:\n    cmd: /bin/true ${PORT}\n"
+	    "  voice:\n    cmd: /bin/true ${PORT}\n"
+	    "  large:\n    cmd: /bin/true ${PORT}\n"
+	    "  lone:\n    cmd: /bin/true ${PORT}\n";
+	struct req rg, rv, rq, rl, rn;
+
+	setup(yaml);
+	acquire(&rg, "gemma");
+	sched_on_ready(M("gemma"));
+	acquire(&rv, "voice");
+	sched_on_ready(M("voice"));
+	/* g & v are one set: both run. */
+	ASSERT_STR_EQ(events, "start:gemma start:voice ");
+	ASSERT_INT_EQ(rv.outcome, 0);
+	sched_release(&rg.t);
+	sched_release(&rv.t);
+	/* q: its set [q, v] keeps v, evicts g. */
+	acquire(&rq, "qwen");
+	ASSERT_STR_EQ(events, "start:gemma start:voice stop:gemma ");
+	sched_on_exited(M("gemma"), "x");
+	sched_on_ready(M("qwen"));
+	ASSERT_INT_EQ(rq.outcome, 0);
+	ASSERT_INT_EQ(sched_model_state(M("voice")), MODEL_READY);
+	sched_release(&rq.t);
+	/* large runs alone: both go. */
+	acquire(&rl, "large");
+	ASSERT_STR_EQ(events, "start:gemma start:voice stop:gemma start:qwen stop:qwen stop:voice ");
+	sched_on_exited(M("qwen"), "x");
+	sched_on_exited(M("voice"), "x");
+	sched_on_ready(M("large"));
+	ASSERT_INT_EQ(rl.outcome, 0);
+	sched_release(&rl.t);
+	/* A model in no set runs alone too. */
+	acquire(&rn, "lone");
+	sched_on_exited(M("large"), "x");
+	sched_on_ready(M("lone"));
+	ASSERT_INT_EQ(rn.outcome, 0);
+	ASSERT_CONTAINS(events, "stop:large start:lone ");
+	sched_release(&rn.t);
+	teardown();
+}
+
+/* routing.scheduler.settings.fifo.priority: a waiting model of higher priority starts first,
+ * older requests of lower priority after it; routing.router.settings.groups are groups. */
+static void
+test_routing_priority_and_groups(void)
+{
+	const char *yaml =
+	    "routing:\n"
+	    "  router:\n    settings:\n      groups:\n"
+	    "        pair: {swap: false, members: [x, y]}\n"
+	    "  scheduler:\n    settings:\n      fifo:\n        priority: {b: 10}\n"
+	    "models:\n"
+	    "  a:\n    cmd: /bin/true ${PORT}\n"
+	    "  b:\n    cmd: /bin/true ${PORT}\n"
+	    "  c:\n    cmd: /bin/true ${PORT}\n"
+	    "  x:\n    cmd: /bin/true ${PORT}\n"
+	    "  y:\n    cmd: /bin/true ${PORT}\n";
+	struct req ra, rb, rc, rx, ry;
+
+	setup(yaml);
+	acquire(&rc, "c");
+	sched_on_ready(M("c"));
+	acquire(&ra, "a"); /* older, priority 0 */
+	acquire(&rb, "b"); /* newer, priority 10 */
+	ASSERT_INT_EQ(ra.outcome, -1);
+	sched_release(&rc.t);
+	sched_on_exited(M("c"), "x");
+	ASSERT_STR_EQ(events, "start:c stop:c start:b ");
+	sched_on_ready(M("b"));
+	ASSERT_INT_EQ(rb.outcome, 0);
+	sched_release(&rb.t);
+	sched_on_exited(M("b"), "x");
+	sched_on_ready(M("a"));
+	ASSERT_INT_EQ(ra.outcome, 0);
+	sched_release(&ra.t);
+	/* The routing group: x and y run together. */
+	acquire(&rx, "x");
+	sched_on_exited(M("a"), "x");
+	sched_on_ready(M("x"));
+	acquire(&ry, "y");
+	sched_on_ready(M("y"));
+	ASSERT_INT_EQ(ry.outcome, 0);
+	ASSERT_INT_EQ(sched_model_state(M("x")), MODEL_READY);
+	sched_release(&rx.t);
+	sched_release(&ry.t);
+	teardown();
+}
+
 static void
 test_queue_limits_and_deadline(void)
 {
@@ -701,6 +802,8 @@ main(void)
 	test_swap_waits_for_busy_and_reap();
 	test_batch_before_eviction();
 	test_groups();
+	test_matrix_policy();
+	test_routing_priority_and_groups();
 	test_queue_limits_and_deadline();
 	test_ttl();
 	test_crash_and_shutdown();

@@ -107,7 +107,9 @@ class Daemon {
     const cfgPath = path.join(this.dir, 'config.yaml');
     fs.writeFileSync(cfgPath, this.opts.config);
     this.configPath = cfgPath;
-    const args = ['-c', cfgPath, '-l', this.opts.listen || '127.0.0.1:0', ...(this.opts.args || [])];
+    // opts.argv(cfgPath), when given, is the whole command line (llama-swap's flag spellings).
+    const args = this.opts.argv ? this.opts.argv(cfgPath)
+      : ['-c', cfgPath, '-l', this.opts.listen || '127.0.0.1:0', ...(this.opts.args || [])];
     let cmd = MODELMUX;
     if (VALGRIND) {
       args.unshift('--quiet', '--leak-check=full', '--errors-for-leak-kinds=definite',
