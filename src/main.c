@@ -335,8 +335,10 @@ out_of_memory(size_t n)
 	fatal("out of memory (%zu bytes)", n);
 }
 
-int
-main(int argc, char **argv)
+/* The command line: fills M's options and *test / *listen_addr; returns -1 to go on, else
+ * the exit code (after --help, --version or a usage error). */
+static int
+parse_args(int argc, char **argv, bool *test, const char **listen_addr)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -350,34 +352,16 @@ main(int argc, char **argv)
 		{ "tls-key-file", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char     *config = NULL, *config_dir = NULL, *listen_addr = NULL;
-	bool            test = false;
-	struct cfg_errs errs = { 0 };
-	struct cfg     *cfg;
-	sigset_t        set;
-	char           *err = NULL;
-	enum log_level  lvl;
-	int             ch;
+	int ch;
 
-	/* Signals are read from a signalfd in the loop; nothing runs in signal context. */
-	sigemptyset(&set);
-	for (const int *s = handled_signals; *s; s++)
-		sigaddset(&set, *s);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	util_set_oom_handler(out_of_memory);
-
-	/* A command of its own: writes an HAProxy config for several hosts (haproxy.h). */
-	if (argc > 1 && strcmp(argv[1], "--haproxy-config") == 0)
-		return haproxy_main(argc - 1, argv + 1);
 	/* getopt_long_only: "-config FILE", "--config=FILE" and "-c FILE" all work, so
 	 * llama-swap's (Go flag) command lines run unchanged; one letter after one dash is
 	 * still a short option. */
 	while ((ch = getopt_long_only(argc, argv, "c:l:th", opts, NULL)) != -1) {
 		switch (ch) {
-		case 'c': config = optarg; break;
-		case 'l': listen_addr = optarg; break;
-		case 't': test = true; break;
+		case 'c': M.config_path = optarg; break;
+		case 'l': *listen_addr = optarg; break;
+		case 't': *test = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("modelmux %s\n", MM_VERSION); return 0;
 		case 'W':
@@ -386,7 +370,7 @@ main(int argc, char **argv)
 			break;
 		case 'C': M.tls_cert_file = optarg; break;
 		case 'K': M.tls_key_file = optarg; break;
-		case 'D': config_dir = optarg; break;
+		case 'D': M.config_dir = optarg; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -395,21 +379,31 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-
 	if ((M.tls_cert_file == NULL) != (M.tls_key_file == NULL)) {
 		fprintf(stderr, "modelmux: -tls-cert-file and -tls-key-file go together\n");
 		usage(stderr);
 		return 2;
 	}
 	/* Neither -c nor --config-dir: ./config.yaml, as before --config-dir existed. */
-	if (config == NULL && config_dir == NULL)
-		config = "config.yaml";
-	if ((cfg = cfg_load_set(config, config_dir, &errs)) == NULL) {
+	if (M.config_path == NULL && M.config_dir == NULL)
+		M.config_path = "config.yaml";
+	return -1;
+}
+
+/* The configuration the command line names, with its warnings printed; NULL (its errors
+ * printed) when it does not load. */
+static struct cfg *
+load_config(void)
+{
+	struct cfg_errs errs = { 0 };
+	struct cfg     *cfg;
+
+	if ((cfg = cfg_load_set(M.config_path, M.config_dir, &errs)) == NULL) {
 		print_errs(&errs, "");
 		fprintf(stderr, "modelmux: %s: configuration has %zu error%s\n",
-		    config ? config : config_dir, errs.n, errs.n == 1 ? "" : "s");
+		    M.config_path ? M.config_path : M.config_dir, errs.n, errs.n == 1 ? "" : "s");
 		cfg_errs_free(&errs);
-		return 1;
+		return NULL;
 	}
 	print_errs(&cfg->warnings, "warning: ");
 	if (M.tls_cert_file != NULL &&
@@ -417,44 +411,17 @@ main(int argc, char **argv)
 		print_errs(&errs, "");
 		cfg_errs_free(&errs);
 		cfg_unref(cfg);
-		return 1;
+		return NULL;
 	}
-	if (test) {
-		if (config_dir != NULL)
-			for (char **f = cfg->files; *f != NULL; f++)
-				printf("file: %s\n", *f);
-		print_argv(cfg);
-		printf("configuration OK\n");
-		cfg_unref(cfg);
-		return 0;
-	}
-	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
-		log_set_level(lvl);
-	log_set_format(cfg->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
-	if (listen_addr == NULL)
-		listen_addr = cfg->listen;
+	return cfg;
+}
 
-	M.config_path = config;
-	M.config_dir = config_dir;
-	M.cfg = cfg;
-	M.generation = 1;
-	register_metrics(cfg);
-	loop_init(handled_signals, on_signal, NULL);
-	sup_init();
-	fetch_init();
-	sched_init(cfg, NULL);
-	peer_sync(cfg);
-	if (http_start(listen_addr, cfg, &err) == -1) {
-		log_error("main", "msg=\"%s\"", err);
-		free(err);
-		sched_free();
-		peer_free();
-		metrics_free();
-		fetch_free();
-		loop_free();
-		cfg_unref(cfg);
-		return 1;
-	}
+/* Serving has begun: the ready line, systemd's READY=1, the config watch and the watchdog. */
+static void
+announce_ready(const struct cfg *cfg)
+{
+	char qc[600], qd[600], status[160];
+
 	/* One write per loop round for all the lines it logged (the last hook of a round). */
 	log_set_batching(true);
 	loop_hook_add(on_loop_round, NULL);
@@ -462,35 +429,26 @@ main(int argc, char **argv)
 		log_warn("main", "msg=\"listening beyond loopback without apiKeys: anyone who can reach "
 		    "%s can use every model and management route\"", http_bound());
 	api_set_listener(http_bound(), !http_bound_loopback() && cfg->nkeys == 0);
-	{
-		char qc[600], qd[600];
-
-		log_info("main", "msg=ready version=%s listen=%s config=%s%s%s files=%zu models=%zu",
-		    MM_VERSION, http_bound(), config ? log_q(qc, sizeof(qc), config) : "-",
-		    config_dir ? " config_dir=" : "", config_dir ? log_q(qd, sizeof(qd), config_dir) : "",
-		    strv_len(cfg->files), cfg->nmodels);
-	}
-	{
-		char status[160];
-
-		snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %zu models on %s",
-		    cfg->nmodels, http_bound());
-		notify_send(status);
-	}
+	log_info("main", "msg=ready version=%s listen=%s config=%s%s%s files=%zu models=%zu",
+	    MM_VERSION, http_bound(), M.config_path ? log_q(qc, sizeof(qc), M.config_path) : "-",
+	    M.config_dir ? " config_dir=" : "", M.config_dir ? log_q(qd, sizeof(qd), M.config_dir) : "",
+	    strv_len(cfg->files), cfg->nmodels);
+	snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %zu models on %s",
+	    cfg->nmodels, http_bound());
+	notify_send(status);
 	if (M.watch) {
-		if (cfg_stamp(config, config_dir, &M.watched) == -1)
+		if (cfg_stamp(M.config_path, M.config_dir, &M.watched) == -1)
 			M.watched = 0;
 		M.watch_timer = loop_timer_add(WATCH_INTERVAL_MS, on_watch, NULL);
 	}
 	if ((M.watchdog_ms = notify_watchdog_ms()) > 0)
 		M.watchdog_timer = loop_timer_add(M.watchdog_ms / 2, on_watchdog, NULL);
-	/* logToStdout applies from here: the start-up lines and the ready line are written. */
-	log_flush();
-	log_set_streams(cfg_compat_log_proxy(cfg), cfg_compat_log_upstream(cfg));
-	sched_preload();
-	log_flush(); /* the ready line must not wait for the first loop round */
-	loop_run();
+}
 
+/* Everything the daemon started is let go, in the order the parts depend on each other. */
+static void
+stop_all(void)
+{
 	loop_timer_cancel(M.backstop);
 	loop_timer_cancel(M.watchdog_timer);
 	loop_timer_cancel(M.watch_timer);
@@ -504,7 +462,82 @@ main(int argc, char **argv)
 	fetch_free();
 	loop_free();
 	cfg_unref(M.cfg);
+}
+
+/* Serves cfg on listen_addr until the loop ends (a stop signal); returns the exit code. */
+static int
+serve(struct cfg *cfg, const char *listen_addr)
+{
+	enum log_level lvl;
+	char          *err = NULL;
+
+	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
+		log_set_level(lvl);
+	log_set_format(cfg->log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+	M.cfg = cfg;
+	M.generation = 1;
+	register_metrics(cfg);
+	loop_init(handled_signals, on_signal, NULL);
+	sup_init();
+	fetch_init();
+	sched_init(cfg, NULL);
+	peer_sync(cfg);
+	if (http_start(listen_addr ? listen_addr : cfg->listen, cfg, &err) == -1) {
+		log_error("main", "msg=\"%s\"", err);
+		free(err);
+		sched_free();
+		peer_free();
+		metrics_free();
+		fetch_free();
+		loop_free();
+		cfg_unref(cfg);
+		return 1;
+	}
+	announce_ready(cfg);
+	/* logToStdout applies from here: the start-up lines and the ready line are written. */
+	log_flush();
+	log_set_streams(cfg_compat_log_proxy(cfg), cfg_compat_log_upstream(cfg));
+	sched_preload();
+	log_flush(); /* the ready line must not wait for the first loop round */
+	loop_run();
+	stop_all();
 	log_info("main", "msg=exited");
 	log_free();
 	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *listen_addr = NULL;
+	bool        test = false;
+	struct cfg *cfg;
+	sigset_t    set;
+	int         rc;
+
+	/* Signals are read from a signalfd in the loop; nothing runs in signal context. */
+	sigemptyset(&set);
+	for (const int *s = handled_signals; *s; s++)
+		sigaddset(&set, *s);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	util_set_oom_handler(out_of_memory);
+
+	/* A command of its own: writes an HAProxy config for several hosts (haproxy.h). */
+	if (argc > 1 && strcmp(argv[1], "--haproxy-config") == 0)
+		return haproxy_main(argc - 1, argv + 1);
+	if ((rc = parse_args(argc, argv, &test, &listen_addr)) != -1)
+		return rc;
+	if ((cfg = load_config()) == NULL)
+		return 1;
+	if (test) {
+		if (M.config_dir != NULL)
+			for (char **f = cfg->files; *f != NULL; f++)
+				printf("file: %s\n", *f);
+		print_argv(cfg);
+		printf("configuration OK\n");
+		cfg_unref(cfg);
+		return 0;
+	}
+	return serve(cfg, listen_addr);
 }
