@@ -482,23 +482,14 @@ coexist(const struct cfg *c, const size_t *idx, size_t n)
 	return !c->models[idx[0]].group->swap;
 }
 
+/* A selector's plain keys (name, description, unlisted, metadata, settings/balance). */
 static void
-selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
+selector_fields(struct cfg_selector *s, const cJSON *v, const char *base,
     const struct cfg_compat_at *at, const struct cfg_compat_report *r)
 {
-	const cJSON *it, *t, *st;
-	char         kp[512], base[300];
-	size_t       n = 0, *idx;
+	const cJSON *it, *st;
+	char         kp[512];
 
-	snprintf(base, sizeof(base), "selectors.%s", s->id);
-	s->spillover = 1;
-	s->targets = xcalloc(1, sizeof(char *)); /* never NULL, even when refused */
-	if (cfg_find_model(c, s->id) != NULL)
-		cfg_compat__rep(r, at, false, base, "the name is already a model id or alias");
-	if (!cJSON_IsObject(v)) {
-		cfg_compat__rep(r, at, false, base, "expected a map");
-		return;
-	}
 	cJSON_ArrayForEach(it, v) {
 		snprintf(kp, sizeof(kp), "%s.%s", base, it->string);
 		if (strcmp(it->string, "strategy") == 0 || strcmp(it->string, "targets") == 0)
@@ -531,6 +522,16 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 		else
 			cfg_compat__rep(r, at, false, kp, "unknown key");
 	}
+}
+
+/* A selector's strategy: pin, warm or spillover (balance). */
+static void
+selector_strategy(struct cfg_selector *s, const cJSON *v, const char *base,
+    const struct cfg_compat_at *at, const struct cfg_compat_report *r)
+{
+	const cJSON *it;
+	char         kp[512];
+
 	snprintf(kp, sizeof(kp), "%s.strategy", base);
 	it = cJSON_GetObjectItemCaseSensitive(v, "strategy");
 	if (it == NULL)
@@ -544,6 +545,27 @@ selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
 		s->strategy = COMPAT_SEL_SPILLOVER;
 	else
 		cfg_compat__rep(r, at, false, kp, "unknown strategy (warm, pin or spillover)");
+}
+
+static void
+selector_load(struct cfg *c, struct cfg_selector *s, const cJSON *v,
+    const struct cfg_compat_at *at, const struct cfg_compat_report *r)
+{
+	const cJSON *it, *t;
+	char         kp[512], base[300];
+	size_t       n = 0, *idx;
+
+	snprintf(base, sizeof(base), "selectors.%s", s->id);
+	s->spillover = 1;
+	s->targets = xcalloc(1, sizeof(char *)); /* never NULL, even when refused */
+	if (cfg_find_model(c, s->id) != NULL)
+		cfg_compat__rep(r, at, false, base, "the name is already a model id or alias");
+	if (!cJSON_IsObject(v)) {
+		cfg_compat__rep(r, at, false, base, "expected a map");
+		return;
+	}
+	selector_fields(s, v, base, at, r);
+	selector_strategy(s, v, base, at, r);
 	snprintf(kp, sizeof(kp), "%s.targets", base);
 	t = cJSON_GetObjectItemCaseSensitive(v, "targets");
 	if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) == 0) {

@@ -211,14 +211,107 @@ mx_expr(struct mx *x, const char **p, const char *setname, struct bitsets *out)
 	return true;
 }
 
+/* matrix.vars: short names, each a model id; a wrong one is told and fails x. */
+static void
+mx_vars(struct mx *x, const char *path)
+{
+	const cJSON *it;
+	char         kp[512];
+
+	cJSON_ArrayForEach(it, x->vars) {
+		const struct cfg_model *m;
+		size_t                  n = strlen(it->string);
+		bool                    ok = n >= 1 && n <= COMPAT_MAX_VAR_BYTES;
+
+		for (size_t i = 0; ok && i < n; i++)
+			ok = name_char((unsigned char)it->string[i]) && it->string[i] != '_';
+		snprintf(kp, sizeof(kp), "%s.vars.%s", path, it->string);
+		if (!ok)
+			cfg_compat__rep(x->r, x->at, false, kp, "invalid name ([A-Za-z0-9.-], 1 to %d "
+			    "characters)", COMPAT_MAX_VAR_BYTES);
+		else if (!cJSON_IsString(it))
+			cfg_compat__rep(x->r, x->at, false, kp, "expected a model id");
+		else if ((m = cfg_find_model(x->c, it->valuestring)) == NULL)
+			cfg_compat__rep(x->r, x->at, false, kp, "unknown model \"%s\"", it->valuestring);
+		else if (strcmp(m->id, it->valuestring) != 0)
+			cfg_compat__rep(x->r, x->at, false, kp, "\"%s\" is an alias; name the model id %s",
+			    it->valuestring, m->id);
+		else
+			continue;
+		x->failed = true;
+	}
+}
+
+/* matrix.evict_costs: a cost per var, default 1. */
+static void
+mx_costs(struct mx *x, const cJSON *mtx, const char *path)
+{
+	const cJSON *it, *costs;
+	char         kp[512];
+	int         *cost = x->c->compat->evict_cost;
+
+	snprintf(kp, sizeof(kp), "%s.evict_costs", path);
+	if ((costs = cfg_compat__map_at(mtx, "evict_costs", kp, x->at, x->r)) == NULL)
+		return;
+	cJSON_ArrayForEach(it, costs) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(x->vars, it->string);
+		long long    n;
+
+		snprintf(kp, sizeof(kp), "%s.evict_costs.%s", path, it->string);
+		if (v == NULL || !cJSON_IsString(v) || cfg_find_model(x->c, v->valuestring) == NULL)
+			cfg_compat__rep(x->r, x->at, false, kp, "\"%s\" is not in vars", it->string);
+		else if (!cfg_compat__is_int(it, 1, 1000000000, &n))
+			cfg_compat__rep(x->r, x->at, false, kp, "expected an integer >= 1");
+		else
+			cost[cfg_compat__model_index(x->c, cfg_find_model(x->c, v->valuestring))] = (int)n;
+	}
+}
+
+/* matrix.sets: each expression expanded into `all`. False when one is wrong. */
+static bool
+mx_sets(struct mx *x, const char *path, struct bitsets *all)
+{
+	const cJSON *it;
+	char         kp[512];
+
+	if (x->sets != NULL && !cJSON_IsObject(x->sets)) {
+		snprintf(kp, sizeof(kp), "%s.sets", path);
+		cfg_compat__rep(x->r, x->at, false, kp, "expected a map of set names to expressions");
+		return false;
+	}
+	cJSON_ArrayForEach(it, x->sets) {
+		const char *p;
+
+		snprintf(kp, sizeof(kp), "%s.sets.%s", path, it->string);
+		if (!cJSON_IsString(it) || strlen(it->valuestring) > COMPAT_MAX_SET_EXPR) {
+			cfg_compat__rep(x->r, x->at, false, kp, "expected an expression of at most %d bytes",
+			    COMPAT_MAX_SET_EXPR);
+			return false;
+		}
+		p = it->valuestring;
+		x->depth = 0;
+		if (!mx_expr(x, &p, it->string, all))
+			return false;
+		skip_ws(&p);
+		if (*p != '\0') {
+			char why[64];
+
+			snprintf(why, sizeof(why), "unexpected \"%.20s\"", p);
+			mx_fail(x, it->string, why);
+			return false;
+		}
+	}
+	return !x->failed;
+}
+
 void
-cfg_compat__matrix_build(struct cfg *c, const cJSON *mtx, const struct cfg_compat_at *at, const char *path,
-    const struct cfg_compat_report *r)
+cfg_compat__matrix_build(struct cfg *c, const cJSON *mtx, const struct cfg_compat_at *at,
+    const char *path, const struct cfg_compat_report *r)
 {
 	struct cfg_compat *cc = c->compat;
 	struct mx          x = { c, NULL, NULL, r, at, path, (c->nmodels + 7) / 8, 0, false, 0 };
 	struct bitsets     all = { 0 };
-	const cJSON       *it, *costs;
+	const cJSON       *it;
 	char               kp[512];
 
 	cc->use_matrix = true;
@@ -239,74 +332,11 @@ cfg_compat__matrix_build(struct cfg *c, const cJSON *mtx, const struct cfg_compa
 		cfg_compat__rep(r, at, false, kp, "expected a map of short names to model ids");
 		return;
 	}
-	cJSON_ArrayForEach(it, x.vars) {
-		const struct cfg_model *m;
-		size_t                  n = strlen(it->string);
-		bool                    ok = n >= 1 && n <= COMPAT_MAX_VAR_BYTES;
-
-		for (size_t i = 0; ok && i < n; i++)
-			ok = name_char((unsigned char)it->string[i]) && it->string[i] != '_';
-		snprintf(kp, sizeof(kp), "%s.vars.%s", path, it->string);
-		if (!ok)
-			cfg_compat__rep(r, at, false, kp, "invalid name ([A-Za-z0-9.-], 1 to %d characters)",
-			    COMPAT_MAX_VAR_BYTES);
-		else if (!cJSON_IsString(it))
-			cfg_compat__rep(r, at, false, kp, "expected a model id");
-		else if ((m = cfg_find_model(c, it->valuestring)) == NULL)
-			cfg_compat__rep(r, at, false, kp, "unknown model \"%s\"", it->valuestring);
-		else if (strcmp(m->id, it->valuestring) != 0)
-			cfg_compat__rep(r, at, false, kp, "\"%s\" is an alias; name the model id %s",
-			    it->valuestring, m->id);
-		else
-			continue;
-		x.failed = true;
-	}
-	snprintf(kp, sizeof(kp), "%s.evict_costs", path);
-	if ((costs = cfg_compat__map_at(mtx, "evict_costs", kp, at, r)) != NULL) {
-		cJSON_ArrayForEach(it, costs) {
-			const cJSON *v = cJSON_GetObjectItemCaseSensitive(x.vars, it->string);
-			long long    n;
-
-			snprintf(kp, sizeof(kp), "%s.evict_costs.%s", path, it->string);
-			if (v == NULL || !cJSON_IsString(v) || cfg_find_model(c, v->valuestring) == NULL)
-				cfg_compat__rep(r, at, false, kp, "\"%s\" is not in vars", it->string);
-			else if (!cfg_compat__is_int(it, 1, 1000000000, &n))
-				cfg_compat__rep(r, at, false, kp, "expected an integer >= 1");
-			else
-				cc->evict_cost[cfg_compat__model_index(c, cfg_find_model(c, v->valuestring))] = (int)n;
-		}
-	}
+	mx_vars(&x, path);
+	mx_costs(&x, mtx, path); /* its faults are told even when a var was wrong */
 	if (x.failed)
 		return;
-	if (x.sets != NULL && !cJSON_IsObject(x.sets)) {
-		snprintf(kp, sizeof(kp), "%s.sets", path);
-		cfg_compat__rep(r, at, false, kp, "expected a map of set names to expressions");
-		return;
-	}
-	cJSON_ArrayForEach(it, x.sets) {
-		const char *p;
-
-		snprintf(kp, sizeof(kp), "%s.sets.%s", path, it->string);
-		if (!cJSON_IsString(it) || strlen(it->valuestring) > COMPAT_MAX_SET_EXPR) {
-			cfg_compat__rep(r, at, false, kp, "expected an expression of at most %d bytes",
-			    COMPAT_MAX_SET_EXPR);
-			x.failed = true;
-			break;
-		}
-		p = it->valuestring;
-		x.depth = 0;
-		if (!mx_expr(&x, &p, it->string, &all))
-			break;
-		skip_ws(&p);
-		if (*p != '\0') {
-			char why[64];
-
-			snprintf(why, sizeof(why), "unexpected \"%.20s\"", p);
-			mx_fail(&x, it->string, why);
-			break;
-		}
-	}
-	if (x.failed) {
+	if (!mx_sets(&x, path, &all)) {
 		bs_free(&all);
 		return;
 	}

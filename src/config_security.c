@@ -627,6 +627,32 @@ wrapped_refusal(char *const *argv, const char *cfg_file)
 	return why;
 }
 
+/* A program that runs another program (nice, timeout, ...): any shell word among its
+ * arguments, or an argument that is a shell file or an interpreter given inline code, refuses
+ * it (told through ld). */
+static bool
+wrapper_refused(struct ld *ld, const struct node *n, const char *path, char *const *argv,
+    const char *exe)
+{
+	for (size_t i = 1; argv[i] != NULL; i++) {
+		const char *why;
+
+		if (is_shell_name(argv[i])) {
+			cfg__ld_err(ld, n, path, "%s runs %s: " SHELL_REFUSED, argv[0], argv[i]);
+			return true;
+		}
+		if ((why = wrapped_refusal(argv + i, n->file)) == NULL)
+			continue;
+		if (strcmp(why, "a shell") == 0)
+			cfg__ld_err(ld, n, path, "%s runs %s, a shell: " SHELL_REFUSED, argv[0], argv[i]);
+		else
+			cfg__ld_err(ld, n, path, "%s runs %s, an interpreter given its program inline "
+			    "(%s); list %s in allowedCommands to allow it", argv[0], argv[i], why, exe);
+		return true;
+	}
+	return false;
+}
+
 /* Checks argv's program against allowedCommands and the shell rule; env's program too. Returns
  * the resolved program (caller frees) or NULL after one error. */
 char *
@@ -676,27 +702,8 @@ cfg__command_check(struct ld *ld, const struct node *n, const char *path, char *
 		    argv[0], exe);
 		goto fail;
 	}
-	if (!exact && is_wrapper(exe)) {
-		/* Programs that run another program: any shell word among their arguments counts. */
-		for (size_t i = 1; argv[i] != NULL; i++) {
-			const char *why;
-
-			if (is_shell_name(argv[i])) {
-				cfg__ld_err(ld, n, path, "%s runs %s: " SHELL_REFUSED, argv[0], argv[i]);
-				goto fail;
-			}
-			if ((why = wrapped_refusal(argv + i, n->file)) != NULL) {
-				if (strcmp(why, "a shell") == 0)
-					cfg__ld_err(ld, n, path, "%s runs %s, a shell: " SHELL_REFUSED, argv[0],
-					    argv[i]);
-				else
-					cfg__ld_err(ld, n, path, "%s runs %s, an interpreter given its program "
-					    "inline (%s); list %s in allowedCommands to allow it", argv[0],
-					    argv[i], why, exe);
-				goto fail;
-			}
-		}
-	}
+	if (!exact && is_wrapper(exe) && wrapper_refused(ld, n, path, argv, exe))
+		goto fail;
 	if (!exact && (strcmp(base_name(exe), "env") == 0 || strcmp(base_name(argv[0]), "env") == 0)) {
 		t = env_target(argv, &split);
 		if (split) {

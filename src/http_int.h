@@ -186,7 +186,7 @@ void unwatch_peer(struct conn_ctx *cc);
 void on_quiet(void *arg);
 void conn_request_ended(struct MHD_Connection *conn);
 
-/* http_req.c */
+/* http_reply.c (answers), http_req.c (the core) */
 bool send_raw(struct MHD_Connection *conn, int status, struct MHD_Response *hdrs, const char *id, const char *json);
 void req_resume(struct mm_req *r);
 void req_suspend(struct mm_req *r);
@@ -195,7 +195,11 @@ const char *req_header(const struct mm_req *r, const char *name);
 void add_cors_header(void *arg, const char *name, const char *value);
 void set_reply(struct mm_req *r, int status, struct MHD_Response *resp);
 void reply_text(struct mm_req *r, int status, const char *ctype, char *body, const char *allow);
-void __attribute__((format(printf, 4, 5))) reply_error(struct mm_req *r, int status, const char *code, const char *fmt, ...);
+void reply_error(struct mm_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Answers now on the socket (the body is not read), then the connection closes. */
+void refuse_now(struct mm_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 int out_append(struct mm_req *r, const char *p, size_t n);
 ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max);
 bool valid_traceparent(const char *s);
