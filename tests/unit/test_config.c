@@ -8,35 +8,11 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
+#include "cfg_load.h"
 #include "check.h"
 #include "modelmux/config.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
-
-static struct cfg *
-load(const char *text, struct cfg_errs *e)
-{
-	return cfg_load_buf("cfg.yaml", text, strlen(text), e);
-}
-
-/* Loads text that must fail; returns every message as "\nmsg\nmsg\n" (caller frees). */
-static char *
-load_errs(const char *text)
-{
-	struct cfg_errs e = { 0 };
-	struct cfg     *c = load(text, &e);
-	struct buf      b = { 0 };
-
-	if (c != NULL) {
-		cfg_unref(c);
-		return xstrdup("(loaded)");
-	}
-	buf_printf(&b, "\n");
-	for (size_t i = 0; i < e.n; i++)
-		buf_printf(&b, "%s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return b.data;
-}
 
 #define EXPECT_ERR(text, want) do { \
 	char *errs_ = load_errs(text); \
@@ -53,19 +29,6 @@ key_is(const struct cfg_key *k, const char *plain)
 
 	EVP_Digest(plain, strlen(plain), d, &n, EVP_sha256(), NULL);
 	return n == 32 && memcmp(d, k->sha256, 32) == 0;
-}
-
-/* Loads text that must succeed; prints the errors otherwise. */
-static struct cfg *
-load_ok(const char *text)
-{
-	struct cfg_errs e = { 0 };
-	struct cfg     *c = load(text, &e);
-
-	for (size_t i = 0; i < e.n; i++)
-		fprintf(stderr, "unexpected: %s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return c;
 }
 
 static void
@@ -865,7 +828,6 @@ test_load_file(void)
 	cfg_errs_free(&e);
 }
 
-
 /* ---- several files (--config-dir) -------------------------------------------------------- */
 
 /* Loads the NULL-terminated name/text pairs as one merged config. */
@@ -1148,7 +1110,6 @@ test_config_dir(void)
 	free(sub);
 	free(base);
 }
-
 
 /* ---- security keys ----------------------------------------------------------------------- */
 

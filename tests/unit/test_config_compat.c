@@ -5,42 +5,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "cfg_load.h"
 #include "check.h"
 #include "modelmux/config.h"
 #include "modelmux/config_compat.h"
 #include "modelmux/util.h"
 
 #define M(id) "  " id ":\n    cmd: /bin/true --port ${PORT}\n"
-
-static struct cfg *
-load_ok(const char *text)
-{
-	struct cfg_errs e = { 0 };
-	struct cfg     *c = cfg_load_buf("cfg.yaml", text, strlen(text), &e);
-
-	for (size_t i = 0; i < e.n; i++)
-		fprintf(stderr, "unexpected: %s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return c;
-}
-
-static char *
-load_errs(const char *text)
-{
-	struct cfg_errs e = { 0 };
-	struct cfg     *c = cfg_load_buf("cfg.yaml", text, strlen(text), &e);
-	struct buf      b = { 0 };
-
-	if (c != NULL) {
-		cfg_unref(c);
-		return xstrdup("(loaded)");
-	}
-	buf_printf(&b, "\n");
-	for (size_t i = 0; i < e.n; i++)
-		buf_printf(&b, "%s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return b.data;
-}
 
 #define EXPECT_ERR(text, want) do { \
 	char *errs_ = load_errs(text); \

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "cfg_load.h"
 #include "check.h"
 #include "modelmux/config.h"
 #include "modelmux/config_peers.h"
@@ -14,48 +15,11 @@
 #define LOCAL "models:\n  loc:\n    cmd: /bin/sleep 100\n    proxy: http://127.0.0.1:9\n" \
 	"    aliases: [shared-alias]\n"
 
-static struct cfg *
-load(const char *text, struct cfg_errs *e)
-{
-	return cfg_load_buf("cfg.yaml", text, strlen(text), e);
-}
-
-/* Every message of a load that must fail, as "\nmsg\nmsg\n" (caller frees). */
-static char *
-load_errs(const char *text)
-{
-	struct cfg_errs e = { 0 };
-	struct cfg     *c = load(text, &e);
-	struct buf      b = { 0 };
-
-	if (c != NULL) {
-		cfg_unref(c);
-		return xstrdup("(loaded)");
-	}
-	buf_printf(&b, "\n");
-	for (size_t i = 0; i < e.n; i++)
-		buf_printf(&b, "%s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return b.data;
-}
-
 #define EXPECT_ERR(text, want) do { \
 	char *errs_ = load_errs(text); \
 	ASSERT_CONTAINS(errs_, "\n" want "\n"); \
 	free(errs_); \
 } while (0)
-
-static struct cfg *
-load_ok(const char *text)
-{
-	struct cfg_errs e = { 0 };
-	struct cfg     *c = load(text, &e);
-
-	for (size_t i = 0; i < e.n; i++)
-		fprintf(stderr, "unexpected: %s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return c;
-}
 
 static void
 test_models(void)
