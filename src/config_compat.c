@@ -15,6 +15,7 @@
 
 #include "modelmux/config_compat.h"
 #include "config_compat_int.h"
+#include "config_int.h"
 #include "modelmux/log.h"
 #include "modelmux/util.h"
 
@@ -249,49 +250,6 @@ cfg_compat_model(struct cfg_model *m, const char *path, const cJSON *v,
 
 /* ---- -tls-cert-file / -tls-key-file ------------------------------------------------------ */
 
-/* The whole of a small file (at most `limit` bytes), NUL-terminated; NULL with errno set. The
- * read buffer is wiped: it may hold a private key. */
-static char *
-pem_read(const char *path, size_t *lenp)
-{
-	struct buf b = { 0 };
-	char       chunk[4096];
-	ssize_t    r;
-	int        fd, saved = 0;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return NULL;
-	for (;;) {
-		if ((r = read(fd, chunk, sizeof(chunk))) == -1 && errno == EINTR)
-			continue;
-		if (r == -1 || (r > 0 && buf_append(&b, chunk, (size_t)r, CFG_MAX_PEM_BYTES) == -1)) {
-			saved = r == -1 ? errno : EFBIG;
-			break;
-		}
-		if (r == 0)
-			break;
-	}
-	OPENSSL_cleanse(chunk, sizeof(chunk));
-	close(fd);
-	if (saved != 0) {
-		buf_free_wiped(&b);
-		errno = saved;
-		return NULL;
-	}
-	*lenp = b.len;
-	return b.data ? b.data : xstrdup("");
-}
-
-static int
-no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf;
-	(void)size;
-	(void)rwflag;
-	(void)u;
-	return -1;
-}
-
 int
 cfg_compat_tls_files(struct cfg *c, const char *cert_file, const char *key_file,
     struct cfg_errs *errs)
@@ -303,19 +261,19 @@ cfg_compat_tls_files(struct cfg *c, const char *cert_file, const char *key_file,
 	EVP_PKEY *pk = NULL;
 	int       rc = -1;
 
-	if ((cert = pem_read(cert_file, &clen)) == NULL) {
+	if ((cert = cfg__read_small_file(cert_file, CFG_MAX_PEM_BYTES, &clen)) == NULL) {
 		errs_add(errs, "-tls-cert-file: cannot read %s: %s", cert_file,
 		    errno == EFBIG ? "too large" : strerror(errno));
 		goto out;
 	}
-	if ((key = pem_read(key_file, &klen)) == NULL) {
+	if ((key = cfg__read_small_file(key_file, CFG_MAX_PEM_BYTES, &klen)) == NULL) {
 		errs_add(errs, "-tls-key-file: cannot read %s: %s", key_file,
 		    errno == EFBIG ? "too large" : strerror(errno));
 		goto out;
 	}
 	if ((bio = BIO_new_mem_buf(cert, (int)clen)) == NULL)
 		fatal("config: out of memory");
-	x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+	x = PEM_read_bio_X509(bio, NULL, cfg__no_passphrase, NULL);
 	BIO_free(bio);
 	if (x == NULL) {
 		errs_add(errs, "-tls-cert-file: %s: not a PEM certificate", cert_file);
@@ -323,7 +281,7 @@ cfg_compat_tls_files(struct cfg *c, const char *cert_file, const char *key_file,
 	}
 	if ((bio = BIO_new_mem_buf(key, (int)klen)) == NULL)
 		fatal("config: out of memory");
-	pk = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	pk = PEM_read_bio_PrivateKey(bio, NULL, cfg__no_passphrase, NULL);
 	BIO_free(bio);
 	if (pk == NULL) {
 		errs_add(errs, "-tls-key-file: %s: not a PEM private key (or it has a passphrase)",

@@ -193,4 +193,10 @@ void         cfg__model_timeouts(struct ld *ld, struct node *v, const char *path
 void         cfg__peers_load(struct ld *ld, struct node *root);
 void         cfg__peers_free(struct cfg *c);
 
+/* config_security.c: a whole file of at most `limit` bytes, read with its buffers wiped (it may
+ * hold a key); NULL with errno set (EFBIG when too large). */
+char *cfg__read_small_file(const char *path, size_t limit, size_t *lenp);
+/* OpenSSL's passphrase callback that refuses: an encrypted key does not load. */
+int cfg__no_passphrase(char *buf, int size, int rwflag, void *u);
+
 #endif

@@ -154,9 +154,8 @@ cfg__top_api_keys(struct ld *ld, struct node *v, const char *path, void *obj)
 	}
 }
 
-/* Reads a whole file of at most `limit` bytes; NULL with errno set (EFBIG when too large). */
-static char *
-read_small_file(const char *path, size_t limit, size_t *lenp)
+char *
+cfg__read_small_file(const char *path, size_t limit, size_t *lenp)
 {
 	struct buf b = { 0 };
 	char       chunk[4096];
@@ -198,7 +197,7 @@ cfg__top_api_keys_file(struct ld *ld, struct node *v, const char *path, void *ob
 			cfg__ld_err(ld, v, path, "expected a file name");
 		return;
 	}
-	if ((text = read_small_file(file, CFG_MAX_KEYS_FILE_BYTES, &len)) == NULL) {
+	if ((text = cfg__read_small_file(file, CFG_MAX_KEYS_FILE_BYTES, &len)) == NULL) {
 		if (errno == EFBIG)
 			cfg__ld_err(ld, v, path, "%s: larger than %u bytes", file, CFG_MAX_KEYS_FILE_BYTES);
 		else
@@ -737,8 +736,8 @@ static const struct field tls_fields[] = {
 	FLD_END,
 };
 
-static int
-no_passphrase(char *buf, int size, int rwflag, void *u)
+int
+cfg__no_passphrase(char *buf, int size, int rwflag, void *u)
 {
 	(void)buf;
 	(void)size;
@@ -751,7 +750,7 @@ no_passphrase(char *buf, int size, int rwflag, void *u)
 static char *
 tls_read(struct ld *ld, const struct node *n, const char *path, const char *file, size_t *len)
 {
-	char *text = read_small_file(file, CFG_MAX_PEM_BYTES, len);
+	char *text = cfg__read_small_file(file, CFG_MAX_PEM_BYTES, len);
 
 	if (text == NULL) {
 		if (errno == EFBIG)
@@ -792,14 +791,14 @@ cfg__top_tls(struct ld *ld, struct node *v, const char *path, void *obj)
 	if ((cert = tls_read(ld, cn, cp, tp.cert, &clen)) != NULL) {
 		if ((bio = BIO_new_mem_buf(cert, (int)clen)) == NULL)
 			fatal("config: out of memory");
-		if ((x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL)) == NULL)
+		if ((x = PEM_read_bio_X509(bio, NULL, cfg__no_passphrase, NULL)) == NULL)
 			cfg__ld_err(ld, cn, cp, "%s: not a PEM certificate", tp.cert);
 		BIO_free(bio);
 	}
 	if ((key = tls_read(ld, kn, kp, tp.key, &klen)) != NULL) {
 		if ((bio = BIO_new_mem_buf(key, (int)klen)) == NULL)
 			fatal("config: out of memory");
-		if ((pk = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL)) == NULL)
+		if ((pk = PEM_read_bio_PrivateKey(bio, NULL, cfg__no_passphrase, NULL)) == NULL)
 			cfg__ld_err(ld, kn, kp, "%s: not a PEM private key (or it has a passphrase)", tp.key);
 		BIO_free(bio);
 	}
