@@ -256,7 +256,6 @@ cfg_compat_tls_files(struct cfg *c, const char *cert_file, const char *key_file,
 {
 	char     *cert = NULL, *key = NULL;
 	size_t    clen = 0, klen = 0;
-	BIO      *bio;
 	X509     *x = NULL;
 	EVP_PKEY *pk = NULL;
 	int       rc = -1;
@@ -271,19 +270,11 @@ cfg_compat_tls_files(struct cfg *c, const char *cert_file, const char *key_file,
 		    errno == EFBIG ? "too large" : strerror(errno));
 		goto out;
 	}
-	if ((bio = BIO_new_mem_buf(cert, (int)clen)) == NULL)
-		fatal("config: out of memory");
-	x = PEM_read_bio_X509(bio, NULL, cfg__no_passphrase, NULL);
-	BIO_free(bio);
-	if (x == NULL) {
+	if ((x = cfg__pem_cert(cert, clen)) == NULL) {
 		errs_add(errs, "-tls-cert-file: %s: not a PEM certificate", cert_file);
 		goto out;
 	}
-	if ((bio = BIO_new_mem_buf(key, (int)klen)) == NULL)
-		fatal("config: out of memory");
-	pk = PEM_read_bio_PrivateKey(bio, NULL, cfg__no_passphrase, NULL);
-	BIO_free(bio);
-	if (pk == NULL) {
+	if ((pk = cfg__pem_key(key, klen)) == NULL) {
 		errs_add(errs, "-tls-key-file: %s: not a PEM private key (or it has a passphrase)",
 		    key_file);
 		goto out;

@@ -196,7 +196,10 @@ void         cfg__peers_free(struct cfg *c);
 /* config_security.c: a whole file of at most `limit` bytes, read with its buffers wiped (it may
  * hold a key); NULL with errno set (EFBIG when too large). */
 char *cfg__read_small_file(const char *path, size_t limit, size_t *lenp);
-/* OpenSSL's passphrase callback that refuses: an encrypted key does not load. */
-int cfg__no_passphrase(char *buf, int size, int rwflag, void *u);
+/* A PEM certificate / private key (no passphrase) from text[len]; NULL when it does not parse. */
+struct x509_st;
+struct evp_pkey_st;
+struct x509_st *cfg__pem_cert(const char *text, size_t len);
+struct evp_pkey_st *cfg__pem_key(const char *text, size_t len);
 
 #endif

@@ -736,14 +736,41 @@ static const struct field tls_fields[] = {
 	FLD_END,
 };
 
-int
-cfg__no_passphrase(char *buf, int size, int rwflag, void *u)
+/* OpenSSL's passphrase callback that refuses: an encrypted key does not load. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *u)
 {
 	(void)buf;
 	(void)size;
 	(void)rwflag;
 	(void)u;
 	return -1;
+}
+
+X509 *
+cfg__pem_cert(const char *text, size_t len)
+{
+	BIO  *bio = BIO_new_mem_buf(text, (int)len);
+	X509 *x;
+
+	if (bio == NULL)
+		fatal("config: out of memory");
+	x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	return x;
+}
+
+EVP_PKEY *
+cfg__pem_key(const char *text, size_t len)
+{
+	BIO      *bio = BIO_new_mem_buf(text, (int)len);
+	EVP_PKEY *pk;
+
+	if (bio == NULL)
+		fatal("config: out of memory");
+	pk = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	return pk;
 }
 
 /* Reads a PEM file for tls.<what>; NULL after one error. */
@@ -770,7 +797,6 @@ cfg__top_tls(struct ld *ld, struct node *v, const char *path, void *obj)
 	char            *cp = cfg__path_join(path, "cert"), *kp = cfg__path_join(path, "key");
 	char            *cert = NULL, *key = NULL;
 	size_t           clen = 0, klen = 0;
-	BIO             *bio = NULL;
 	X509            *x = NULL;
 	EVP_PKEY        *pk = NULL;
 
@@ -788,20 +814,12 @@ cfg__top_tls(struct ld *ld, struct node *v, const char *path, void *obj)
 	}
 	if (tp.cert == NULL)
 		goto out;
-	if ((cert = tls_read(ld, cn, cp, tp.cert, &clen)) != NULL) {
-		if ((bio = BIO_new_mem_buf(cert, (int)clen)) == NULL)
-			fatal("config: out of memory");
-		if ((x = PEM_read_bio_X509(bio, NULL, cfg__no_passphrase, NULL)) == NULL)
-			cfg__ld_err(ld, cn, cp, "%s: not a PEM certificate", tp.cert);
-		BIO_free(bio);
-	}
-	if ((key = tls_read(ld, kn, kp, tp.key, &klen)) != NULL) {
-		if ((bio = BIO_new_mem_buf(key, (int)klen)) == NULL)
-			fatal("config: out of memory");
-		if ((pk = PEM_read_bio_PrivateKey(bio, NULL, cfg__no_passphrase, NULL)) == NULL)
-			cfg__ld_err(ld, kn, kp, "%s: not a PEM private key (or it has a passphrase)", tp.key);
-		BIO_free(bio);
-	}
+	if ((cert = tls_read(ld, cn, cp, tp.cert, &clen)) != NULL &&
+	    (x = cfg__pem_cert(cert, clen)) == NULL)
+		cfg__ld_err(ld, cn, cp, "%s: not a PEM certificate", tp.cert);
+	if ((key = tls_read(ld, kn, kp, tp.key, &klen)) != NULL &&
+	    (pk = cfg__pem_key(key, klen)) == NULL)
+		cfg__ld_err(ld, kn, kp, "%s: not a PEM private key (or it has a passphrase)", tp.key);
 	if (x != NULL && pk != NULL && X509_check_private_key(x, pk) != 1)
 		cfg__ld_err(ld, kn, kp, "%s does not match the certificate %s", tp.key, tp.cert);
 	else if (x != NULL && pk != NULL) {
