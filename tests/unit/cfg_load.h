@@ -27,24 +27,33 @@ load_ok(const char *text)
 	return c;
 }
 
-/* Loads text that must fail; returns every message as "\nmsg\nmsg\n", or "(loaded)" (caller
- * frees). */
+/* What a load that had to fail said, as "\nmsg\nmsg\n", or "(loaded)" when c loaded (caller
+ * frees); takes c and e. */
+static inline char *
+load_failure(struct cfg *c, struct cfg_errs *e)
+{
+	struct buf b = { 0 };
+
+	if (c != NULL) {
+		cfg_unref(c);
+		cfg_errs_free(e);
+		return xstrdup("(loaded)");
+	}
+	buf_printf(&b, "\n");
+	for (size_t i = 0; i < e->n; i++)
+		buf_printf(&b, "%s\n", e->msgs[i]);
+	cfg_errs_free(e);
+	return b.data;
+}
+
+/* Loads text that must fail: see load_failure. */
 static inline char *
 load_errs(const char *text)
 {
 	struct cfg_errs e = { 0 };
 	struct cfg     *c = load(text, &e);
-	struct buf      b = { 0 };
 
-	if (c != NULL) {
-		cfg_unref(c);
-		return xstrdup("(loaded)");
-	}
-	buf_printf(&b, "\n");
-	for (size_t i = 0; i < e.n; i++)
-		buf_printf(&b, "%s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return b.data;
+	return load_failure(c, &e);
 }
 
 #endif

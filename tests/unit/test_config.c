@@ -848,17 +848,8 @@ load_srcs_errs(const char *const *pairs)
 {
 	struct cfg_errs e = { 0 };
 	struct cfg     *c = load_srcs(&e, pairs);
-	struct buf      b = { 0 };
 
-	if (c != NULL) {
-		cfg_unref(c);
-		return xstrdup("(loaded)");
-	}
-	buf_printf(&b, "\n");
-	for (size_t i = 0; i < e.n; i++)
-		buf_printf(&b, "%s\n", e.msgs[i]);
-	cfg_errs_free(&e);
-	return b.data;
+	return load_failure(c, &e);
 }
 
 #define EXPECT_SRCS_ERR(want, ...) do { \
