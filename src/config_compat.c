@@ -284,13 +284,7 @@ cfg_compat_tls_files(struct cfg *c, const char *cert_file, const char *key_file,
 		    cert_file);
 		goto out;
 	}
-	free(c->tls_cert_pem);
-	if (c->tls_key_pem != NULL)
-		OPENSSL_cleanse(c->tls_key_pem, strlen(c->tls_key_pem));
-	free(c->tls_key_pem);
-	c->tls_cert_pem = cert;
-	c->tls_key_pem = key;
-	cert = key = NULL;
+	cfg__tls_keep(c, &cert, &key);
 	rc = 0;
 out:
 	ERR_clear_error();

@@ -201,5 +201,8 @@ struct x509_st;
 struct evp_pkey_st;
 struct x509_st *cfg__pem_cert(const char *text, size_t len);
 struct evp_pkey_st *cfg__pem_key(const char *text, size_t len);
+/* A checked certificate and key (PEM texts) become c's, the old key wiped; *cert and *key are
+ * taken (set to NULL). */
+void cfg__tls_keep(struct cfg *c, char **cert, char **key);
 
 #endif

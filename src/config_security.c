@@ -773,6 +773,18 @@ cfg__pem_key(const char *text, size_t len)
 	return pk;
 }
 
+void
+cfg__tls_keep(struct cfg *c, char **cert, char **key)
+{
+	free(c->tls_cert_pem);
+	if (c->tls_key_pem != NULL)
+		OPENSSL_cleanse(c->tls_key_pem, strlen(c->tls_key_pem));
+	free(c->tls_key_pem);
+	c->tls_cert_pem = *cert;
+	c->tls_key_pem = *key;
+	*cert = *key = NULL;
+}
+
 /* Reads a PEM file for tls.<what>; NULL after one error. */
 static char *
 tls_read(struct ld *ld, const struct node *n, const char *path, const char *file, size_t *len)
@@ -822,15 +834,8 @@ cfg__top_tls(struct ld *ld, struct node *v, const char *path, void *obj)
 		cfg__ld_err(ld, kn, kp, "%s: not a PEM private key (or it has a passphrase)", tp.key);
 	if (x != NULL && pk != NULL && X509_check_private_key(x, pk) != 1)
 		cfg__ld_err(ld, kn, kp, "%s does not match the certificate %s", tp.key, tp.cert);
-	else if (x != NULL && pk != NULL) {
-		free(c->tls_cert_pem);
-		if (c->tls_key_pem != NULL)
-			OPENSSL_cleanse(c->tls_key_pem, strlen(c->tls_key_pem));
-		free(c->tls_key_pem);
-		c->tls_cert_pem = cert;
-		c->tls_key_pem = key;
-		cert = key = NULL;
-	}
+	else if (x != NULL && pk != NULL)
+		cfg__tls_keep(c, &cert, &key);
 	ERR_clear_error();
 out:
 	X509_free(x);
